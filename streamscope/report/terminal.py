@@ -1,0 +1,61 @@
+"""Terminal summaries of scan results, as rich tables."""
+
+from __future__ import annotations
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+
+def _fmt(v, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def print_scan_summary(table: pd.DataFrame, model: dict, console: Console, top: int = 10) -> None:
+    """Largest and most extreme tensors, embedding row norms, norm layers, errors."""
+    ck = model["checkpoint"]
+    timing = model.get("timing", {})
+    secs = timing.get("seconds") or 0
+    gbs = timing.get("bytes_scanned", 0) / secs / 1e9 if secs else 0
+    console.print(
+        f"[bold]{model['model_path']}[/]: {ck['num_scanned']}/{ck['num_tensors']} tensors, "
+        f"{ck['total_params']:,} parameters, {ck['total_bytes'] / 1e9:.2f} GB in {len(ck['shards'])} shard(s); "
+        f"scanned in {secs:.1f} s ({gbs:.2f} GB/s)"
+        + (f", {timing['tensors_reused']} reused from an earlier run" if timing.get("tensors_reused") else "")
+    )
+    if len(table) and "basic_stats.abs_max" in table:
+        _tensor_table(console, "Largest tensors", table.sort_values("info.numel", ascending=False).head(top))
+        _tensor_table(console, "Most extreme tensors (by |w| max)", table.sort_values("basic_stats.abs_max", ascending=False).head(top))
+    if model.get("embedding"):
+        t = Table(title="Embedding row L2 norms")
+        for c in ("tensor", "vocab x dim", "mean", "std", "min", "max", "p50", "largest-norm tokens"):
+            t.add_column(c, justify="left" if c in ("tensor", "largest-norm tokens") else "right")
+        for name, e in model["embedding"].items():
+            tokens = ", ".join(repr(r["token"]) if r["token"] is not None else str(r["id"]) for r in e["largest"][:3])
+            t.add_row(name, f"{e['vocab_size']} x {e['embedding_dim']}", _fmt(e["norm_mean"]), _fmt(e["norm_std"]),
+                      _fmt(e["norm_min"]), _fmt(e["norm_max"]), _fmt(e["norm_percentiles"]["p50"]), tokens)  # fmt: skip
+        console.print(t)
+    norms = model.get("norm_layers", {})
+    if norms.get("count"):
+        t = Table(title=f"Norm layers: {norms['count']} tensors; embedding-related shown")
+        for c in ("tensor", "kind", "mean", "std", "min", "max", "why"):
+            t.add_column(c, justify="left" if c in ("tensor", "kind", "why") else "right")
+        for e in norms["embedding_related"][:top]:
+            t.add_row(e["name"], e["kind"], _fmt(e["mean"]), _fmt(e["std"]), _fmt(e["min"]), _fmt(e["max"]), e["embedding_related"])
+        console.print(t)
+    for error in model.get("errors", []):
+        console.print(f"[red]error:[/] {error}")
+
+
+def _tensor_table(console: Console, title: str, rows: pd.DataFrame) -> None:
+    t = Table(title=title)
+    for c in ("tensor", "shape", "dtype", "type", "mean", "std", "abs max", "zeros %"):
+        t.add_column(c, justify="left" if c in ("tensor", "shape", "dtype", "type") else "right")
+    for _, r in rows.iterrows():
+        t.add_row(r["tensor"], r["shape"], r["dtype"], r["block_type"], _fmt(r.get("basic_stats.mean")),
+                  _fmt(r.get("basic_stats.std")), _fmt(r.get("basic_stats.abs_max")), _fmt(r.get("basic_stats.zeros_percentage"), 3))  # fmt: skip
+    console.print(t)
