@@ -205,7 +205,9 @@ def scan(
 
     from streamscope.report.progress import ScanProgress
 
-    options = ScanOptions(analyses=analyses, select=select, memory_budget=memory_budget, device=device, extra=extra)
+    block_elems = extra.pop("block_elems", None)
+    options = ScanOptions(analyses=analyses, select=select, memory_budget=memory_budget, device=device,
+                          block_elems=block_elems, extra=extra)  # fmt: skip
     engine.resolve_device(options.device)  # fail before any work
     index = CheckpointIndex.from_path(path)
     tensors = engine.select_tensors(index, select)

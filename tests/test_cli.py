@@ -1,0 +1,57 @@
+"""The command line, through typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from typer.testing import CliRunner
+
+from streamscope.cli import app
+from streamscope.synthetic import save_tensors
+
+runner = CliRunner()
+
+
+def test_scan_prints_summary_and_writes_files(llama_dir, tmp_path):
+    out = tmp_path / "res"
+    result = runner.invoke(app, ["scan", str(llama_dir), "--out", str(out), "--memory-budget", "64MB", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "Largest tensors" in result.output and "Embedding row L2 norms" in result.output
+    assert "Norm layers" in result.output
+    for f in ("tensors.json", "tensors.csv", "tensors.parquet", "model.json", "arrays.zarr"):
+        assert (out / f).exists(), f
+
+
+def test_scan_json_and_select(llama_dir, tmp_path):
+    result = runner.invoke(app, ["scan", str(llama_dir), "-o", str(tmp_path / "r"), "--select", "norm", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["model"]["checkpoint"]["num_scanned"] == 7  # 3 layers x 2 norms + final norm
+
+
+def test_demo(tmp_path):
+    result = runner.invoke(app, ["scan", "--demo", "--out", str(tmp_path / "demo"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "demo" / "model.json").read_text())["checkpoint"]["num_tensors"] == 104
+
+
+def test_errors_are_one_red_line(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{oops")
+    result = runner.invoke(app, ["scan", str(bad), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "error:" in result.output and str(bad) in result.output.replace("\n", "")
+    assert "Traceback" not in result.output
+    result = runner.invoke(app, ["scan", str(tmp_path / "missing")])
+    assert result.exit_code == 1 and "no such file or directory" in result.output
+    good = save_tensors(tmp_path / "g.safetensors", {"w": torch.ones(2, 2)})
+    result = runner.invoke(app, ["scan", str(good), "--memory-budget", "tiny"])
+    assert result.exit_code == 1 and "--memory-budget 'tiny' is not a size" in result.output
+    result = runner.invoke(app, ["scan"])
+    assert result.exit_code == 1 and "give a checkpoint PATH" in result.output
+
+
+def test_help_has_an_example():
+    result = runner.invoke(app, ["scan", "--help"])
+    assert result.exit_code == 0 and "Example" in result.output and "--memory-budget" in result.output

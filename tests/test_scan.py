@@ -1,0 +1,161 @@
+"""End-to-end scans of real and transformers-built checkpoints, output files, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import zarr
+from safetensors.torch import load_file
+
+import streamscope
+from streamscope.synthetic import save_tensors
+
+
+def test_minilm_real_weights(minilm_dir, tmp_path):
+    r = streamscope.scan(minilm_dir, out=tmp_path / "out", memory_budget="64MB")
+    ref = load_file(str(minilm_dir / "model.safetensors"))
+    assert set(r.tensors) == set(ref)
+    for name in ("embeddings.word_embeddings.weight", "encoder.layer.3.intermediate.dense.weight", "encoder.layer.5.output.LayerNorm.weight"):
+        x = ref[name].double()
+        b = r.tensors[name]["basic_stats"]
+        assert b["mean"] == pytest.approx(float(x.mean()), abs=1e-6 * float(x.abs().mean()))
+        assert b["std"] == pytest.approx(float(x.std()), rel=1e-5)
+        assert b["abs_max"] == float(x.abs().max())
+        assert b["l2_norm"] == pytest.approx(float(x.norm()), rel=1e-5)
+    info = r.tensors["encoder.layer.3.attention.self.query.weight"]["info"]
+    assert (info["layer_index"], info["block_type"], info["dtype"], info["shape"]) == (3, "q_proj", "F32", [384, 384])
+    emb = r.model["embedding"]["embeddings.word_embeddings.weight"]
+    norms = ref["embeddings.word_embeddings.weight"].double().norm(dim=1).numpy()
+    assert emb["vocab_size"] == 30522 and emb["norm_mean"] == pytest.approx(norms.mean(), rel=1e-6)
+    assert emb["largest"][0]["id"] == int(norms.argmax())
+    vocab = (minilm_dir / "vocab.txt").read_text().splitlines()
+    assert emb["largest"][0]["token"] == vocab[int(norms.argmax())]  # decoded through tokenizer.json
+    assert r.model["embedding"]["embeddings.position_embeddings.weight"]["largest"][0]["token"] is None
+    related = {e["name"]: e for e in r.model["norm_layers"]["embedding_related"]}
+    assert set(related) == {"embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias"}
+    assert related["embeddings.LayerNorm.weight"]["kind"] == "LayerNorm"
+    assert r.model["norm_layers"]["count"] == 26  # 2 embedding + 6 layers x 2 LayerNorms x (weight, bias)
+
+
+def test_output_files(minilm_dir, tmp_path):
+    out = tmp_path / "out"
+    r = streamscope.scan(minilm_dir, out=out, select=r"layer\.0\.|embeddings")
+    data = json.loads((out / "tensors.json").read_text())
+    assert set(data) == set(r.tensors) and all(".0." in n or "embeddings" in n for n in data)
+    rec = data["encoder.layer.0.output.dense.weight"]
+    assert set(rec) >= {"info", "basic_stats", "sparsity"}
+    assert set(rec["basic_stats"]) == {"mean", "std", "var", "min", "max", "abs_max", "l2_norm", "zeros_percentage", "numel", "nan_count", "inf_count"}
+    assert set(rec["sparsity"]["sparsity_levels"]) == {"threshold_0.0", "threshold_1e-6", "threshold_1e-4", "threshold_1e-2"}
+    assert set(rec["sparsity"]["structured_sparsity"]) == {"dead_rows", "dead_rows_percentage", "dead_columns", "dead_columns_percentage"}
+    assert set(rec["sparsity"]["magnitude_percentiles"]) == {"p10", "p25", "p50", "p75", "p90"}
+    csv = pd.read_csv(out / "tensors.csv")
+    pq = pd.read_parquet(out / "tensors.parquet")
+    for df in (csv, pq):
+        assert len(df) == len(data)
+        assert {"model_path", "tensor", "layer_index", "block_type", "shape", "dtype", "basic_stats.mean", "sparsity.sparsity_levels.threshold_1e-2"} <= set(df.columns)
+    row = pq.set_index("tensor").loc["encoder.layer.0.output.dense.weight"]
+    assert row["basic_stats.std"] == rec["basic_stats"]["std"] and row["shape"] == "384x1536"
+    model = json.loads((out / "model.json").read_text())
+    assert "embeddings.word_embeddings.weight" in model["embedding"] and model["checkpoint"]["num_tensors"] == 104
+    root = zarr.open_group(str(out / "arrays.zarr"), mode="r")
+    names = root["histograms"].attrs["tensor_names"]
+    counts = root["histograms/counts"][:]
+    assert counts.shape == (len(names), 256)
+    i = names.index("encoder.layer.0.output.dense.weight")
+    assert counts[i].sum() == 384 * 1536
+    norms = root["tensors/embeddings.word_embeddings.weight/row_norms"][:]
+    assert norms.shape == (30522,)
+    np.testing.assert_allclose(norms.mean(), model["embedding"]["embeddings.word_embeddings.weight"]["norm_mean"], rtol=1e-12)
+
+
+def test_sharded_llama_and_qwen2(llama_dir, qwen2_dir, tmp_path):
+    for d in (llama_dir, qwen2_dir):
+        index = json.loads((d / "model.safetensors.index.json").read_text())
+        assert len(set(index["weight_map"].values())) >= 2  # really sharded
+        r = streamscope.scan(d, out=tmp_path / d.name, memory_budget="32MB")
+        assert set(r.tensors) == set(index["weight_map"])
+        assert r.tensors["model.layers.1.self_attn.k_proj.weight"]["info"]["block_type"] == "k_proj"
+        assert r.tensors["model.layers.2.mlp.down_proj.weight"]["info"]["layer_index"] == 2
+        related = {e["name"]: e["embedding_related"] for e in r.model["norm_layers"]["embedding_related"]}
+        assert set(related) == {"model.layers.0.input_layernorm.weight", "model.norm.weight"}
+        assert all(e["kind"] == "RMSNorm" for e in r.model["norm_layers"]["layers"])
+    q = streamscope.scan(qwen2_dir, out=tmp_path / "q2")
+    assert q.tensors["model.layers.0.self_attn.q_proj.bias"]["info"]["block_type"] == "bias"
+    assert "lm_head.weight" not in q.tensors  # tied embeddings: only embed_tokens is stored
+    emb = q.model["embedding"]["model.embed_tokens.weight"]
+    assert emb["vocab_size"] == 512 and emb["embedding_dim"] == 64
+    llama = streamscope.scan(llama_dir, out=tmp_path / "l2")
+    assert {"model.embed_tokens.weight", "lm_head.weight"} <= set(llama.model["embedding"])
+
+
+def test_qwen2_5_vl_nested_names(tmp_path):
+    t = lambda *s: torch.randn(*s, dtype=torch.float32).to(torch.bfloat16)  # noqa: E731
+    path = save_tensors(tmp_path / "m.safetensors", {
+        "model.language_model.embed_tokens.weight": t(100, 16),
+        "model.language_model.layers.0.input_layernorm.weight": torch.ones(16, dtype=torch.bfloat16),
+        "model.language_model.layers.0.self_attn.q_proj.weight": t(16, 16),
+        "model.language_model.norm.weight": torch.ones(16, dtype=torch.bfloat16),
+        "model.visual.blocks.0.attn.qkv.weight": t(48, 16),
+        "model.visual.blocks.0.norm1.weight": torch.ones(16, dtype=torch.bfloat16),
+        "model.visual.merger.ln_q.weight": torch.ones(16, dtype=torch.bfloat16),
+        "lm_head.weight": t(100, 16),
+    })  # fmt: skip
+    r = streamscope.scan(path, out=tmp_path / "o")
+    info = {n: rec["info"] for n, rec in r.tensors.items()}
+    assert info["model.language_model.layers.0.self_attn.q_proj.weight"]["layer_index"] == 0
+    assert info["model.visual.blocks.0.attn.qkv.weight"]["tower"] == "vision"
+    assert info["model.visual.blocks.0.attn.qkv.weight"]["block_type"] == "qkv_proj"
+    related = {e["name"] for e in r.model["norm_layers"]["embedding_related"]}
+    assert related == {"model.language_model.layers.0.input_layernorm.weight", "model.language_model.norm.weight"}
+
+
+def test_resume_reuses_finished_tensors(llama_dir, tmp_path):
+    out = tmp_path / "out"
+    first = streamscope.scan(llama_dir, out=out, select=r"layers\.0\.")
+    assert first.model["timing"]["tensors_reused"] == 0
+    full = streamscope.scan(llama_dir, out=out)
+    assert full.model["timing"]["tensors_reused"] == len(first.tensors)
+    fresh = streamscope.scan(llama_dir, out=tmp_path / "fresh")
+    assert full.tensors == fresh.tensors
+    again = streamscope.scan(llama_dir, out=out, resume=False)
+    assert again.model["timing"]["tensors_reused"] == 0
+
+
+def test_failed_tensor_is_reported_and_others_kept(tmp_path, monkeypatch):
+    path = save_tensors(tmp_path / "m.safetensors", {"a": torch.ones(8, 8), "b": torch.ones(4), "c": torch.zeros(3)})
+    from streamscope.engine import scan as engine
+
+    original = engine.TensorRunner.run
+
+    def flaky(self, info, on_bytes=None):
+        if info.name == "b":
+            raise OSError("Input/output error")
+        return original(self, info, on_bytes)
+
+    monkeypatch.setattr(engine.TensorRunner, "run", flaky)
+    r = streamscope.scan(path, out=tmp_path / "o")
+    assert set(r.tensors) == {"a", "c"}
+    assert len(r.errors) == 1 and "tensor 'b'" in r.errors[0] and str(path) in r.errors[0]
+    assert json.loads((tmp_path / "o" / "model.json").read_text())["errors"] == r.errors
+
+
+def test_distributed_scheduler_gives_the_same_results(llama_dir, tmp_path):
+    local = streamscope.scan(llama_dir, out=tmp_path / "a", select=r"layers\.1\.")
+    dist = streamscope.scan(llama_dir, out=tmp_path / "b", select=r"layers\.1\.", scheduler="local", workers=2)
+    assert dist.tensors == local.tensors
+
+
+def test_bad_options(tmp_path, llama_dir):
+    with pytest.raises(streamscope.OptionError, match="--memory-budget 'lots'"):
+        streamscope.scan(llama_dir, memory_budget="lots")
+    with pytest.raises(streamscope.OptionError, match="--select"):
+        streamscope.scan(llama_dir, select="([")
+    with pytest.raises(streamscope.OptionError, match="unknown analysis 'magic'"):
+        streamscope.scan(llama_dir, analyses="basic,magic")
+    if not torch.cuda.is_available():
+        with pytest.raises(streamscope.DeviceError, match="CUDA is not available"):
+            streamscope.scan(llama_dir, device="cuda")

@@ -1,0 +1,140 @@
+"""Every statistic of the scan against an exact float64 numpy reference, for every dtype.
+
+Tolerances:
+- dtypes whose bit-pattern histogram is exact (BF16, F16, F8, I8, U8, I16, BOOL): all statistics are sums
+  over at most 65,536 float64 terms, so they match the reference to float64 rounding (rel 1e-12).
+- F32, F64, I32, I64: per-block sums in the working precision (float32 for F32), combined in float64. A
+  float32 cascade sum of a block carries a relative error of a few eps32 (1.2e-7) times the sum of |x|, so
+  the mean is checked to 1e-6 of mean(|x|) and M2-derived values (var, std, l2) to rel 1e-5.
+- Magnitude percentiles are exact for exact dtypes and for float tensors that fit in one block; for float
+  tensors streamed in several blocks they come from bf16-truncated keys and lie within 2**-7 relative.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import streamscope
+from streamscope.synthetic import save_tensors
+
+DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I8": torch.int8, "U8": torch.uint8,
+    "I16": torch.int16, "I32": torch.int32, "I64": torch.int64, "BOOL": torch.bool,
+}  # fmt: skip
+EXACT = {"F16", "BF16", "F8_E4M3", "F8_E5M2", "I8", "U8", "I16", "BOOL"}
+
+
+def make(dtype: torch.dtype, rows=96, cols=70, seed=0, specials=True) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    if dtype == torch.bool:
+        return torch.rand(rows, cols, generator=g) > 0.7
+    if not dtype.is_floating_point:
+        info = torch.iinfo(dtype)
+        lo, hi = max(info.min, -30000), min(info.max, 30000)
+        x = torch.randint(lo, hi, (rows, cols), generator=g, dtype=torch.int64)
+    else:
+        x = torch.randn(rows, cols, generator=g, dtype=torch.float64) * 0.05 + 0.01
+        x[5] *= 1e-8  # tiny values: below the 1e-6 / 1e-4 thresholds
+        x[:, 7] *= 30  # a heavy channel
+        if specials and dtype not in (torch.float8_e4m3fn,):
+            x[2, 3], x[4, 4], x[6, 1] = float("nan"), float("inf"), float("-inf")
+        elif specials:
+            x[2, 3] = float("nan")  # e4m3fn has no infinity
+    x[10] = 0  # a dead row
+    x[:, 11] = 0  # a dead column
+    return x.to(dtype)
+
+
+def reference(t: torch.Tensor) -> dict:
+    x = t.to(torch.float64).numpy()
+    flat = x.reshape(-1)
+    fin = flat[np.isfinite(flat)]
+    a = np.abs(fin)
+    absx = np.abs(x)
+    return {
+        "mean": fin.mean(), "var": fin.var(ddof=1), "std": fin.std(ddof=1), "min": fin.min(), "max": fin.max(),
+        "abs_max": a.max(), "l2_norm": np.sqrt((fin**2).sum()), "zeros_percentage": 100 * (flat == 0).mean(),
+        "numel": flat.size, "nan_count": int(np.isnan(flat).sum()), "inf_count": int(np.isinf(flat).sum()),
+        "threshold_0.0": 100 * (flat == 0).mean(), "threshold_1e-6": 100 * (np.abs(flat) < 1e-6).mean(),
+        "threshold_1e-4": 100 * (np.abs(flat) < 1e-4).mean(), "threshold_1e-2": 100 * (np.abs(flat) < 1e-2).mean(),
+        "percentiles": np.percentile(a, [10, 25, 50, 75, 90]), "mean_abs": a.mean(),
+        "dead_rows": int((absx < 1e-6).all(axis=1).sum()), "dead_cols": int((absx < 1e-6).all(axis=0).sum()),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(DTYPES))
+@pytest.mark.parametrize("block_elems", [None, 700])  # one block, and 10 blocks of 10 rows
+def test_statistics_match_float64_reference(tmp_path, name, block_elems):
+    t = make(DTYPES[name])
+    path = save_tensors(tmp_path / "m.safetensors", {"w": t})
+    r = streamscope.scan(path, out=tmp_path / "out", block_elems=block_elems).tensors["w"]
+    ref = reference(t)
+    b, s = r["basic_stats"], r["sparsity"]
+    exact = name in EXACT
+    scale = ref["mean_abs"]
+    rel = 1e-12 if exact else 1e-5
+    assert b["numel"] == ref["numel"] and b["nan_count"] == ref["nan_count"] and b["inf_count"] == ref["inf_count"]
+    assert b["mean"] == pytest.approx(ref["mean"], abs=(1e-12 if exact else 1e-6) * scale)
+    for key in ("var", "std", "l2_norm"):
+        assert b[key] == pytest.approx(ref[key], rel=rel), key
+    for key in ("min", "max", "abs_max"):
+        assert b[key] == ref[key], key  # extremes are exact in every dtype
+    assert b["zeros_percentage"] == pytest.approx(ref["zeros_percentage"], rel=1e-12)
+    for t_ in ("0.0", "1e-6", "1e-4", "1e-2"):
+        assert s["sparsity_levels"][f"threshold_{t_}"] == pytest.approx(ref[f"threshold_{t_}"], rel=1e-12), t_
+    assert s["mean_abs_weight"] == pytest.approx(ref["mean_abs"], rel=rel)
+    got = np.array([s["magnitude_percentiles"][f"p{p}"] for p in (10, 25, 50, 75, 90)])
+    if exact or block_elems is None:
+        assert s["percentiles_exact"]
+        np.testing.assert_allclose(got, ref["percentiles"], rtol=1e-12, atol=0)
+    else:
+        assert not s["percentiles_exact"]
+        np.testing.assert_allclose(got, ref["percentiles"], rtol=2.0**-7, atol=0)
+    assert s["median_abs_weight"] == s["magnitude_percentiles"]["p50"]
+    ss = s["structured_sparsity"]
+    assert (ss["dead_rows"], ss["dead_columns"]) == (ref["dead_rows"], ref["dead_cols"])
+    assert ss["dead_rows_percentage"] == pytest.approx(100 * ref["dead_rows"] / t.shape[0])
+
+
+def test_large_mean_small_spread_keeps_precision(tmp_path):
+    """Norm weights (mean ~1, std ~1e-3): a naive sum-of-squares variance would lose every digit."""
+    g = torch.Generator().manual_seed(1)
+    w = 1.0 + 1e-3 * torch.randn(50_000, generator=g, dtype=torch.float64)
+    path = save_tensors(tmp_path / "m.safetensors", {"n32": w.float(), "n16": w.to(torch.bfloat16)})
+    r = streamscope.scan(path, out=tmp_path / "o", block_elems=4096).tensors
+    for name, t in (("n32", w.float()), ("n16", w.to(torch.bfloat16))):
+        ref = t.double().numpy()
+        assert r[name]["basic_stats"]["std"] == pytest.approx(ref.std(ddof=1), rel=1e-5)
+        assert r[name]["basic_stats"]["mean"] == pytest.approx(ref.mean(), rel=1e-9)
+
+
+def test_zero_size_scalar_and_all_nan(tmp_path):
+    tensors = {
+        "empty": torch.zeros(0, 8), "scalar": torch.tensor(3.5), "vec": torch.tensor([1.0, -2.0]),
+        "nan": torch.full((4, 4), float("nan"), dtype=torch.bfloat16),
+    }  # fmt: skip
+    r = streamscope.scan(save_tensors(tmp_path / "m.safetensors", tensors), out=tmp_path / "o").tensors
+    assert r["empty"]["basic_stats"]["numel"] == 0
+    assert r["scalar"]["basic_stats"]["mean"] == 3.5 and r["scalar"]["basic_stats"]["abs_max"] == 3.5
+    assert r["vec"]["basic_stats"]["min"] == -2.0 and "structured_sparsity" not in r["vec"]["sparsity"]
+    nan = r["nan"]["basic_stats"]
+    assert nan["nan_count"] == 16 and nan["mean"] != nan["mean"]
+
+
+def test_embedding_row_norms_against_reference(tmp_path):
+    emb = torch.randn(300, 48, dtype=torch.float64).to(torch.bfloat16)
+    emb[17] *= 10
+    path = save_tensors(tmp_path / "m.safetensors", {"model.embed_tokens.weight": emb, "lm_head.weight": emb.float()})
+    r = streamscope.scan(path, out=tmp_path / "o", block_elems=48 * 64)
+    ref = np.linalg.norm(emb.double().numpy(), axis=1)
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        e = r.model["embedding"][name]
+        assert e["norm_mean"] == pytest.approx(ref.mean(), rel=1e-6)
+        assert e["norm_std"] == pytest.approx(ref.std(ddof=1), rel=1e-6)
+        assert e["norm_max"] == pytest.approx(ref.max(), rel=1e-6) and e["norm_min"] == pytest.approx(ref.min(), rel=1e-6)
+        assert e["norm_percentiles"]["p50"] == pytest.approx(np.percentile(ref, 50), rel=1e-6)
+        assert e["largest"][0]["id"] == 17
+        assert [x["id"] for x in e["smallest"]] == list(np.argsort(ref, kind="stable")[:10])
