@@ -19,6 +19,7 @@ from streamscope.io.checkpoint import CheckpointIndex
 from streamscope.io.names import NameInfo, classify
 from streamscope.io.reader import plan_blocks, read_block_float
 from streamscope.io.safetensors import TensorInfo
+from streamscope.report.progress import ScanProgress
 from streamscope.results import ResultStore
 
 
@@ -202,8 +203,6 @@ def scan(
         >>> r.table.sort_values("basic_stats.abs_max").tail()  # doctest: +SKIP
     """
     import tempfile
-
-    from streamscope.report.progress import ScanProgress
 
     block_elems = extra.pop("block_elems", None)
     options = ScanOptions(analyses=analyses, select=select, memory_budget=memory_budget, device=device,

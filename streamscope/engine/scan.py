@@ -47,7 +47,8 @@ class TensorRunner:
         self.options = options
         self.device = resolve_device(options.device)
         self.kernel = BlockKernel(options.max_block_elems, self.device)
-        self.reader = RawReader(options.max_block_elems * 8, pin_memory=self.device.type == "cuda")
+        on_gpu = self.device.type != "cpu"
+        self.reader = RawReader(options.max_block_elems * 8, pin_memory=self.device.type == "cuda", mode="pread" if on_gpu else "mmap")
         self.tokenizer = tokenizer
 
     def close(self) -> None:

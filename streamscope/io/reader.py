@@ -1,12 +1,18 @@
-"""Every place tensor bytes are read: blocks of whole rows, read with ``pread`` into reused buffers.
+"""Every place tensor bytes are read: blocks of whole rows, zero-copy from a memory map or into buffers.
 
-Why ``pread`` and not a memory map: pages touched through a map count in the process's RSS until the map is
-dropped, so a scan through a map shows an RSS as large as the file. Reading into a reused buffer keeps RSS at
-the size of the buffers while the kernel's page cache still serves repeated reads at memory speed.
+Two ways, one interface (``RawReader.blocks``):
+- ``mmap`` (CPU): each block is a view of a private map of the shard, so kernels read the page cache
+  directly with no copy. Pages touched through a map count in the process's RSS until they are unmapped, so
+  after each block its pages are released with ``madvise(MADV_DONTNEED)`` (the page cache keeps them) and
+  the next block is announced with ``MADV_WILLNEED`` so the kernel reads ahead on a cold cache.
+- ``pread`` (GPU staging, or where ``madvise`` is missing): blocks are read into two reused (pinned)
+  buffers, the next one on a helper thread while the current one is computed on.
+Either way RSS stays at the size of one or two blocks, whatever the size of the file.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -58,23 +64,28 @@ def read_exact(fd: int, buf: memoryview, offset: int) -> None:
         done += got
 
 
-class RawReader:
-    """Reads blocks of one or more tensors into a pair of reused byte buffers, one block ahead.
+_PAGE = mmap.PAGESIZE
+_CAN_MADVISE = hasattr(mmap.mmap, "madvise") and hasattr(mmap, "MADV_DONTNEED")
 
-    The next block is read on a helper thread while the caller computes on the current one (``pread`` releases
-    the GIL), so disk and compute overlap on a cold cache. A yielded buffer is valid until the next one is
-    requested.
+
+class RawReader:
+    """Yields the blocks of a tensor as typed views; a yielded block is valid until the next is requested.
+
+    Args:
+        max_block_bytes: the largest block, in stored bytes (sizes the ``pread`` buffers).
+        mode: ``"mmap"`` (zero-copy, CPU) or ``"pread"`` (copies into reused buffers, pinned for GPU staging).
     """
 
-    def __init__(self, max_block_bytes: int, pin_memory: bool = False):
+    def __init__(self, max_block_bytes: int, pin_memory: bool = False, mode: str = "mmap"):
         self.capacity = max_block_bytes
-        self._buffers = [
-            torch.empty(max_block_bytes, dtype=torch.uint8, pin_memory=pin_memory) for _ in range(2)
-        ]
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="streamscope-read")
+        self.mode = mode if _CAN_MADVISE or mode == "pread" else "pread"
+        self._pin = pin_memory
+        self._buffers: list[torch.Tensor] = []
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="streamscope-read") if self.mode == "pread" else None
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        if self._pool:
+            self._pool.shutdown(wait=True)
 
     def __enter__(self) -> "RawReader":
         return self
@@ -86,6 +97,11 @@ class RawReader:
         """Yield ``(block, raw)`` where ``raw`` is a typed view (the tensor's dtype) of the block's bytes."""
         if not blocks:
             return
+        if self.mode == "mmap":
+            yield from self._mapped(info, blocks)
+            return
+        if not self._buffers:
+            self._buffers = [torch.empty(self.capacity, dtype=torch.uint8, pin_memory=self._pin) for _ in range(2)]
         fd = os.open(info.shard, os.O_RDONLY)
         try:
             if hasattr(os, "posix_fadvise"):
@@ -102,11 +118,39 @@ class RawReader:
             finally:
                 os.close(fd)
 
+    def _mapped(self, info: TensorInfo, blocks: list[Block]) -> Iterator[tuple[Block, torch.Tensor]]:
+        lo = info.begin // _PAGE * _PAGE  # map only this tensor's pages
+        length = info.end - lo
+        with open(info.shard, "rb") as fh:
+            mm = mmap.mmap(fh.fileno(), length, access=mmap.ACCESS_COPY, offset=lo)
+        try:
+            spans = [(info.begin - lo + b.start * info.itemsize, info.begin - lo + b.stop * info.itemsize) for b in blocks]
+            _advise(mm, *spans[0], mmap.MADV_WILLNEED)
+            for i, (block, (a, b)) in enumerate(zip(blocks, spans)):
+                if i + 1 < len(blocks):
+                    _advise(mm, *spans[i + 1], mmap.MADV_WILLNEED)
+                raw = torch.frombuffer(mm, dtype=torch.uint8, count=b - a, offset=a).view(info.torch_dtype)
+                yield block, raw
+                del raw
+                _advise(mm, a, b, mmap.MADV_DONTNEED)
+        finally:
+            try:
+                mm.close()
+            except BufferError:  # a caller still holds a view; the map goes when that view does
+                pass
+
     def _read(self, fd: int, info: TensorInfo, block: Block, slot: int) -> torch.Tensor:
         nbytes = block.numel * info.itemsize
         buf = self._buffers[slot][:nbytes]
         read_exact(fd, memoryview(buf.numpy()), info.begin + block.start * info.itemsize)
         return buf.view(info.torch_dtype)
+
+
+def _advise(mm: mmap.mmap, start: int, stop: int, advice: int) -> None:
+    a = start // _PAGE * _PAGE
+    b = min(len(mm), -(-stop // _PAGE) * _PAGE)
+    if b > a:
+        mm.madvise(advice, a, b - a)
 
 
 def read_block_float(info: TensorInfo, block: Block, dtype: torch.dtype = torch.float32) -> torch.Tensor:

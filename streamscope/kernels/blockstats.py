@@ -18,7 +18,7 @@ import torch
 
 from streamscope.io.reader import Block
 from streamscope.io.safetensors import TensorInfo
-from streamscope.kernels import patterns
+from streamscope.kernels import native, patterns
 
 SPARSITY_THRESHOLDS = (0.0, 1e-6, 1e-4, 1e-2)
 #: A row or column is dead when every |w| in it is below this.
@@ -60,6 +60,7 @@ class TensorAccumulator:
     col_absmax: np.ndarray | None = None  # (cols,)
     row_sumsq: np.ndarray | None = None  # (rows,)
     kept: torch.Tensor | None = None  # the whole tensor when it fits in one block (exact quantiles)
+    _summary: dict | None = None
 
     @classmethod
     def start(cls, info: TensorInfo, row_norms: bool = False) -> "TensorAccumulator":
@@ -80,7 +81,15 @@ class TensorAccumulator:
         return self.kind != patterns.TRUNCATED
 
     def summary(self) -> dict:
-        """Scalars of the whole tensor: n, nan, inf, finite, zeros, mean, var, min, max, sum_abs, sumsq."""
+        """Scalars of the whole tensor: n, nan, inf, finite, zeros, mean, var, min, max, sum_abs, sumsq.
+
+        Call once all blocks are in: the result is cached.
+        """
+        if self._summary is None:
+            self._summary = self._summarize()
+        return self._summary
+
+    def _summarize(self) -> dict:
         if self.exact:
             return patterns.summarize(self.kind, self.hist)
         finite = self.n
@@ -137,27 +146,40 @@ class BlockKernel:
             x.copy_(staged)
         return x
 
-    def update(self, acc: TensorAccumulator, raw: torch.Tensor, block: Block, x: torch.Tensor | None = None) -> torch.Tensor:
-        """Fold one block (``raw``: the stored dtype, host memory) into ``acc``; returns the converted block."""
+    def update(self, acc: TensorAccumulator, raw: torch.Tensor, block: Block) -> None:
+        """Fold one block (``raw``: the stored dtype, host memory) into ``acc``."""
         info = acc.info
-        if x is None:
+        rows = block.row_stop - block.row_start if acc.row_stats else 1
+        x = None
+        if self.device.type == "cpu" and acc.kind in native.MASKS and native.available():
+            self._native(acc, raw, block, rows)
+        else:
             x = self.convert(raw, info)
-        self._histogram(acc, raw, x)
+            self._histogram(acc, raw, x)
+            if acc.row_stats:
+                a2 = torch.abs(x, out=self.buffer("abs", x.numel(), x.dtype)).view(rows, info.cols)  # (rows, cols)
+                acc.row_absmax[block.row_start : block.row_stop] = a2.amax(dim=1).double().cpu().numpy()
+                np.maximum(acc.col_absmax, a2.amax(dim=0).double().cpu().numpy(), out=acc.col_absmax)
         if not acc.exact:
             self._moments(acc, x)
             if acc.keep_block:
                 acc.kept = x.detach().to("cpu", copy=True)
+        if acc.row_norms:
+            x = self.convert(raw, info) if x is None else x
+            norms = torch.linalg.vector_norm(x.view(rows, info.cols), dim=1, dtype=torch.float64)  # (rows,)
+            acc.row_sumsq[block.row_start : block.row_stop] = (norms * norms).cpu().numpy()
+
+    def _native(self, acc: TensorAccumulator, raw: torch.Tensor, block: Block, rows: int) -> None:
+        keys = raw.view(torch.int16).numpy().view(np.uint16) if raw.element_size() == 2 else raw.view(torch.uint8).numpy()
+        rowmax = colmax = None
         if acc.row_stats:
-            rows = block.row_stop - block.row_start
-            a = self.buffer("abs", x.numel(), x.dtype)
-            torch.abs(x, out=a)
-            a2 = a.view(rows, info.cols)  # (rows, cols)
-            acc.row_absmax[block.row_start : block.row_stop] = a2.amax(dim=1).double().cpu().numpy()
-            np.maximum(acc.col_absmax, a2.amax(dim=0).double().cpu().numpy(), out=acc.col_absmax)
-            if acc.row_norms:
-                sq = torch.linalg.vector_norm(x.view(rows, info.cols), dim=1, dtype=torch.float64)
-                acc.row_sumsq[block.row_start : block.row_stop] = (sq * sq).cpu().numpy()
-        return x
+            rowmax = np.empty(rows, keys.dtype)
+            colmax = np.zeros(acc.info.cols, keys.dtype)
+        native.scan_patterns(keys, rows, keys.size // rows, acc.kind, acc.hist, rowmax, colmax)
+        if acc.row_stats:
+            magnitude = np.abs(patterns.pattern_values(acc.kind))
+            acc.row_absmax[block.row_start : block.row_stop] = magnitude[rowmax]
+            np.maximum(acc.col_absmax, magnitude[colmax], out=acc.col_absmax)
 
     def _histogram(self, acc: TensorAccumulator, raw: torch.Tensor, x: torch.Tensor) -> None:
         size = acc.hist.size

@@ -1,0 +1,147 @@
+"""Benchmark harness: the raw floor, the naive eager approach and streamscope, on the same page-cached files.
+
+Each method runs in a child process (``python -m streamscope.bench METHOD PATH ...``) so that its peak RSS,
+read from ``wait4`` as ``/usr/bin/time -v`` reports it, is its own.
+
+Methods:
+- ``raw``: map the file, convert each tensor to float32 in 64 MiB row blocks into one reused buffer, sum.
+  The floor that any analysis pays.
+- ``naive``: what the seed tools do: ``safetensors.torch.load_file``, then torch ops per metric.
+- ``scan``: ``streamscope.scan`` with the given analyses and budget.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from streamscope.io.checkpoint import CheckpointIndex
+
+BLOCK_BYTES = 64 << 20
+
+
+def method_raw(path: str, **_) -> dict:
+    index = CheckpointIndex.from_path(path)
+    buf = torch.empty(BLOCK_BYTES // 4)
+    total = 0.0
+    for f in index.files:
+        with open(f.path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            for t in index:
+                if t.shard != f.path or t.numel == 0:
+                    continue
+                data = torch.frombuffer(mm, dtype=t.torch_dtype, count=t.numel, offset=t.begin)
+                for s in range(0, t.numel, buf.numel()):
+                    part = data[s : s + buf.numel()]
+                    x = buf[: part.numel()]
+                    x.copy_(part)
+                    total += float(x.sum())
+                del data
+    return {"checksum": total}
+
+
+def method_naive(path: str, **_) -> dict:
+    """The seed tools' approach: whole tensors in memory, a new tensor per metric."""
+    from safetensors.torch import load_file
+
+    index = CheckpointIndex.from_path(path)
+    out = {}
+    for f in index.files:
+        tensors = load_file(str(f.path))
+        for name, t in tensors.items():
+            x = t.float()
+            a = x.abs()
+            stats = {
+                "mean": x.mean().item(), "std": x.std().item(), "min": x.min().item(), "max": x.max().item(),
+                "l2": x.norm().item(), "zeros": (x == 0).float().mean().item(),
+                **{f"t{th}": (a < th).float().mean().item() for th in (1e-6, 1e-4, 1e-2)},
+                "abs_mean": a.mean().item(),
+            }  # fmt: skip
+            flat = a.flatten()
+            sample = flat if flat.numel() <= 1 << 24 else flat[torch.randperm(flat.numel())[: 1 << 24]]
+            stats["pcts"] = torch.quantile(sample, torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9])).tolist()
+            if x.dim() == 2:
+                stats["dead_rows"] = int((a < 1e-6).all(dim=1).sum())
+                stats["dead_cols"] = int((a < 1e-6).all(dim=0).sum())
+                if "embed" in name:
+                    stats["row_norms"] = x.norm(dim=1).mean().item()
+            out[name] = stats
+        del tensors
+    return {"tensors": len(out)}
+
+
+def method_scan(path: str, analyses: str = "basic,sparsity", budget: str = "512MB", device: str = "cpu", **_) -> dict:
+    import streamscope
+
+    with tempfile.TemporaryDirectory() as out:
+        r = streamscope.scan(path, out=out, analyses=analyses, memory_budget=budget, device=device, resume=False)
+    return {"tensors": len(r.tensors)}
+
+
+METHODS = {"raw": method_raw, "naive": method_naive, "scan": method_scan}
+
+
+def run_child(method: str, path: str | Path, **kwargs) -> dict:
+    """Run one method in a child process; returns its seconds, peak RSS (bytes) and output."""
+    cmd = [sys.executable, "-m", "streamscope.bench", method, str(path), json.dumps(kwargs)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"benchmark method {method!r} failed:\n{err[-2000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["peak_rss"] = usage.ru_maxrss * 1024  # Linux reports KiB
+    return result
+
+
+def warm(path: str | Path) -> None:
+    """Read every shard once so that all methods start from the page cache."""
+    for f in CheckpointIndex.from_path(path).files:
+        with open(f.path, "rb") as fh:
+            while fh.read(64 << 20):
+                pass
+
+
+def machine() -> dict:
+    import psutil
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+    }  # fmt: skip
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _child_main(argv: list[str]) -> None:
+    method, path = argv[0], argv[1]
+    kwargs = json.loads(argv[2]) if len(argv) > 2 else {}
+    if method == "scan":  # imports are not part of the measured time of any method
+        import pyarrow.parquet  # noqa: F401
+        import streamscope  # noqa: F401
+    t0 = time.perf_counter()
+    out = METHODS[method](path, **kwargs)
+    out["seconds"] = time.perf_counter() - t0
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1:])

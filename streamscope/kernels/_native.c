@@ -1,0 +1,52 @@
+/* Fused block kernel for sign-magnitude float patterns (bf16, fp16, fp8), called through ctypes.
+ *
+ * One pass over a block of `rows` x `cols` patterns adds every pattern to a count histogram and keeps the
+ * largest magnitude pattern (pattern & mask) of every row and every column. For IEEE-style formats the order
+ * of (pattern & mask) is the order of |value| for non-NaN values, so these maxima are exact |w| maxima.
+ *
+ * The histogram uses two sub-histograms of uint32 counters, so consecutive equal patterns do not wait on
+ * each other's store. A module init function exists only so that setuptools can build this as an extension.
+ */
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", NULL, -1, NULL};
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
+
+#define SCAN_BODY(T, NKEYS)                                                                    \
+    uint32_t *h = (uint32_t *)calloc(2 * (NKEYS), sizeof(uint32_t));                           \
+    if (!h) return -1;                                                                          \
+    uint32_t *h0 = h, *h1 = h + (NKEYS);                                                        \
+    for (int64_t r = 0; r < rows; r++) {                                                        \
+        const T *p = x + r * cols;                                                              \
+        int64_t j = 0;                                                                          \
+        for (; j + 1 < cols; j += 2) {                                                          \
+            h0[p[j]]++;                                                                         \
+            h1[p[j + 1]]++;                                                                     \
+        }                                                                                       \
+        if (j < cols) h0[p[j]]++;                                                               \
+        if (rowmax || colmax) {                                                                 \
+            T m = 0;                                                                            \
+            for (j = 0; j < cols; j++) {                                                        \
+                T a = p[j] & mask;                                                              \
+                m = a > m ? a : m;                                                              \
+                if (colmax) colmax[j] = a > colmax[j] ? a : colmax[j];                          \
+            }                                                                                   \
+            if (rowmax) rowmax[r] = m;                                                          \
+        }                                                                                       \
+    }                                                                                           \
+    for (int64_t k = 0; k < (NKEYS); k++) hist[k] += (int64_t)h0[k] + (int64_t)h1[k];           \
+    free(h);                                                                                    \
+    return 0;
+
+/* Returns 0, or -1 when memory for the counters could not be had. Blocks must hold < 2^32 elements. */
+int ss_scan16(const uint16_t *x, int64_t rows, int64_t cols, int64_t *hist, uint16_t *rowmax, uint16_t *colmax,
+              uint16_t mask) {
+    SCAN_BODY(uint16_t, 65536)
+}
+
+int ss_scan8(const uint8_t *x, int64_t rows, int64_t cols, int64_t *hist, uint8_t *rowmax, uint8_t *colmax,
+             uint8_t mask) {
+    SCAN_BODY(uint8_t, 256)
+}

@@ -1,0 +1,92 @@
+"""ctypes front of the optional C block kernel (``_native.c``), split over threads.
+
+``available()`` is False when the extension was not built (no C compiler at install time) or when
+``STREAMSCOPE_NATIVE=0``; callers then use the numpy/torch path, which gives identical results.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+
+import numpy as np
+
+#: Magnitude masks of the sign-magnitude pattern kinds the kernel handles.
+MASKS = {"BF16": 0x7FFF, "F16": 0x7FFF, "F8_E4M3": 0x7F, "F8_E5M2": 0x7F}
+_FLAT_ROW = 1 << 16  # vectors are cut into rows of this length (no row/column maxima wanted)
+
+
+@lru_cache(maxsize=1)
+def _lib():
+    if os.environ.get("STREAMSCOPE_NATIVE", "1") == "0":
+        return None
+    try:
+        from streamscope.kernels import _native
+    except ImportError:
+        return None
+    lib = ctypes.CDLL(_native.__file__)
+    i64, vp = ctypes.c_int64, ctypes.c_void_p
+    for fn, mask in ((lib.ss_scan16, ctypes.c_uint16), (lib.ss_scan8, ctypes.c_uint8)):
+        fn.argtypes = [vp, i64, i64, vp, vp, vp, mask]
+        fn.restype = ctypes.c_int
+    return lib
+
+
+@lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1)), thread_name_prefix="streamscope-native")
+
+
+def available() -> bool:
+    return _lib() is not None
+
+
+def threads() -> int:
+    return _pool()._max_workers
+
+
+def scan_patterns(
+    keys: np.ndarray, rows: int, cols: int, kind: str, hist: np.ndarray, rowmax: np.ndarray | None, colmax: np.ndarray | None
+) -> None:
+    """Add ``keys`` (uint16 or uint8 patterns, ``rows*cols`` of them) to ``hist``; fill pattern maxima.
+
+    ``rowmax`` (length ``rows``) receives each row's largest magnitude pattern; ``colmax`` (length ``cols``) is
+    raised to each column's. Both may be None, for vectors.
+    """
+    lib = _lib()
+    fn = lib.ss_scan16 if keys.dtype == np.uint16 else lib.ss_scan8
+    mask = MASKS[kind]
+    if rowmax is None and colmax is None and rows == 1:
+        full = keys.size // _FLAT_ROW
+        parts = [(keys[: full * _FLAT_ROW], full, _FLAT_ROW)] if full else []
+        if keys.size % _FLAT_ROW:
+            parts.append((keys[full * _FLAT_ROW :], 1, keys.size % _FLAT_ROW))
+        for k, r, c in parts:
+            _run(fn, k, r, c, hist, None, None, mask)
+        return
+    _run(fn, keys, rows, cols, hist, rowmax, colmax, mask)
+
+
+def _run(fn, keys, rows, cols, hist, rowmax, colmax, mask) -> None:
+    n_threads = min(threads(), rows)
+    bounds = np.linspace(0, rows, n_threads + 1).astype(np.int64)
+    hists = [hist] + [np.zeros_like(hist) for _ in range(n_threads - 1)]
+    colmaxes = [colmax] + [np.zeros_like(colmax) for _ in range(n_threads - 1)] if colmax is not None else [None] * n_threads
+    ptr = lambda a: a.ctypes.data if a is not None else None  # noqa: E731
+
+    def work(i: int) -> int:
+        r0, r1 = int(bounds[i]), int(bounds[i + 1])
+        sub = keys[r0 * cols : r1 * cols]
+        rm = rowmax[r0:r1] if rowmax is not None else None
+        return fn(ptr(sub), r1 - r0, cols, ptr(hists[i]), ptr(rm), ptr(colmaxes[i]), mask)
+
+    codes = list(_pool().map(work, range(n_threads))) if n_threads > 1 else [work(0)]
+    if any(codes):
+        raise MemoryError("the native block kernel could not allocate its counters")
+    for h in hists[1:]:
+        hist += h
+    if colmax is not None:
+        for c in colmaxes[1:]:
+            np.maximum(colmax, c, out=colmax)
