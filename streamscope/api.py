@@ -271,3 +271,86 @@ def model_results(index: CheckpointIndex, records: dict[str, dict], order: list[
         "norm_layers": norm_layers(scanned, index.names, set(index.tensors)),
         "errors": errors,
     }
+
+
+def params(path: str | os.PathLike, *, name: str | None = None) -> dict:
+    """Parameter accounting from headers and ``config.json`` alone (no tensor byte is read).
+
+    Returns:
+        ``total_params, embedding_params, lm_head_params, tied_embeddings, layer_summary, layers, ...``
+        (see ``streamscope.analyses.params.count_params``); ``params_frame`` turns ``layers`` into a DataFrame.
+
+    Example:
+        >>> p = streamscope.params("Llama-2-7b-hf/")  # doctest: +SKIP
+        >>> p["layers"][0]["attention"]["num_kv_heads"]  # doctest: +SKIP
+        32
+    """
+    from streamscope.analyses.params import count_params
+
+    return count_params(CheckpointIndex.from_path(path), name=name)
+
+
+def params_frame(result: dict) -> pd.DataFrame:
+    """One row per layer of a ``params`` result, nested fields flattened (``attention.num_heads``, ...)."""
+    return pd.json_normalize(result["layers"])
+
+
+def compare(
+    a: str | os.PathLike,
+    b: str | os.PathLike,
+    *,
+    weights: bool = False,
+    select: str | None = None,
+    memory_budget: int | str = "1GB",
+    rank: int = 8,
+    progress: bool = False,
+) -> dict:
+    """Compare two checkpoints (e.g. before and after pruning or fine-tuning).
+
+    Args:
+        a, b: the original and the changed checkpoint.
+        weights: also stream every tensor present in both with equal shapes, side by side, and report its
+            relative Frobenius change, cosine similarity, max |change| and the top ``rank`` singular values and
+            stable rank of the difference.
+        select: regex restricting the weight comparison to matching tensor names.
+        memory_budget: bound on working memory for the weight comparison.
+
+    Returns:
+        ``total_params / layer_params {original, pruned, reduced, reduction_ratio}``, ``layers`` (per layer,
+        with head and intermediate sizes before and after), ``emptied_layers``, ``missing_layers``,
+        ``tensors`` (only on one side, changed shape), and ``weights`` when asked.
+    """
+    from streamscope.analyses.compare import compare_structure, tensor_changes, weight_delta
+    from streamscope.analyses.params import count_params, is_buffer
+    from streamscope.io.names import compile_select
+
+    ia, ib = CheckpointIndex.from_path(a), CheckpointIndex.from_path(b)
+    result = compare_structure(count_params(ia), count_params(ib))
+    result["tensors"] = tensor_changes(ia, ib)
+    if weights:
+        options = ScanOptions(memory_budget=memory_budget)
+        max_elems = max(1 << 16, options.max_block_elems // 2)  # two tensors' blocks at once
+        pattern = compile_select(select)
+        common = [n for n, t in ia.tensors.items() if n in ib.tensors and ib.tensors[n].shape == t.shape and not is_buffer(t)
+                  and (pattern is None or pattern.search(n))]  # fmt: skip
+        bar = ScanProgress(sum(ia.tensors[n].nbytes + ib.tensors[n].nbytes for n in common), len(common), enabled=progress)
+        deltas = {}
+        engine.default_threads()
+        with bar:
+            for n in common:
+                deltas[n] = weight_delta(ia.tensors[n], ib.tensors[n], max_elems, k=rank)
+                bar.advance(ia.tensors[n].nbytes + ib.tensors[n].nbytes)
+                bar.tensor_done()
+        result["weights"] = deltas
+        for row in result["layers"]:  # a layer whose remaining weights are all zero is emptied too
+            names = [n for n in common if ib.names[n].layer_index == row["layer_idx"] and ib.names[n].block_type != "norm"]
+            if names and all(deltas[n]["pruned_all_zero"] for n in names) and row["layer_idx"] not in result["emptied_layers"]:
+                row["is_zero_layer"] = True
+                result["emptied_layers"].append(row["layer_idx"])
+        result["emptied_layers"].sort()
+    return result
+
+
+def compare_frame(result: dict) -> pd.DataFrame:
+    """One row per layer of a ``compare`` result, nested fields flattened."""
+    return pd.json_normalize(result["layers"])

@@ -105,6 +105,70 @@ def scan(
         raise typer.Exit(1)
 
 
+@app.command()
+def params(
+    path: Annotated[Path, typer.Argument(help="A .safetensors file or a checkpoint directory.")],
+    *,
+    as_json: JsonOpt = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One block per layer.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the JSON report here.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Count parameters from safetensors headers and config.json alone: no tensor data is read.
+
+    Example: [bold]streamscope params Llama-2-7b-hf/ --verbose --out params.json[/]
+    """
+    import streamscope
+    from streamscope.report.params import print_params
+
+    try:
+        result = streamscope.params(path)
+    except StreamscopeError as e:
+        _fail(e, debug)
+    _emit(result, out, as_json, lambda: print_params(result, console, verbose))
+
+
+@app.command()
+def compare(
+    original: Annotated[Path, typer.Argument(help="The original checkpoint.")],
+    changed: Annotated[Path, typer.Argument(help="The pruned or fine-tuned checkpoint.")],
+    *,
+    weights: Annotated[bool, typer.Option("--weights", help="Also stream both and compare every shared tensor.")] = False,
+    select: SelectOpt = None,
+    memory_budget: BudgetOpt = "1GB",
+    rank: Annotated[int, typer.Option("--rank", help="Singular values of each weight difference.")] = 8,
+    as_json: JsonOpt = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the JSON report here.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Compare two checkpoints: parameters per layer, heads, intermediate sizes, emptied layers.
+
+    Example: [bold]streamscope compare Llama-2-7b-hf/ pruned/ --weights --out comparison.json[/]
+    """
+    import streamscope
+    from streamscope.report.params import print_compare
+
+    try:
+        result = streamscope.compare(original, changed, weights=weights, select=select, memory_budget=memory_budget,
+                                     rank=rank, progress=weights and not as_json)  # fmt: skip
+    except StreamscopeError as e:
+        _fail(e, debug)
+    _emit(result, out, as_json, lambda: print_compare(result, console))
+
+
+def _emit(result: dict, out: Path | None, as_json: bool, show) -> None:
+    text = json.dumps(json_safe(result), indent=1, ensure_ascii=False)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+    if as_json:
+        print(text)
+    else:
+        show()
+        if out:
+            console.print(f"report written to [bold]{out}[/]")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
