@@ -253,3 +253,23 @@ def test_cli_params_and_compare(llama_dir, tmp_path):
 def test_frames(llama_dir):
     df = streamscope.params_frame(streamscope.params(llama_dir))
     assert list(df["attention.num_heads"]) == [8, 8, 8] and "mlp.intermediate_size" in df
+
+
+def test_vision_tower_is_its_own_group(tmp_path):
+    from streamscope.synthetic import save_tensors
+
+    t = lambda *s: torch.zeros(*s, dtype=torch.bfloat16)  # noqa: E731
+    path = save_tensors(tmp_path / "m.safetensors", {
+        "model.language_model.embed_tokens.weight": t(100, 16),
+        "model.language_model.layers.0.self_attn.q_proj.weight": t(16, 16),
+        "model.language_model.layers.0.self_attn.k_proj.weight": t(8, 16),
+        "model.language_model.layers.0.input_layernorm.weight": t(16),
+        "model.visual.blocks.0.attn.qkv.weight": t(48, 16),
+        "model.visual.blocks.1.mlp.gate_proj.weight": t(32, 16),
+        "model.visual.merger.mlp.0.weight": t(16, 64),
+    })  # fmt: skip
+    p = streamscope.params(path)
+    v = p["towers"]["vision"]
+    assert v["total"] == 48 * 16 + 32 * 16 + 16 * 64 and v["num_layers"] == 2
+    assert p["layer_summary"] == {"num_layers": 1, "total_layer_params": 16 * 16 + 8 * 16 + 16}
+    assert p["layers"][0]["attention"]["heads_from"].startswith("shapes (no config")
