@@ -26,6 +26,16 @@ PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
             h1[p[j + 1]]++;                                                                     \
         }                                                                                       \
         if (j < cols) h0[p[j]]++;                                                               \
+        if (rowsq) {                                                                            \
+            double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;                                      \
+            for (j = 0; j + 3 < cols; j += 4) {                                                 \
+                double v0 = values[p[j]], v1 = values[p[j + 1]];                                \
+                double v2 = values[p[j + 2]], v3 = values[p[j + 3]];                            \
+                s0 += v0 * v0; s1 += v1 * v1; s2 += v2 * v2; s3 += v3 * v3;                     \
+            }                                                                                   \
+            for (; j < cols; j++) { double v = values[p[j]]; s0 += v * v; }                     \
+            rowsq[r] = (s0 + s1) + (s2 + s3);                                                   \
+        }                                                                                       \
         if (rowmax || colmax) {                                                                 \
             T m = 0;                                                                            \
             for (j = 0; j < cols; j++) {                                                        \
@@ -42,11 +52,11 @@ PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
 
 /* Returns 0, or -1 when memory for the counters could not be had. Blocks must hold < 2^32 elements. */
 int ss_scan16(const uint16_t *x, int64_t rows, int64_t cols, int64_t *hist, uint16_t *rowmax, uint16_t *colmax,
-              uint16_t mask) {
+              uint16_t mask, const float *values, double *rowsq) {
     SCAN_BODY(uint16_t, 65536)
 }
 
 int ss_scan8(const uint8_t *x, int64_t rows, int64_t cols, int64_t *hist, uint8_t *rowmax, uint8_t *colmax,
-             uint8_t mask) {
+             uint8_t mask, const float *values, double *rowsq) {
     SCAN_BODY(uint8_t, 256)
 }

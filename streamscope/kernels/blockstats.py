@@ -151,7 +151,8 @@ class BlockKernel:
         info = acc.info
         rows = block.row_stop - block.row_start if acc.row_stats else 1
         x = None
-        if self.device.type == "cpu" and acc.kind in native.MASKS and native.available():
+        native_done = self.device.type == "cpu" and acc.kind in native.MASKS and native.available()
+        if native_done:
             self._native(acc, raw, block, rows)
         else:
             x = self.convert(raw, info)
@@ -164,9 +165,9 @@ class BlockKernel:
             self._moments(acc, x)
             if acc.keep_block:
                 acc.kept = x.detach().to("cpu", copy=True)
-        if acc.row_norms:
+        if acc.row_norms and not native_done:
             x = self.convert(raw, info) if x is None else x
-            norms = torch.linalg.vector_norm(x.view(rows, info.cols), dim=1, dtype=torch.float64)  # (rows,)
+            norms = torch.linalg.vector_norm(x.view(rows, info.cols), dim=1).double()  # (rows,)
             acc.row_sumsq[block.row_start : block.row_stop] = (norms * norms).cpu().numpy()
 
     def _native(self, acc: TensorAccumulator, raw: torch.Tensor, block: Block, rows: int) -> None:
@@ -175,7 +176,8 @@ class BlockKernel:
         if acc.row_stats:
             rowmax = np.empty(rows, keys.dtype)
             colmax = np.zeros(acc.info.cols, keys.dtype)
-        native.scan_patterns(keys, rows, keys.size // rows, acc.kind, acc.hist, rowmax, colmax)
+        rowsq = acc.row_sumsq[block.row_start : block.row_stop] if acc.row_norms else None
+        native.scan_patterns(keys, rows, keys.size // rows, acc.kind, acc.hist, rowmax, colmax, rowsq)
         if acc.row_stats:
             magnitude = np.abs(patterns.pattern_values(acc.kind))
             acc.row_absmax[block.row_start : block.row_stop] = magnitude[rowmax]

@@ -29,7 +29,7 @@ def _lib():
     lib = ctypes.CDLL(_native.__file__)
     i64, vp = ctypes.c_int64, ctypes.c_void_p
     for fn, mask in ((lib.ss_scan16, ctypes.c_uint16), (lib.ss_scan8, ctypes.c_uint8)):
-        fn.argtypes = [vp, i64, i64, vp, vp, vp, mask]
+        fn.argtypes = [vp, i64, i64, vp, vp, vp, mask, vp, vp]
         fn.restype = ctypes.c_int
     return lib
 
@@ -47,29 +47,46 @@ def threads() -> int:
     return _pool()._max_workers
 
 
+@lru_cache(maxsize=None)
+def _values(kind: str) -> np.ndarray:
+    from streamscope.kernels.patterns import pattern_values
+
+    with np.errstate(invalid="ignore"):  # NaN patterns stay NaN
+        return np.ascontiguousarray(pattern_values(kind), dtype=np.float32)
+
+
 def scan_patterns(
-    keys: np.ndarray, rows: int, cols: int, kind: str, hist: np.ndarray, rowmax: np.ndarray | None, colmax: np.ndarray | None
+    keys: np.ndarray,
+    rows: int,
+    cols: int,
+    kind: str,
+    hist: np.ndarray,
+    rowmax: np.ndarray | None,
+    colmax: np.ndarray | None,
+    rowsq: np.ndarray | None = None,
 ) -> None:
     """Add ``keys`` (uint16 or uint8 patterns, ``rows*cols`` of them) to ``hist``; fill pattern maxima.
 
     ``rowmax`` (length ``rows``) receives each row's largest magnitude pattern; ``colmax`` (length ``cols``) is
-    raised to each column's. Both may be None, for vectors.
+    raised to each column's; ``rowsq`` (float64, length ``rows``) receives each row's sum of squares. All may
+    be None, for vectors.
     """
     lib = _lib()
     fn = lib.ss_scan16 if keys.dtype == np.uint16 else lib.ss_scan8
     mask = MASKS[kind]
-    if rowmax is None and colmax is None and rows == 1:
+    values = _values(kind)
+    if rowmax is None and colmax is None and rowsq is None and rows == 1:
         full = keys.size // _FLAT_ROW
         parts = [(keys[: full * _FLAT_ROW], full, _FLAT_ROW)] if full else []
         if keys.size % _FLAT_ROW:
             parts.append((keys[full * _FLAT_ROW :], 1, keys.size % _FLAT_ROW))
         for k, r, c in parts:
-            _run(fn, k, r, c, hist, None, None, mask)
+            _run(fn, k, r, c, hist, None, None, None, mask, values)
         return
-    _run(fn, keys, rows, cols, hist, rowmax, colmax, mask)
+    _run(fn, keys, rows, cols, hist, rowmax, colmax, rowsq, mask, values)
 
 
-def _run(fn, keys, rows, cols, hist, rowmax, colmax, mask) -> None:
+def _run(fn, keys, rows, cols, hist, rowmax, colmax, rowsq, mask, values) -> None:
     n_threads = min(threads(), rows)
     bounds = np.linspace(0, rows, n_threads + 1).astype(np.int64)
     hists = [hist] + [np.zeros_like(hist) for _ in range(n_threads - 1)]
@@ -80,7 +97,8 @@ def _run(fn, keys, rows, cols, hist, rowmax, colmax, mask) -> None:
         r0, r1 = int(bounds[i]), int(bounds[i + 1])
         sub = keys[r0 * cols : r1 * cols]
         rm = rowmax[r0:r1] if rowmax is not None else None
-        return fn(ptr(sub), r1 - r0, cols, ptr(hists[i]), ptr(rm), ptr(colmaxes[i]), mask)
+        rs = rowsq[r0:r1] if rowsq is not None else None
+        return fn(ptr(sub), r1 - r0, cols, ptr(hists[i]), ptr(rm), ptr(colmaxes[i]), mask, ptr(values), ptr(rs))
 
     codes = list(_pool().map(work, range(n_threads))) if n_threads > 1 else [work(0)]
     if any(codes):
