@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from streamscope.analyses.health import model_health
 from streamscope.analyses.norms import norm_layers
 from streamscope.engine import scan as engine
 from streamscope.engine.options import ScanOptions, parse_bytes
@@ -192,6 +193,9 @@ def scan(
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
         resume: reuse results of an earlier, interrupted scan in ``out`` with the same options.
         progress: show a progress bar on the terminal.
+        spectral: with the ``spectral`` analysis: ``auto``, ``exact``, ``gram``, ``randomized`` or ``off``.
+        rank: number of top singular values reported (default 32).
+        quant_schemes: with ``quantization``: any of ``int8, int8_channel, int4_g128, int4_g128_asym, fp8_e4m3``.
         scheduler: a ``dask.distributed`` scheduler address, or ``"local"`` for a local cluster of
             ``workers`` processes.
 
@@ -204,9 +208,8 @@ def scan(
     """
     import tempfile
 
-    block_elems = extra.pop("block_elems", None)
-    options = ScanOptions(analyses=analyses, select=select, memory_budget=memory_budget, device=device,
-                          block_elems=block_elems, extra=extra)  # fmt: skip
+    known = {k: extra.pop(k) for k in ("block_elems", "spectral", "rank", "quant_schemes") if k in extra}
+    options = ScanOptions(analyses=analyses, select=select, memory_budget=memory_budget, device=device, extra=extra, **known)
     engine.resolve_device(options.device)  # fail before any work
     index = CheckpointIndex.from_path(path)
     tensors = engine.select_tensors(index, select)
@@ -269,6 +272,7 @@ def model_results(index: CheckpointIndex, records: dict[str, dict], order: list[
         },
         "embedding": {n: r["embedding"] for n, r in scanned.items() if "embedding" in r},
         "norm_layers": norm_layers(scanned, index.names, set(index.tensors)),
+        "health": model_health(scanned),
         "errors": errors,
     }
 

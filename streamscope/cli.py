@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from streamscope.analyses import ALL_ANALYSES
 from streamscope.errors import StreamscopeError
 from streamscope.results import json_safe
 
@@ -67,7 +68,10 @@ def scan(
     select: SelectOpt = None,
     memory_budget: BudgetOpt = "1GB",
     device: DeviceOpt = "auto",
-    analyses: Annotated[str, typer.Option("--analyses", "-a", help="Comma-separated: basic, sparsity.")] = "basic,sparsity",
+    analyses: Annotated[str, typer.Option("--analyses", "-a", help="Comma-separated: basic, sparsity, quantization, spectral, or all.")] = "basic,sparsity",
+    spectral: Annotated[str, typer.Option("--spectral", help="auto, randomized, gram, exact or off (adds the spectral analysis unless off).")] = "",
+    rank: Annotated[int, typer.Option("--rank", help="Top singular values reported.")] = 32,
+    quant_schemes: Annotated[str, typer.Option("--quant-schemes", help="int8,int8_channel,int4_g128,int4_g128_asym,fp8_e4m3")] = "int8,int8_channel,int4_g128,int4_g128_asym,fp8_e4m3",
     demo: Annotated[bool, typer.Option("--demo", help="Scan the bundled all-MiniLM-L6-v2 weights.")] = False,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse results of an interrupted scan in --out.")] = True,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="dask.distributed scheduler address, or 'local'.")] = None,
@@ -88,9 +92,13 @@ def scan(
         if path is None:
             raise StreamscopeError("give a checkpoint PATH, or --demo to scan the bundled model")
         out = out or Path("results") / (path.stem if path.is_file() else path.resolve().name)
+        names = list(ALL_ANALYSES) if analyses.strip() == "all" else [a.strip() for a in analyses.split(",") if a.strip()]
+        if spectral and spectral != "off" and "spectral" not in names:
+            names.append("spectral")
         result = streamscope.scan(
-            path, out=out, analyses=analyses, select=select, memory_budget=memory_budget, device=device,
+            path, out=out, analyses=names, select=select, memory_budget=memory_budget, device=device,
             resume=resume, progress=not (quiet or as_json), scheduler=scheduler, workers=workers,
+            spectral=spectral or "auto", rank=rank, quant_schemes=quant_schemes,
         )  # fmt: skip
     except StreamscopeError as e:
         _fail(e, debug)

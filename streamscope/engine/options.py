@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import torch
 
 from streamscope.analyses import ANALYSIS_ALIASES, DEFAULT_ANALYSES
+from streamscope.analyses.spectral import METHODS as SPECTRAL_METHODS
+from streamscope.kernels.quant import SCHEMES as QUANT_SCHEMES
 from streamscope.errors import DeviceError, OptionError
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "MIB": 1 << 20,
@@ -62,6 +64,9 @@ class ScanOptions:
     device: str = "auto"
     histogram_bins: int = 256
     block_elems: int | None = None  # override the budget-derived block size (tests, tuning)
+    spectral: str = "auto"  # auto | exact | gram | randomized | off
+    rank: int = 32  # top singular values reported
+    quant_schemes: tuple[str, ...] = QUANT_SCHEMES
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -70,6 +75,15 @@ class ScanOptions:
         unknown = [a for a in self.analyses if a not in ANALYSIS_ALIASES]
         if unknown:
             raise OptionError(f"unknown analysis {unknown[0]!r}; choose from {', '.join(sorted(set(ANALYSIS_ALIASES)))}")
+        if isinstance(self.quant_schemes, str):
+            self.quant_schemes = tuple(q.strip() for q in self.quant_schemes.split(",") if q.strip())
+        bad = [q for q in self.quant_schemes if q not in QUANT_SCHEMES]
+        if bad:
+            raise OptionError(f"--quant-schemes: unknown scheme {bad[0]!r}; choose from {', '.join(QUANT_SCHEMES)}")
+        if self.spectral not in SPECTRAL_METHODS:
+            raise OptionError(f"--spectral must be one of {', '.join(SPECTRAL_METHODS)}; got {self.spectral!r}")
+        if not 1 <= int(self.rank) <= 4096:
+            raise OptionError(f"--rank must be between 1 and 4096; got {self.rank}")
         self.memory_budget = parse_bytes(self.memory_budget)
         if self.memory_budget < MIN_BUDGET:
             raise OptionError(f"--memory-budget must be at least {MIN_BUDGET >> 20}MB; got {self.memory_budget} bytes")
@@ -85,5 +99,10 @@ class ScanOptions:
             return self.block_elems
         return max(1 << 16, min(MAX_BLOCK_ELEMS, self.memory_budget // (3 * BYTES_PER_ELEM)))
 
+    def analysis_params(self) -> dict:
+        """What block analyses read: spectral method, rank, quantization schemes, budget, extras."""
+        return {"spectral": self.spectral, "rank": self.rank, "quant_schemes": self.quant_schemes,
+                "memory_budget": self.memory_budget, **self.extra}  # fmt: skip
+
     def fingerprint(self) -> str:
-        return repr((self.result_keys, self.histogram_bins, sorted(self.extra.items())))
+        return repr((self.result_keys, self.histogram_bins, self.spectral, self.rank, self.quant_schemes, sorted(self.extra.items())))

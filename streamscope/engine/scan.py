@@ -18,15 +18,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from streamscope.analyses import TENSOR_ANALYSES
+from streamscope.analyses import BLOCK_ANALYSES, TENSOR_ANALYSES
 from streamscope.analyses.embedding import embedding_norms
+from streamscope.analyses.health import grade_tensor
 from streamscope.engine.options import ScanOptions, resolve_device
 from streamscope.io.checkpoint import CheckpointIndex
 from streamscope.io.names import NameInfo, classify, compile_select
 from streamscope.io.reader import RawReader, plan_blocks
 from streamscope.io.safetensors import TensorInfo
 from streamscope.kernels import patterns
-from streamscope.kernels.blockstats import BlockKernel, TensorAccumulator
+from streamscope.kernels.blockstats import BlockKernel, TensorAccumulator, working_dtype
 
 ROW_NORM_TYPES = ("embedding", "output")
 
@@ -59,14 +60,31 @@ class TensorRunner:
         blocks = plan_blocks(info, self.options.max_block_elems)
         acc = TensorAccumulator.start(info, row_norms=name_info.block_type in ROW_NORM_TYPES)
         acc.keep_block = len(blocks) == 1 and not acc.exact
+        params = self.options.analysis_params()
+        numeric = info.dtype != "BOOL" and info.numel > 0
+        block_analyses = {k: BLOCK_ANALYSES[k] for k in self.options.result_keys if k in BLOCK_ANALYSES} if numeric else {}
+        states = {k: a.start(info, params) for k, a in block_analyses.items()}
         for block, raw in self.reader.blocks(info, blocks):
             self.kernel.update(acc, raw, block)
+            if block_analyses:
+                x = self._matrix(self.kernel.convert(raw, info), info, block)
+                for key, analysis in block_analyses.items():
+                    analysis.update(states[key], x, block, self._scratch)
             if on_bytes:
                 on_bytes(block.numel * info.itemsize)
         record: dict = {"info": tensor_info_dict(info, name_info)}
         for key in self.options.result_keys:
-            record[key] = TENSOR_ANALYSES[key](acc)
+            if key in TENSOR_ANALYSES:
+                record[key] = TENSOR_ANALYSES[key](acc)
         arrays = {}
+        ctx = TensorContext(self, info, params, arrays)
+        for key, analysis in block_analyses.items():
+            result = analysis.finish(states[key], acc, ctx)
+            if result is not None:
+                record[key] = result
+        health = grade_tensor(record)
+        if health:
+            record["health"] = health
         s = acc.summary()
         if s["n"]:
             counts, edges = patterns.rebin(acc.kind, acc.hist, self.options.histogram_bins, s["min"], s["max"])
@@ -76,6 +94,43 @@ class TensorRunner:
             arrays["row_norms"] = norms
             record["embedding"] = embedding_norms(info.name, info.shape, norms, self.tokenizer)
         return TensorResult(info.name, record, arrays)
+
+
+    def _scratch(self, key: str, n: int) -> torch.Tensor:
+        return self.kernel.buffer(key, n, torch.float32)
+
+    @staticmethod
+    def _matrix(x: torch.Tensor, info: TensorInfo, block) -> torch.Tensor:
+        rows = block.row_stop - block.row_start if len(info.shape) >= 2 else 1
+        return x.view(rows, -1)
+
+    def row_blocks(self, info: TensorInfo):
+        """Stream ``info`` again as (row_start, row_stop, (rows, cols) float block) on the device."""
+        for block, raw in self.reader.blocks(info, plan_blocks(info, self.options.max_block_elems)):
+            x = self.kernel.buffer("again", raw.numel(), working_dtype(info))
+            x.copy_(raw)
+            yield block.row_start, block.row_stop, self._matrix(x, info, block)
+
+    def column_slabs(self, info: TensorInfo):
+        """Stream a matrix as column slabs ``(rows, width)`` float32, each at most one block of elements."""
+        width = max(1, self.options.max_block_elems // max(info.rows, 1))
+        for c0 in range(0, info.cols, width):
+            c1 = min(info.cols, c0 + width)
+            yield self.reader.column_slab(info, c0, c1).to(torch.float32)
+
+
+class TensorContext:
+    """What a block analysis's ``finish`` may use: more passes over the tensor, the device, its arrays."""
+
+    def __init__(self, runner: TensorRunner, info: TensorInfo, params: dict, arrays: dict):
+        self.info, self.params, self.arrays, self.device = info, params, arrays, runner.device
+        self._runner = runner
+
+    def row_blocks(self):
+        return self._runner.row_blocks(self.info)
+
+    def column_slabs(self):
+        return self._runner.column_slabs(self.info)
 
 
 def tensor_info_dict(info: TensorInfo, name_info: NameInfo) -> dict:

@@ -139,6 +139,27 @@ class RawReader:
             except BufferError:  # a caller still holds a view; the map goes when that view does
                 pass
 
+    def column_slab(self, info: TensorInfo, c0: int, c1: int) -> torch.Tensor:
+        """Columns ``[c0, c1)`` of a matrix as a new contiguous tensor of the stored dtype.
+
+        Reads every row's slice through a map (strided), then releases the map's pages.
+        """
+        lo = info.begin // _PAGE * _PAGE
+        with open(info.shard, "rb") as fh:
+            mm = mmap.mmap(fh.fileno(), info.end - lo, access=mmap.ACCESS_COPY, offset=lo)
+        try:
+            whole = torch.frombuffer(mm, dtype=torch.uint8, count=info.nbytes, offset=info.begin - lo).view(info.torch_dtype)
+            slab = whole.view(info.rows, info.cols)[:, c0:c1].contiguous()
+            del whole
+            if _CAN_MADVISE:
+                mm.madvise(mmap.MADV_DONTNEED)
+            return slab
+        finally:
+            try:
+                mm.close()
+            except BufferError:
+                pass
+
     def _read(self, fd: int, info: TensorInfo, block: Block, slot: int) -> torch.Tensor:
         nbytes = block.numel * info.itemsize
         buf = self._buffers[slot][:nbytes]

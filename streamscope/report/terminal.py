@@ -47,6 +47,15 @@ def print_scan_summary(table: pd.DataFrame, model: dict, console: Console, top: 
         for e in norms["embedding_related"][:top]:
             t.add_row(e["name"], e["kind"], _fmt(e["mean"]), _fmt(e["std"]), _fmt(e["min"]), _fmt(e["max"]), e["embedding_related"])
         console.print(t)
+    health = model.get("health") or {}
+    if health.get("graded_tensors"):
+        counts = ", ".join(f"{g}: {n}" for g, n in health["counts"].items())
+        t = Table(title=f"Health: {counts}; {health['compressible_tensors']} tensors with stable-rank utilisation < 0.3")
+        for c in ("tensor", "grade", "why"):
+            t.add_column(c)
+        for r in health["riskiest"]:
+            t.add_row(r["name"], r["grade"], "; ".join(r["reasons"]))
+        console.print(t)
     for error in model.get("errors", []):
         console.print(f"[red]error:[/] {error}")
 

@@ -1,0 +1,127 @@
+"""Quantization risk of one tensor: IQR outliers, INT8 simulation with the WeightScope fields, and the
+blockwise schemes (per-channel INT8, group-128 INT4 symmetric and asymmetric, FP8 E4M3), from streamed blocks.
+
+Per-channel and group schemes are folded in block by block during the tensor's one pass. Per-tensor schemes
+need the tensor's absmax first: for bf16/fp16/8-bit tensors they are computed exactly from the bit-pattern
+histogram after the pass (no second read); for float32 and wider from the tensor itself when it fits in one
+block, else from a second pass over its (page-cached) bytes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from streamscope.io.reader import Block
+from streamscope.io.safetensors import TensorInfo
+from streamscope.kernels import patterns
+from streamscope.kernels.blockstats import TensorAccumulator
+from streamscope.kernels.quant import SCHEMES, ErrorSums, block_schemes, per_tensor_from_histogram, per_tensor_from_values
+
+
+class QuantState:
+    def __init__(self, info: TensorInfo, params: dict):
+        self.schemes = tuple(params.get("quant_schemes") or SCHEMES)
+        self.matrix = len(info.shape) >= 2 and info.numel > 0
+        self.sums = {s: ErrorSums() for s in self.schemes}
+
+
+def start(info: TensorInfo, params: dict) -> QuantState:
+    return QuantState(info, params)
+
+
+def update(state: QuantState, x: torch.Tensor, block: Block, scratch) -> None:
+    """Fold a (rows, cols) float block into the per-channel and group schemes."""
+    if state.matrix and x.dtype == torch.float32 and torch.isfinite(x).all():
+        block_schemes(x, state.schemes, state.sums, scratch("quant_q", x.numel()), scratch("quant_err", x.numel()))
+    elif state.matrix:  # float64 working precision, or NaN/Inf present: simulate on the finite values' copy
+        xf = torch.nan_to_num(x.to(torch.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        block_schemes(xf, state.schemes, state.sums, torch.empty(xf.numel()), torch.empty(xf.numel()))
+
+
+def finish(state: QuantState, acc: TensorAccumulator, ctx) -> dict:
+    """The WeightScope fields (INT8 per-tensor + IQR outliers) and ``schemes`` with every simulated scheme."""
+    s = acc.summary()
+    absmax = max(abs(s["min"]), abs(s["max"])) if s["finite"] else float("nan")
+    per_tensor = [x for x in ("int8", "fp8_e4m3") if x in state.schemes or x == "int8"]
+    sums: dict[str, ErrorSums] = {}
+    if acc.exact:
+        values = patterns.pattern_values(acc.kind)
+        for scheme in per_tensor:
+            sums[scheme] = per_tensor_from_histogram(values, acc.hist, scheme, absmax)
+    elif acc.kept is not None:
+        for scheme in per_tensor:
+            sums[scheme] = per_tensor_from_values(acc.kept, scheme, absmax)
+    else:  # second pass over the tensor's bytes, now that the absmax is known
+        sums = {scheme: ErrorSums() for scheme in per_tensor}
+        for _, _, x in ctx.row_blocks():
+            for scheme in per_tensor:
+                per_tensor_from_values(x, scheme, absmax, sums[scheme])
+    int8 = sums["int8"].result()
+    out = {
+        "bits": 8,
+        "abs_max": absmax,
+        "quantization_scale": absmax / 127 if math.isfinite(absmax) else float("nan"),
+        "quantization_mse": int8["mse"],
+        "quantization_mae": int8["mae"],
+        "cosine_similarity": int8["cosine_similarity"],
+        "sqnr_db": int8["sqnr_db"],
+        "dynamic_range": absmax / (s["sum_abs"] / s["finite"]) if s["finite"] and s["sum_abs"] else float("nan"),
+        **iqr_outliers(acc),
+    }
+    schemes = {}
+    for scheme in state.schemes:
+        if scheme in sums:
+            schemes[scheme] = sums[scheme].result()
+        elif state.matrix:
+            schemes[scheme] = state.sums[scheme].result()
+    if state.matrix and "int4_g128" in state.schemes:
+        cols = acc.info.cols
+        schemes["group_size"] = 128 if cols % 128 == 0 else cols
+    out["schemes"] = schemes
+    return out
+
+
+def iqr_outliers(acc: TensorAccumulator) -> dict:
+    """Tukey's fences: outliers beyond 1.5 IQR of the quartiles, extreme outliers beyond 3 IQR.
+
+    Exact for exact-pattern dtypes and for tensors kept in memory. For float32 streamed in several blocks the
+    quartiles come from truncated keys; a key whose interval straddles a fence is counted by its midpoint, and
+    ``outlier_count_uncertainty`` bounds the error of each count.
+    """
+    (q1, q3), exact = acc.quantiles([0.25, 0.75])
+    iqr = q3 - q1
+    fences = {"outlier": (q1 - 1.5 * iqr, q3 + 1.5 * iqr), "extreme_outlier": (q1 - 3 * iqr, q3 + 3 * iqr)}
+    n = acc.summary()["finite"]
+    out = {"q1": float(q1), "q3": float(q3)}
+    uncertainty = 0
+    for key, (lo, hi) in fences.items():
+        if acc.exact or acc.kept is None:
+            count, unsure = _count_outside_hist(acc, lo, hi)
+            uncertainty = max(uncertainty, unsure)
+        else:
+            v = acc.kept.reshape(-1).double()
+            v = v[torch.isfinite(v)]
+            count = int(((v < lo) | (v > hi)).sum())
+        out[f"{key}_count"] = count
+        out[f"{key}_percentage"] = 100.0 * count / n if n else 0.0
+    out["outlier_count_uncertainty"] = uncertainty
+    out["outliers_exact"] = exact and uncertainty == 0
+    return out
+
+
+def _count_outside_hist(acc: TensorAccumulator, lo: float, hi: float) -> tuple[int, int]:
+    v = patterns.pattern_values(acc.kind)
+    keep = (acc.hist > 0) & np.isfinite(v)
+    if acc.exact:
+        c = acc.hist[keep]
+        x = v[keep]
+        return int(c[(x < lo) | (x > hi)].sum()), 0
+    up = patterns._truncated_upper()
+    a, b = np.minimum(v, up)[keep], np.maximum(v, up)[keep]
+    c = acc.hist[keep]
+    mid = (a + b) / 2
+    straddle = ((a < lo) & (b > lo)) | ((a < hi) & (b > hi))
+    return int(c[(mid < lo) | (mid > hi)].sum()), int(c[straddle].sum())

@@ -1,0 +1,139 @@
+"""Quantization simulation: quantize, dequantize, and accumulate the error, per block or per bit pattern.
+
+Every scheme reduces to three sums that merge across blocks by addition: ``sum(x*x)``, ``sum(x*q)``,
+``sum(q*q)`` plus ``sum((x-q)^2)`` and ``sum(|x-q|)``, from which MSE, MAE, SQNR and cosine similarity follow.
+
+Schemes:
+- ``int8``: symmetric per-tensor, scale = absmax / 127 (needs the tensor's absmax: taken from the pattern
+  histogram, or from the tensor kept in memory, or a second pass).
+- ``int8_channel``: symmetric per output channel (row), scale = row absmax / 127.
+- ``int4_g128``: symmetric groups of 128 along each row, levels -7..7, scale = group absmax / 7.
+- ``int4_g128_asym``: asymmetric groups of 128, levels 0..15 with a zero point.
+- ``fp8_e4m3``: per-tensor scale absmax / 448, cast to float8 e4m3 (round to nearest even) and back.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+SCHEMES = ("int8", "int8_channel", "int4_g128", "int4_g128_asym", "fp8_e4m3")
+PER_TENSOR = ("int8", "fp8_e4m3")
+GROUP = 128
+FP8_MAX = 448.0
+
+
+class ErrorSums:
+    """Mergeable sums of one scheme's quantization error."""
+
+    __slots__ = ("n", "xx", "xq", "qq", "ee", "ae")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.xx = self.xq = self.qq = self.ee = self.ae = 0.0
+
+    def add(self, n: int, xx: float, xq: float, qq: float, ee: float, ae: float) -> None:
+        self.n += n
+        self.xx += xx
+        self.xq += xq
+        self.qq += qq
+        self.ee += ee
+        self.ae += ae
+
+    def result(self) -> dict:
+        """``mse, mae, sqnr_db, cosine_similarity``."""
+        n = self.n
+        cos = self.xq / math.sqrt(self.xx * self.qq) if self.xx > 0 and self.qq > 0 else (1.0 if self.ee == 0 else 0.0)
+        sqnr = 10 * math.log10(self.xx / self.ee) if self.ee > 0 and self.xx > 0 else (math.inf if self.ee == 0 else -math.inf)
+        return {"mse": self.ee / n if n else float("nan"), "mae": self.ae / n if n else float("nan"), "sqnr_db": sqnr, "cosine_similarity": cos}
+
+
+def dequantize_int(x: torch.Tensor, scale: torch.Tensor | float, qmin: int, qmax: int, zero: torch.Tensor | float = 0.0, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``(clamp(round(x / scale) + zero, qmin, qmax) - zero) * scale``, written into ``out``.
+
+    ``scale`` of 0 (an all-zero channel or group) must be passed as 1: those values quantize to 0 exactly.
+    """
+    out = torch.div(x, scale, out=out)
+    out.round_()
+    if not isinstance(zero, float) or zero != 0.0:
+        out.add_(zero)
+    out.clamp_(qmin, qmax)
+    if not isinstance(zero, float) or zero != 0.0:
+        out.sub_(zero)
+    return out.mul_(scale)
+
+
+def _sums(x: torch.Tensor, q: torch.Tensor, err: torch.Tensor) -> tuple[float, float, float, float, float]:
+    xf, qf = x.reshape(-1), q.reshape(-1)
+    torch.sub(xf, qf, out=err)
+    ee = float(torch.dot(err, err))
+    ae = float(err.abs_().sum())
+    return float(torch.dot(xf, xf)), float(torch.dot(xf, qf)), float(torch.dot(qf, qf)), ee, ae
+
+
+def block_schemes(x: torch.Tensor, schemes: tuple[str, ...], sums: dict[str, ErrorSums], q: torch.Tensor, err: torch.Tensor) -> None:
+    """Fold one (rows, cols) float32 block into the error sums of the per-channel and group schemes.
+
+    ``q`` and ``err`` are scratch buffers of ``x.numel()`` elements.
+    """
+    rows, cols = x.shape
+    n = x.numel()
+    q = q.view(rows, cols)
+    if "int8_channel" in schemes:
+        scale = x.abs().amax(dim=1, keepdim=True).div_(127)  # (rows, 1)
+        scale[scale == 0] = 1.0
+        dequantize_int(x, scale, -127, 127, out=q)
+        sums["int8_channel"].add(n, *_sums(x, q, err))
+    wanted = [s for s in ("int4_g128", "int4_g128_asym") if s in schemes]
+    if wanted:
+        g = GROUP if cols % GROUP == 0 else cols
+        xg = x.reshape(rows * cols // g, g)  # (groups, g)
+        qg = q.view(rows * cols // g, g)
+        if "int4_g128" in wanted:
+            scale = xg.abs().amax(dim=1, keepdim=True).div_(7)
+            scale[scale == 0] = 1.0
+            dequantize_int(xg, scale, -7, 7, out=qg)
+            sums["int4_g128"].add(n, *_sums(x, q, err))
+        if "int4_g128_asym" in wanted:
+            lo, hi = torch.aminmax(xg, dim=1, keepdim=True)
+            scale = (hi - lo).div_(15)
+            scale[scale == 0] = 1.0
+            zero = torch.round(-lo / scale)
+            dequantize_int(xg, scale, 0, 15, zero=zero, out=qg)
+            sums["int4_g128_asym"].add(n, *_sums(x, q, err))
+
+
+def per_tensor_dequantized(values: torch.Tensor, scheme: str, absmax: float) -> torch.Tensor:
+    """Per-tensor ``int8`` or ``fp8_e4m3`` round trip of ``values`` (any shape), in the values' dtype."""
+    if absmax == 0 or not math.isfinite(absmax):
+        return torch.zeros_like(values) if absmax == 0 else values.clone()
+    if scheme == "int8":
+        return dequantize_int(values, absmax / 127, -127, 127, out=torch.empty_like(values))
+    scale = absmax / FP8_MAX
+    scaled = (values / scale).clamp_(-FP8_MAX, FP8_MAX)
+    return scaled.to(torch.float32).to(torch.float8_e4m3fn).to(values.dtype).mul_(scale)
+
+
+def per_tensor_from_histogram(values: np.ndarray, counts: np.ndarray, scheme: str, absmax: float) -> ErrorSums:
+    """Exact per-tensor error sums from a histogram of exact values (``values[i]`` occurs ``counts[i]`` times)."""
+    keep = (counts > 0) & np.isfinite(values)
+    v = torch.from_numpy(values[keep].astype(np.float64))
+    c = torch.from_numpy(counts[keep].astype(np.float64))
+    q = per_tensor_dequantized(v, scheme, absmax)
+    e = v - q
+    sums = ErrorSums()
+    sums.add(int(c.sum()), float((c * v * v).sum()), float((c * v * q).sum()), float((c * q * q).sum()), float((c * e * e).sum()), float((c * e.abs()).sum()))
+    return sums
+
+
+def per_tensor_from_values(x: torch.Tensor, scheme: str, absmax: float, sums: ErrorSums | None = None) -> ErrorSums:
+    """Per-tensor error sums of in-memory values (finite only), accumulated in float64."""
+    sums = sums or ErrorSums()
+    v = x.reshape(-1).to(torch.float64)
+    v = v[torch.isfinite(v)]
+    q = per_tensor_dequantized(v, scheme, absmax)
+    e = v - q
+    sums.add(v.numel(), float(v @ v), float(v @ q), float(q @ q), float(e @ e), float(e.abs().sum()))
+    return sums
