@@ -65,12 +65,23 @@ def dequantize_int(x: torch.Tensor, scale: torch.Tensor | float, qmin: int, qmax
     return out.mul_(scale)
 
 
+_SEGMENT = 4096  # float32 partial sums over at most this many terms, then float64 across segments
+
+
+def _dot64(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``sum(a * b)`` with float32 segment sums of ``_SEGMENT`` terms added in float64 (rel. error ~1e-7)."""
+    n = a.numel()
+    seg = _SEGMENT if n % _SEGMENT == 0 else (a.shape[-1] if a.dim() == 2 else n)
+    a3, b3 = a.reshape(-1, 1, seg), b.reshape(-1, seg, 1)
+    return float(torch.bmm(a3, b3).double().sum())
+
+
 def _sums(x: torch.Tensor, q: torch.Tensor, err: torch.Tensor) -> tuple[float, float, float, float, float]:
-    xf, qf = x.reshape(-1), q.reshape(-1)
-    torch.sub(xf, qf, out=err)
-    ee = float(torch.dot(err, err))
-    ae = float(err.abs_().sum())
-    return float(torch.dot(xf, xf)), float(torch.dot(xf, qf)), float(torch.dot(qf, qf)), ee, ae
+    err = err.view(x.shape)
+    torch.sub(x, q, out=err)
+    ee = _dot64(err, err)
+    ae = float(err.abs_().reshape(-1, err.shape[-1]).sum(dim=1).double().sum())
+    return _dot64(x, x), _dot64(x, q), _dot64(q, q), ee, ae
 
 
 def block_schemes(x: torch.Tensor, schemes: tuple[str, ...], sums: dict[str, ErrorSums], q: torch.Tensor, err: torch.Tensor) -> None:

@@ -1,0 +1,209 @@
+"""Spectral and quantization analyses against exact references written from the published methods.
+
+Tolerances and their origin:
+- randomized top-10 singular values: 1 % relative (the issue's target); the subspace iteration stops when the
+  Ritz values change by < 1e-4, so decaying spectra land far inside it.
+- gram: every singular value above the stated resolution (sqrt(eps64 * max side) * sigma_max) within 1e-4
+  relative: eigenvalues of the float64 Gram matrix carry an absolute error of a few eps64 * sigma_max^2.
+- per-tensor INT8 / FP8 simulation: 1e-6 relative; both sides are float64 sums of the same rounded values.
+- per-channel and group schemes run in float32 blocks: 1e-5 relative (a float32 division can round a value
+  sitting on a .5 tie the other way; the sums themselves are float32 dot products of a block).
+- alpha: 0.05 absolute against a reference fit written here from Clauset, Shalizi and Newman (2009).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import streamscope
+from streamscope.synthetic import save_tensors
+
+FULL = "basic,sparsity,quantization,spectral"
+
+
+def decaying(m, n, seed=0, decay=0.9, noise=1e-3):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.linalg.qr(torch.randn(m, 64, generator=g, dtype=torch.float64))[0]
+    v = torch.linalg.qr(torch.randn(n, 64, generator=g, dtype=torch.float64))[0]
+    s = decay ** torch.arange(64, dtype=torch.float64)
+    return ((u * s) @ v.T + noise * torch.randn(m, n, generator=g, dtype=torch.float64)).float()
+
+
+def rel(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return np.max(np.abs(a - b) / np.abs(b))
+
+
+@pytest.mark.parametrize("kind", ["decaying", "flat"])
+def test_randomized_top10_within_one_percent(tmp_path, kind):
+    g = torch.Generator().manual_seed(3)
+    w = decaying(1500, 700) if kind == "decaying" else torch.randn(1500, 700, generator=g)
+    path = save_tensors(tmp_path / "m.safetensors", {"w": w})
+    r = streamscope.scan(path, out=tmp_path / "o", analyses="spectral", spectral="randomized", block_elems=300 * 700).tensors["w"]["spectral"]
+    exact = torch.linalg.svdvals(w.double()).numpy()
+    assert r["method"] == "randomized"
+    assert rel(r["top_singular_values"][:10], exact[:10]) < 0.01
+    assert r["stable_rank"] == pytest.approx(float((w.double() ** 2).sum()) / exact[0] ** 2, rel=0.01)
+    again = streamscope.scan(path, out=tmp_path / "o2", analyses="spectral", spectral="randomized", block_elems=300 * 700).tensors["w"]["spectral"]
+    assert again["top_singular_values"] == r["top_singular_values"]  # seeded: deterministic
+
+
+def test_randomized_on_real_weights(minilm_dir, tmp_path):
+    names = ["encoder.layer.0.intermediate.dense.weight", "encoder.layer.3.attention.self.query.weight", "embeddings.word_embeddings.weight"]
+    r = streamscope.scan(minilm_dir, out=tmp_path / "o", analyses="spectral", spectral="randomized", select="|".join(names), block_elems=1 << 18)
+    ref = load_file(str(minilm_dir / "model.safetensors"))
+    for n in names:
+        exact = torch.linalg.svdvals(ref[n].double()).numpy()
+        assert rel(r.tensors[n]["spectral"]["top_singular_values"][:10], exact[:10]) < 0.01, n
+
+
+@pytest.mark.parametrize("shape", [(900, 300), (300, 900)])  # tall: W.T W over row blocks; wide: W W.T over column slabs
+def test_gram_full_spectrum(tmp_path, shape):
+    w = decaying(*shape, noise=1e-2)
+    w[:, 5] *= 1e-6  # a nearly dead direction stretches the spectrum
+    path = save_tensors(tmp_path / "m.safetensors", {"w": w})
+    r = streamscope.scan(path, out=tmp_path / "o", analyses="spectral", spectral="gram", block_elems=100 * 900).tensors["w"]["spectral"]
+    exact = torch.linalg.svdvals(w.double()).numpy()
+    assert r["method"] == "gram" and r["total_rank"] == 300
+    assert r["resolution"] == pytest.approx(np.sqrt(np.finfo(np.float64).eps * 900) * exact[0])
+    got = np.asarray(r["top_singular_values"])
+    assert rel(got, exact[: got.size]) < 1e-4
+    assert r["effective_rank"] == int((exact > 0.01 * exact[0]).sum())
+    import zarr
+
+    full = zarr.open_group(str(tmp_path / "o" / "arrays.zarr"), mode="r")["tensors/w/singular_values"][:]
+    resolved = exact > r["resolution"]
+    assert rel(full[resolved], exact[resolved]) < 1e-4
+    if exact[-1] < r["resolution"]:
+        assert r["condition_number_is_lower_bound"] and r["condition_number"] <= exact[0] / exact[-1]
+
+
+def reference_alpha(evals: np.ndarray, min_tail: int = 10) -> float:
+    """Clauset-Shalizi-Newman: MLE alpha for every xmin, keep the one with the smallest KS distance."""
+    x = np.sort(evals[evals > 0])
+    best_d, best_alpha = np.inf, np.nan
+    for xmin in np.unique(x)[: x.size - min_tail + 1]:
+        tail = x[x >= xmin]
+        if tail.size < min_tail:
+            continue
+        alpha = 1 + tail.size / np.sum(np.log(tail / xmin))
+        cdf = 1 - (tail / xmin) ** (1 - alpha)
+        n = tail.size
+        d = max(np.max(np.arange(1, n + 1) / n - cdf), np.max(cdf - np.arange(n) / n))
+        if d < best_d:
+            best_d, best_alpha = d, alpha
+    return best_alpha
+
+
+def test_exact_method_fields_and_alpha(minilm_dir, tmp_path):
+    name = "encoder.layer.2.intermediate.dense.weight"
+    r = streamscope.scan(minilm_dir, out=tmp_path / "o", analyses="spectral", select=name).tensors[name]["spectral"]
+    w = load_file(str(minilm_dir / "model.safetensors"))[name].double()
+    s = torch.linalg.svdvals(w).numpy()
+    assert r["method"] == "exact"
+    assert r["max_singular_value"] == pytest.approx(s[0], rel=1e-10)
+    assert r["min_singular_value"] == pytest.approx(s[-1], rel=1e-8)
+    assert r["condition_number"] == pytest.approx(s[0] / s[-1], rel=1e-8)
+    assert r["singular_value_ratio"] == pytest.approx(s[-1] / s[0], rel=1e-8)
+    assert r["stable_rank"] == pytest.approx(float((w**2).sum()) / s[0] ** 2, rel=1e-5)  # Frobenius norm from float32 block sums
+    assert r["effective_rank"] == int((s > 0.01 * s[0]).sum()) and r["total_rank"] == 384
+    assert r["approximate_rank"] == np.linalg.matrix_rank(w.float().numpy())
+    assert len(r["top_singular_values"]) == 32
+    assert r["alpha"] == pytest.approx(reference_alpha(s**2), abs=0.05)
+    assert r["log_spectral_norm"] == pytest.approx(np.log10(s[0] ** 2))
+    assert r["alpha_weighted"] == pytest.approx(r["alpha"] * np.log10(s[0] ** 2))
+
+
+def int8_reference(x: np.ndarray) -> dict:
+    x = x[np.isfinite(x)]
+    amax = np.abs(x).max()
+    scale = amax / 127
+    q = np.clip(np.round(x / scale), -127, 127) * scale
+    e = x - q
+    q1, q3 = np.percentile(x, [25, 75])
+    iqr = q3 - q1
+    return {
+        "abs_max": amax, "quantization_scale": scale, "quantization_mse": np.mean(e**2), "quantization_mae": np.mean(np.abs(e)),
+        "cosine_similarity": x @ q / np.sqrt((x @ x) * (q @ q)), "sqnr_db": 10 * np.log10((x @ x) / (e @ e)),
+        "dynamic_range": amax / np.mean(np.abs(x)),
+        "outlier_count": int(((x < q1 - 1.5 * iqr) | (x > q3 + 1.5 * iqr)).sum()),
+        "extreme_outlier_count": int(((x < q1 - 3 * iqr) | (x > q3 + 3 * iqr)).sum()),
+    }  # fmt: skip
+
+
+def blockwise_reference(x: np.ndarray) -> dict:
+    out = {}
+    s = np.abs(x).max(axis=1, keepdims=True) / 127
+    s[s == 0] = 1
+    out["int8_channel"] = np.clip(np.round(x / s), -127, 127) * s
+    g = x.reshape(-1, 128)
+    s = np.abs(g).max(axis=1, keepdims=True) / 7
+    s[s == 0] = 1
+    out["int4_g128"] = (np.clip(np.round(g / s), -7, 7) * s).reshape(x.shape)
+    lo, hi = g.min(axis=1, keepdims=True), g.max(axis=1, keepdims=True)
+    s = (hi - lo) / 15
+    s[s == 0] = 1
+    z = np.round(-lo / s)
+    out["int4_g128_asym"] = ((np.clip(np.round(g / s) + z, 0, 15) - z) * s).reshape(x.shape)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("block_elems", [None, 64 * 256])
+def test_quantization_against_float64_reference(tmp_path, dtype, block_elems):
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(256, 256, generator=g) * 0.02
+    w[:, 3] *= 40  # heavy channel: outliers
+    w = w.to(dtype)
+    path = save_tensors(tmp_path / "m.safetensors", {"w": w})
+    q = streamscope.scan(path, out=tmp_path / "o", analyses="quantization", block_elems=block_elems).tensors["w"]["quantization"]
+    x = w.double().numpy()
+    ref = int8_reference(x.reshape(-1))
+    for key in ("abs_max", "quantization_scale", "quantization_mse", "quantization_mae", "cosine_similarity", "sqnr_db", "dynamic_range"):
+        assert q[key] == pytest.approx(ref[key], rel=1e-6), key
+    assert q["bits"] == 8 and q["outliers_exact"] == (dtype != torch.float32 or block_elems is None)
+    if q["outliers_exact"]:
+        assert (q["outlier_count"], q["extreme_outlier_count"]) == (ref["outlier_count"], ref["extreme_outlier_count"])
+    else:
+        assert abs(q["outlier_count"] - ref["outlier_count"]) <= q["outlier_count_uncertainty"]
+        assert abs(q["extreme_outlier_count"] - ref["extreme_outlier_count"]) <= q["outlier_count_uncertainty"]
+    assert q["outlier_percentage"] == pytest.approx(100 * q["outlier_count"] / x.size)
+    for scheme, deq in blockwise_reference(x).items():
+        e = x - deq
+        got = q["schemes"][scheme]
+        assert got["mse"] == pytest.approx(np.mean(e**2), rel=1e-5), scheme
+        assert got["sqnr_db"] == pytest.approx(10 * np.log10((x * x).sum() / (e * e).sum()), rel=1e-5), scheme
+        assert got["cosine_similarity"] == pytest.approx((x * deq).sum() / np.sqrt((x * x).sum() * (deq * deq).sum()), rel=1e-5), scheme
+    scale = np.abs(x).max() / 448
+    fp8 = torch.from_numpy(x / scale).float().to(torch.float8_e4m3fn).double().numpy() * scale
+    assert q["schemes"]["fp8_e4m3"]["mse"] == pytest.approx(np.mean((x - fp8) ** 2), rel=1e-6)
+    assert q["schemes"]["int8_channel"]["sqnr_db"] > q["schemes"]["int8"]["sqnr_db"]  # per-channel helps a heavy channel
+
+
+def test_health_grades_and_summary(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    calm = torch.randn(256, 256, generator=g) * 0.02
+    spiky = calm.clone()
+    spiky[0, 0] = 50.0  # one huge value: INT8 scale ruined
+    path = save_tensors(tmp_path / "m.safetensors", {"calm": calm.to(torch.bfloat16), "spiky": spiky.to(torch.bfloat16)})
+    r = streamscope.scan(path, out=tmp_path / "o", analyses=FULL)
+    assert r.tensors["spiky"]["health"]["grade"] == "Critical"
+    assert any("SQNR" in reason for reason in r.tensors["spiky"]["health"]["reasons"])
+    assert r.tensors["calm"]["health"]["level"] < r.tensors["spiky"]["health"]["level"]
+    h = r.model["health"]
+    assert h["riskiest"][0]["name"] == "spiky" and sum(h["counts"].values()) == 2
+    assert "spectral.condition_number" in r.table and "quantization.schemes.int4_g128.sqnr_db" in r.table
+
+
+def test_auto_method_choice(tmp_path):
+    from streamscope.analyses.spectral import choose_method
+
+    assert choose_method(384, 1536, "auto", 1 << 30) == "exact"
+    assert choose_method(4096, 11008, "auto", 1 << 30) == "gram"
+    assert choose_method(4096, 11008, "auto", 256 << 20) == "randomized"
+    assert choose_method(152064, 8192, "auto", 1 << 30) == "randomized"
+    with pytest.raises(streamscope.OptionError, match="--spectral"):
+        streamscope.scan(save_tensors(tmp_path / "m.safetensors", {"w": torch.ones(2, 2)}), spectral="svd")
