@@ -25,6 +25,7 @@ def main() -> dict:
     p.add_argument("--budget", default="512MB")
     p.add_argument("--smoke", action="store_true", help="tiny layout: checks that the benchmark runs")
     p.add_argument("--skip-naive", action="store_true")
+    p.add_argument("--analyses", default="basic,sparsity", help="analyses of the streamscope run")
     p.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = p.parse_args()
     layout = "small" if args.smoke else args.layout
@@ -32,13 +33,13 @@ def main() -> dict:
     size = CheckpointIndex.from_path(path).total_bytes
     warm(path)
     rows = {}
-    methods = [("raw", {}), ("scan", {"budget": args.budget})]
+    methods = [("raw", {}), ("scan", {"budget": args.budget, "analyses": args.analyses})]
     if not args.skip_naive:
         methods.append(("naive", {}))
     for method, kwargs in methods:
         rows[method] = run_child(method, path, **kwargs)
     raw, scan = rows["raw"], rows["scan"]
-    print(f"layout {layout}: {size / 1e9:.3f} GB bf16, page-cached; budget {args.budget}")
+    print(f"layout {layout}: {size / 1e9:.3f} GB bf16, page-cached; budget {args.budget}; analyses {args.analyses}")
     print(f"{'method':8s} {'seconds':>8s} {'GB/s':>7s} {'vs raw':>7s} {'vs naive':>9s} {'peak RSS':>10s} {'RSS vs naive':>13s}")
     for method, r in rows.items():
         gbs = size / r["seconds"] / 1e9
@@ -46,7 +47,7 @@ def main() -> dict:
         rss_naive = r["peak_rss"] / rows["naive"]["peak_rss"] if "naive" in rows else float("nan")
         print(f"{method:8s} {r['seconds']:8.3f} {gbs:7.2f} {raw['seconds'] / r['seconds']:7.2f}x {vs_naive:8.2f}x "
               f"{r['peak_rss'] / 2**20:8.0f} MiB {rss_naive:12.2f}x")  # fmt: skip
-    figures = {"layout": layout, "bytes": size, "budget": args.budget, "machine": machine(), "methods": rows}
+    figures = {"layout": layout, "bytes": size, "budget": args.budget, "analyses": args.analyses, "machine": machine(), "methods": rows}
     if args.out:
         args.out.write_text(json.dumps(figures, indent=1))
     return figures

@@ -202,8 +202,9 @@ def test_auto_method_choice(tmp_path):
     from streamscope.analyses.spectral import choose_method
 
     assert choose_method(384, 1536, "auto", 1 << 30) == "exact"
-    assert choose_method(4096, 11008, "auto", 1 << 30) == "gram"
-    assert choose_method(4096, 11008, "auto", 256 << 20) == "randomized"
+    assert choose_method(2048, 5632, "auto", 1 << 30) == "gram"
+    assert choose_method(2048, 5632, "auto", 64 << 20) == "randomized"  # Gram matrix over a third of the budget
+    assert choose_method(4096, 11008, "auto", 1 << 30) == "randomized"
     assert choose_method(152064, 8192, "auto", 1 << 30) == "randomized"
     with pytest.raises(streamscope.OptionError, match="--spectral"):
         streamscope.scan(save_tensors(tmp_path / "m.safetensors", {"w": torch.ones(2, 2)}), spectral="svd")

@@ -34,11 +34,14 @@ def start(info: TensorInfo, params: dict) -> QuantState:
 
 def update(state: QuantState, x: torch.Tensor, block: Block, scratch) -> None:
     """Fold a (rows, cols) float block into the per-channel and group schemes."""
-    if state.matrix and x.dtype == torch.float32 and torch.isfinite(x).all():
-        block_schemes(x, state.schemes, state.sums, scratch("quant_q", x.numel()), scratch("quant_err", x.numel()))
-    elif state.matrix:  # float64 working precision, or NaN/Inf present: simulate on the finite values' copy
-        xf = torch.nan_to_num(x.to(torch.float32), nan=0.0, posinf=0.0, neginf=0.0)
-        block_schemes(xf, state.schemes, state.sums, torch.empty(xf.numel()), torch.empty(xf.numel()))
+    if not state.matrix:
+        return
+    n = x.numel()
+    buffers = scratch("quant_q", n), scratch("quant_err", n), scratch("quant_tmp", n)
+    if x.dtype == torch.float32 and math.isfinite(float(x.sum())):
+        block_schemes(x, state.schemes, state.sums, *buffers)
+    else:  # float64 working precision, or NaN/Inf present: simulate on a finite float32 copy
+        block_schemes(torch.nan_to_num(x.to(torch.float32), nan=0.0, posinf=0.0, neginf=0.0), state.schemes, state.sums, *buffers)
 
 
 def finish(state: QuantState, acc: TensorAccumulator, ctx) -> dict:

@@ -9,7 +9,8 @@ Methods, chosen per matrix (``spectral.method`` in the output):
   rank from the exact Frobenius norm. The small end of the spectrum is not computed (condition number,
   effective rank beyond ``k`` and ``alpha`` are reported as unavailable).
 ``auto`` takes ``exact`` when the smaller side is at most 1024, else ``gram`` when the Gram matrix fits in a
-third of the memory budget and the smaller side is at most 4096, else ``randomized``.
+third of the memory budget and the smaller side is at most 2048 (a Gram spectrum costs
+rows x cols x side flops in float64: hours on a 70B model), else ``randomized``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from streamscope.kernels.powerlaw import fit_alpha
 
 METHODS = ("auto", "exact", "gram", "randomized", "off")
 EXACT_MAX_SIDE = 1024
-GRAM_MAX_SIDE = 4096
+GRAM_MAX_SIDE = 2048
 EPS32 = float(np.finfo(np.float32).eps)
 
 

@@ -31,13 +31,15 @@ def svd_compressed(
     seed: int = 0,
     tol: float = 1e-4,
     device: torch.device | str = "cpu",
+    converge_k: int = 10,
 ) -> tuple[torch.Tensor, int]:
     """Top-``k`` singular values of a streamed matrix by randomized subspace iteration (Halko et al. 2011).
 
     ``Y = W @ Omega`` with a seeded Gaussian ``Omega`` (cols x q, ``q = k + n_oversamples``), then
     ``Q = orth(Y)``, ``Z = W.T @ Q``, ``Y = W @ orth(Z)``, ... The singular values of ``Z`` are the Ritz values
     ``svd(Q.T @ W)`` of the current subspace, so convergence is checked for free: iteration stops once the
-    top ``k`` change by less than ``tol`` (relative) or after ``n_power_iter`` iterations. Decaying spectra stop
+    top ``converge_k`` (default 10) change by less than ``tol`` (relative) or after ``n_power_iter``
+    iterations. Values beyond ``converge_k`` converge more slowly and are less accurate. Decaying spectra stop
     after two or three; flat (noise-like) spectra use the cap. Each iteration is two passes over the matrix.
 
     Args:
@@ -69,7 +71,8 @@ def svd_compressed(
     for it in range(1, max(1, n_power_iter) + 1):
         z = _transpose_times(blocks, _orthonormal(y), n)  # (cols, q) = W.T @ Q
         values = torch.linalg.svdvals(z)[:k]
-        if previous is not None and float(((values - previous).abs() / values.clamp_min(1e-300)).max()) < tol:
+        top = slice(0, max(1, min(converge_k, k)))
+        if previous is not None and float(((values[top] - previous[top]).abs() / values[top].clamp_min(1e-300)).max()) < tol:
             break
         previous = values
         if it < n_power_iter:

@@ -68,52 +68,58 @@ def dequantize_int(x: torch.Tensor, scale: torch.Tensor | float, qmin: int, qmax
 _SEGMENT = 4096  # float32 partial sums over at most this many terms, then float64 across segments
 
 
-def _dot64(a: torch.Tensor, b: torch.Tensor) -> float:
-    """``sum(a * b)`` with float32 segment sums of ``_SEGMENT`` terms added in float64 (rel. error ~1e-7)."""
-    n = a.numel()
-    seg = _SEGMENT if n % _SEGMENT == 0 else (a.shape[-1] if a.dim() == 2 else n)
-    a3, b3 = a.reshape(-1, 1, seg), b.reshape(-1, seg, 1)
-    return float(torch.bmm(a3, b3).double().sum())
+def _segment_sum(a: torch.Tensor) -> float:
+    """``sum(a)`` with float32 sums of ``_SEGMENT`` consecutive terms added in float64 (rel. error ~1e-7)."""
+    flat = a.reshape(-1)
+    n = flat.numel()
+    full = n - n % _SEGMENT
+    total = float(flat[:full].view(-1, _SEGMENT).sum(dim=1).double().sum()) if full else 0.0
+    return total + (float(flat[full:].double().sum()) if full < n else 0.0)
 
 
-def _sums(x: torch.Tensor, q: torch.Tensor, err: torch.Tensor) -> tuple[float, float, float, float, float]:
-    err = err.view(x.shape)
-    torch.sub(x, q, out=err)
-    ee = _dot64(err, err)
-    ae = float(err.abs_().reshape(-1, err.shape[-1]).sum(dim=1).double().sum())
-    return _dot64(x, x), _dot64(x, q), _dot64(q, q), ee, ae
+def _dot(a: torch.Tensor, b: torch.Tensor, tmp: torch.Tensor) -> float:
+    return _segment_sum(torch.mul(a, b, out=tmp.view(a.shape)))
 
 
-def block_schemes(x: torch.Tensor, schemes: tuple[str, ...], sums: dict[str, ErrorSums], q: torch.Tensor, err: torch.Tensor) -> None:
+def _sums(x: torch.Tensor, q: torch.Tensor, err: torch.Tensor, tmp: torch.Tensor, xx: float) -> tuple[float, float, float, float, float]:
+    err = torch.sub(x, q, out=err.view(x.shape))
+    ee = _dot(err, err, tmp)
+    xq, qq = _dot(x, q, tmp), _dot(q, q, tmp)
+    return xx, xq, qq, ee, _segment_sum(err.abs_())
+
+
+def block_schemes(x: torch.Tensor, schemes: tuple[str, ...], sums: dict[str, ErrorSums], q: torch.Tensor, err: torch.Tensor, tmp: torch.Tensor) -> None:
     """Fold one (rows, cols) float32 block into the error sums of the per-channel and group schemes.
 
-    ``q`` and ``err`` are scratch buffers of ``x.numel()`` elements.
+    ``q``, ``err`` and ``tmp`` are scratch buffers of ``x.numel()`` elements.
     """
     rows, cols = x.shape
     n = x.numel()
     q = q.view(rows, cols)
+    xx = _dot(x, x, tmp)
     if "int8_channel" in schemes:
-        scale = x.abs().amax(dim=1, keepdim=True).div_(127)  # (rows, 1)
+        lo, hi = torch.aminmax(x, dim=1, keepdim=True)
+        scale = torch.maximum(lo.abs_(), hi.abs_()).div_(127)  # (rows, 1)
         scale[scale == 0] = 1.0
         dequantize_int(x, scale, -127, 127, out=q)
-        sums["int8_channel"].add(n, *_sums(x, q, err))
+        sums["int8_channel"].add(n, *_sums(x, q, err, tmp, xx))
     wanted = [s for s in ("int4_g128", "int4_g128_asym") if s in schemes]
     if wanted:
         g = GROUP if cols % GROUP == 0 else cols
         xg = x.reshape(rows * cols // g, g)  # (groups, g)
         qg = q.view(rows * cols // g, g)
+        lo, hi = torch.aminmax(xg, dim=1, keepdim=True)
         if "int4_g128" in wanted:
-            scale = xg.abs().amax(dim=1, keepdim=True).div_(7)
+            scale = torch.maximum(lo.abs(), hi.abs()).div_(7)
             scale[scale == 0] = 1.0
             dequantize_int(xg, scale, -7, 7, out=qg)
-            sums["int4_g128"].add(n, *_sums(x, q, err))
+            sums["int4_g128"].add(n, *_sums(x, q, err, tmp, xx))
         if "int4_g128_asym" in wanted:
-            lo, hi = torch.aminmax(xg, dim=1, keepdim=True)
             scale = (hi - lo).div_(15)
             scale[scale == 0] = 1.0
             zero = torch.round(-lo / scale)
             dequantize_int(xg, scale, 0, 15, zero=zero, out=qg)
-            sums["int4_g128_asym"].add(n, *_sums(x, q, err))
+            sums["int4_g128_asym"].add(n, *_sums(x, q, err, tmp, xx))
 
 
 def per_tensor_dequantized(values: torch.Tensor, scheme: str, absmax: float) -> torch.Tensor:
