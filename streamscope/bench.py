@@ -89,6 +89,102 @@ def method_scan(path: str, analyses: str = "basic,sparsity", budget: str = "512M
 METHODS = {"raw": method_raw, "naive": method_naive, "scan": method_scan}
 
 
+def host_to_device_gbs(device: str, nbytes: int = 256 << 20) -> float | None:
+    """Pinned host -> device copy bandwidth in GB/s, or None on the CPU."""
+    if not device.startswith("cuda"):
+        return None
+    src = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+    dst = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    dst.copy_(src, non_blocking=True)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(5):
+        dst.copy_(src, non_blocking=True)
+    torch.cuda.synchronize()
+    return 5 * nbytes / (time.perf_counter() - t0) / 1e9
+
+
+def drop_cache(path: str | Path) -> str | None:
+    """Evict the checkpoint's pages from the page cache (``posix_fadvise(DONTNEED)``, no root needed).
+
+    Returns how it was done, or None where the OS offers no way.
+    """
+    if not hasattr(os, "posix_fadvise"):
+        return None
+    for f in CheckpointIndex.from_path(path).files:
+        fd = os.open(f.path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    return "posix_fadvise(POSIX_FADV_DONTNEED) on every shard"
+
+
+def run_bench(
+    device: str = "cpu",
+    size: int = 2 << 30,
+    layout: str = "llama-7b",
+    analyses: tuple[str, ...] = ("basic,sparsity", "quantization", "spectral"),
+    cache_dir: str | Path | None = None,
+    budget: str = "1GB",
+    naive: bool = True,
+    cold: bool = True,
+    echo=print,
+) -> dict:
+    """Build (or reuse) a synthetic checkpoint and measure raw, naive and streamscope on it, in child processes.
+
+    Returns the figures: ``{"machine", "checkpoint", "rows": [{method, analyses, cache, seconds, gbs,
+    vs_raw, vs_naive, peak_rss}], "host_to_device_gbs", "cold_cache"}``.
+    """
+    from streamscope.engine.options import resolve_device
+    from streamscope.synthetic import write_sized
+
+    dev = str(resolve_device(device))
+    cache_dir = Path(cache_dir or Path(tempfile.gettempdir()) / "streamscope-bench")
+    path = write_sized(cache_dir / f"{layout}-{size}", layout, size)
+    total = CheckpointIndex.from_path(path).total_bytes
+    warm(path)
+    rows = []
+
+    def add(method: str, cache: str, label: str = "", **kwargs) -> dict:
+        r = run_child(method, path, **kwargs)
+        row = {"method": method, "analyses": label, "cache": cache, "seconds": r["seconds"], "gbs": total / r["seconds"] / 1e9, "peak_rss": r["peak_rss"]}
+        rows.append(row)
+        echo(f"  {method:6s} {label:28s} {cache:5s} {row['seconds']:8.2f} s {row['gbs']:7.2f} GB/s  peak RSS {row['peak_rss'] / 2**20:6.0f} MiB")
+        return row
+
+    echo(f"checkpoint: {layout}, {total / 1e9:.2f} GB bf16 in {path}; device {dev}")
+    raw = add("raw", "warm")
+    base = add("naive", "warm") if naive else None
+    for a in analyses:
+        add("scan", "warm", a, analyses=a, budget=budget, device=dev)
+    cold_how = drop_cache(path) if cold else None
+    if cold_how:
+        add("raw", "cold")
+        drop_cache(path)
+        add("scan", "cold", analyses[0], analyses=analyses[0], budget=budget, device=dev)
+    for row in rows:
+        ref_raw = raw["seconds"] if row["cache"] == "warm" else next(r["seconds"] for r in rows if r["method"] == "raw" and r["cache"] == "cold")
+        row["vs_raw"] = ref_raw / row["seconds"]
+        row["vs_naive"] = base["seconds"] / row["seconds"] if base else None
+        row["rss_vs_naive"] = row["peak_rss"] / base["peak_rss"] if base else None
+    return {
+        "machine": machine(), "device": dev, "host_to_device_gbs": host_to_device_gbs(dev),
+        "checkpoint": {"layout": layout, "bytes": total, "path": str(path)}, "budget": budget,
+        "cold_cache": cold_how or "not measured: this OS offers no way to drop a file's cached pages",
+        "rows": rows,
+    }  # fmt: skip
+
+
+def format_table(fig: dict) -> str:
+    """A markdown table of ``run_bench`` figures."""
+    lines = ["| method | analyses | cache | GB/s | vs raw | vs naive | peak RSS (MiB) |", "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for r in fig["rows"]:
+        vs_naive = f"{r['vs_naive']:.1f}x" if r.get("vs_naive") else "-"
+        lines.append(f"| {r['method']} | {r['analyses'] or '-'} | {r['cache']} | {r['gbs']:.2f} | {r['vs_raw']:.2f}x | {vs_naive} | {r['peak_rss'] / 2**20:.0f} |")
+    return "\n".join(lines)
+
+
 def run_child(method: str, path: str | Path, **kwargs) -> dict:
     """Run one method in a child process; returns its seconds, peak RSS (bytes) and output."""
     cmd = [sys.executable, "-m", "streamscope.bench", method, str(path), json.dumps(kwargs)]

@@ -164,6 +164,46 @@ def compare(
     _emit(result, out, as_json, lambda: print_compare(result, console))
 
 
+@app.command()
+def bench(
+    *,
+    device: DeviceOpt = "auto",
+    size: Annotated[str, typer.Option("--size", help="Size of the synthetic checkpoint, e.g. 2GB.")] = "2GB",
+    layout: Annotated[str, typer.Option("--layout", help="llama-7b, qwen2.5-72b-embedding or small.")] = "llama-7b",
+    analyses: Annotated[str, typer.Option("--analyses", help="Analysis sets to time, ';'-separated, each comma-separated.")] = "basic,sparsity;quantization;spectral",
+    memory_budget: BudgetOpt = "1GB",
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where the synthetic checkpoint is kept.")] = None,
+    naive: Annotated[bool, typer.Option("--naive/--no-naive", help="Time the naive load_file approach too.")] = True,
+    as_json: JsonOpt = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the figures as JSON here.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Throughput and peak memory on a synthetic checkpoint: raw floor, naive approach, streamscope.
+
+    Example: [bold]streamscope bench --device cuda --size 4GB --analyses 'basic,sparsity;spectral'[/]
+    """
+    from streamscope.bench import format_table, run_bench
+    from streamscope.engine.options import parse_bytes
+    from streamscope.synthetic import LAYOUTS
+
+    try:
+        if layout not in LAYOUTS:
+            raise StreamscopeError(f"--layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
+        sets = tuple(a.strip() for a in analyses.split(";") if a.strip())
+        fig = run_bench(device=device, size=parse_bytes(size, "--size"), layout=layout, analyses=sets, cache_dir=cache_dir,
+                        budget=memory_budget, naive=naive, echo=(lambda *a: None) if as_json else (lambda s: console.print(s, soft_wrap=True)))  # fmt: skip
+    except StreamscopeError as e:
+        _fail(e, debug)
+    m = fig["machine"]
+    if not as_json:
+        console.print(f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GiB, torch {m['torch']}" + (f", {m['cuda_device']}" if m.get("cuda_device") else ""))
+        if fig["host_to_device_gbs"]:
+            console.print(f"host -> device (pinned): {fig['host_to_device_gbs']:.1f} GB/s")
+        console.print(f"cold cache: {fig['cold_cache']}")
+        console.print(format_table(fig), markup=False)
+    _emit(fig, out, as_json, lambda: None)
+
+
 def _emit(result: dict, out: Path | None, as_json: bool, show) -> None:
     text = json.dumps(json_safe(result), indent=1, ensure_ascii=False)
     if out:

@@ -126,3 +126,31 @@ def write_layout(directory: str | Path, layout: str, dtype: str = "BF16", seed: 
     tmp = write_safetensors(directory / "model.safetensors.tmp", specs)
     tmp.rename(path)
     return path
+
+
+def write_sized(directory: str | Path, layout: str, size: int, dtype: str = "BF16", seed: int = 0) -> Path:
+    """A sharded checkpoint of about ``size`` bytes: the layout's tensors repeated as layers, one shard each.
+
+    Reused when ``directory`` already holds it (the index JSON is written last). Layer-free layouts (one
+    embedding) are written once, whatever the size.
+    """
+    directory = Path(directory)
+    index_path = directory / "model.safetensors.index.json"
+    if index_path.exists():
+        return directory
+    tensors = LAYOUTS[layout]
+    per_layer = sum(math.prod(shape) for _, shape in tensors) * DTYPES[dtype][0]
+    repeat = any(".layers.0." in name for name, _ in tensors)
+    layers = max(1, math.ceil(size / per_layer)) if repeat else 1
+    weight_map = {}
+    for layer in range(layers):
+        shard = f"model-{layer + 1:05d}-of-{layers:05d}.safetensors"
+        specs = {}
+        for i, (name, shape) in enumerate(tensors):
+            name = name.replace(".layers.0.", f".layers.{layer}.")
+            fill = constant(1.0, shape) if "norm" in name else structured(shape, seed=seed + 100 * layer + i)
+            specs[name] = Spec(dtype, shape, fill)
+            weight_map[name] = shard
+        write_safetensors(directory / shard, specs)
+    index_path.write_text(json.dumps({"metadata": {"total_size": per_layer * layers}, "weight_map": weight_map}))
+    return directory
