@@ -74,7 +74,7 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3:
+    if len(sys.argv) == 3 and sys.argv[1] in ("streamscope", "weightwatcher"):
         fn = child_streamscope if sys.argv[1] == "streamscope" else child_weightwatcher
         print(json.dumps(fn(sys.argv[2])))
     else:

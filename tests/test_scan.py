@@ -159,3 +159,25 @@ def test_bad_options(tmp_path, llama_dir):
     if not torch.cuda.is_available():
         with pytest.raises(streamscope.DeviceError, match="CUDA is not available"):
             streamscope.scan(llama_dir, device="cuda")
+
+
+def test_portable_path_matches_native_path(llama_dir, tmp_path, monkeypatch):
+    """The path GPUs take (pread into double buffers, torch histogram, no C kernel) gives the same results."""
+    from streamscope.kernels import native
+
+    assert native.available(), "the native kernel was not built: this test would compare the portable path with itself"
+    fast = streamscope.scan(llama_dir, out=tmp_path / "a", analyses="basic,sparsity,quantization", block_elems=2048)
+    monkeypatch.setenv("STREAMSCOPE_READER", "pread")
+    monkeypatch.setenv("STREAMSCOPE_NATIVE", "0")
+    native._lib.cache_clear()
+    try:
+        portable = streamscope.scan(llama_dir, out=tmp_path / "b", analyses="basic,sparsity,quantization", block_elems=2048)
+    finally:
+        native._lib.cache_clear()
+    for name, rec in fast.tensors.items():
+        assert portable.tensors[name]["basic_stats"] == rec["basic_stats"], name
+        assert portable.tensors[name]["sparsity"] == rec["sparsity"], name
+        assert portable.tensors[name]["quantization"]["sqnr_db"] == pytest.approx(rec["quantization"]["sqnr_db"], rel=1e-9)
+    assert portable.model["embedding"] == fast.model["embedding"] or all(
+        portable.model["embedding"][n]["norm_mean"] == pytest.approx(e["norm_mean"], rel=1e-6) for n, e in fast.model["embedding"].items()
+    )

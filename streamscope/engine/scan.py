@@ -49,7 +49,8 @@ class TensorRunner:
         self.device = resolve_device(options.device)
         self.kernel = BlockKernel(options.max_block_elems, self.device)
         on_gpu = self.device.type != "cpu"
-        self.reader = RawReader(options.max_block_elems * 8, pin_memory=self.device.type == "cuda", mode="pread" if on_gpu else "mmap")
+        mode = os.environ.get("STREAMSCOPE_READER") or ("pread" if on_gpu else "mmap")  # pread: pinned staging for GPUs
+        self.reader = RawReader(options.max_block_elems * 8, pin_memory=self.device.type == "cuda", mode=mode)
         self.tokenizer = tokenizer
 
     def close(self) -> None:
