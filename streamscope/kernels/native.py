@@ -29,7 +29,7 @@ def _lib():
     lib = ctypes.CDLL(_native.__file__)
     i64, vp = ctypes.c_int64, ctypes.c_void_p
     for fn, mask in ((lib.ss_scan16, ctypes.c_uint16), (lib.ss_scan8, ctypes.c_uint8)):
-        fn.argtypes = [vp, i64, i64, vp, vp, vp, mask, vp, vp]
+        fn.argtypes = [vp, i64, i64, vp, vp, vp, mask, vp, vp, ctypes.c_int]
         fn.restype = ctypes.c_int
     return lib
 
@@ -81,12 +81,12 @@ def scan_patterns(
         if keys.size % _FLAT_ROW:
             parts.append((keys[full * _FLAT_ROW :], 1, keys.size % _FLAT_ROW))
         for k, r, c in parts:
-            _run(fn, k, r, c, hist, None, None, None, mask, values)
+            _run(fn, k, r, c, hist, None, None, None, mask, values, 0)
         return
-    _run(fn, keys, rows, cols, hist, rowmax, colmax, rowsq, mask, values)
+    _run(fn, keys, rows, cols, hist, rowmax, colmax, rowsq, mask, values, int(kind == "BF16"))
 
 
-def _run(fn, keys, rows, cols, hist, rowmax, colmax, rowsq, mask, values) -> None:
+def _run(fn, keys, rows, cols, hist, rowmax, colmax, rowsq, mask, values, bf16) -> None:
     n_threads = min(threads(), rows)
     bounds = np.linspace(0, rows, n_threads + 1).astype(np.int64)
     hists = [hist] + [np.zeros_like(hist) for _ in range(n_threads - 1)]
@@ -98,7 +98,7 @@ def _run(fn, keys, rows, cols, hist, rowmax, colmax, rowsq, mask, values) -> Non
         sub = keys[r0 * cols : r1 * cols]
         rm = rowmax[r0:r1] if rowmax is not None else None
         rs = rowsq[r0:r1] if rowsq is not None else None
-        return fn(ptr(sub), r1 - r0, cols, ptr(hists[i]), ptr(rm), ptr(colmaxes[i]), mask, ptr(values), ptr(rs))
+        return fn(ptr(sub), r1 - r0, cols, ptr(hists[i]), ptr(rm), ptr(colmaxes[i]), mask, ptr(values), ptr(rs), bf16)
 
     codes = list(_pool().map(work, range(n_threads))) if n_threads > 1 else [work(0)]
     if any(codes):
