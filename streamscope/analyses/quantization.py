@@ -122,7 +122,7 @@ def _count_outside_hist(acc: TensorAccumulator, lo: float, hi: float) -> tuple[i
         c = acc.hist[keep]
         x = v[keep]
         return int(c[(x < lo) | (x > hi)].sum()), 0
-    up = patterns._truncated_upper()
+    up = patterns.truncated_upper()
     a, b = np.minimum(v, up)[keep], np.maximum(v, up)[keep]
     c = acc.hist[keep]
     mid = (a + b) / 2

@@ -66,9 +66,9 @@ class TensorRunner:
         block_analyses = {k: BLOCK_ANALYSES[k] for k in self.options.result_keys if k in BLOCK_ANALYSES} if numeric else {}
         states = {k: a.start(info, params) for k, a in block_analyses.items()}
         for block, raw in self.reader.blocks(info, blocks):
-            self.kernel.update(acc, raw, block)
+            x = self.kernel.update(acc, raw, block)
             if block_analyses:
-                x = self._matrix(self.kernel.convert(raw, info), info, block)
+                x = self._matrix(x if x is not None else self.kernel.convert(raw, info), info, block)
                 for key, analysis in block_analyses.items():
                     analysis.update(states[key], x, block, self._scratch)
             if on_bytes:

@@ -146,8 +146,12 @@ class BlockKernel:
             x.copy_(staged)
         return x
 
-    def update(self, acc: TensorAccumulator, raw: torch.Tensor, block: Block) -> None:
-        """Fold one block (``raw``: the stored dtype, host memory) into ``acc``."""
+    def update(self, acc: TensorAccumulator, raw: torch.Tensor, block: Block) -> torch.Tensor | None:
+        """Fold one block (``raw``: the stored dtype, host memory) into ``acc``.
+
+        Returns the block converted to the working dtype when this step needed it (else None), so callers
+        that want the converted block too do not convert it again.
+        """
         info = acc.info
         rows = block.row_stop - block.row_start if acc.row_stats else 1
         x = None
@@ -169,6 +173,7 @@ class BlockKernel:
             x = self.convert(raw, info) if x is None else x
             norms = torch.linalg.vector_norm(x.view(rows, info.cols), dim=1).double()  # (rows,)
             acc.row_sumsq[block.row_start : block.row_stop] = (norms * norms).cpu().numpy()
+        return x
 
     def _native(self, acc: TensorAccumulator, raw: torch.Tensor, block: Block, rows: int) -> None:
         keys = raw.view(torch.int16).numpy().view(np.uint16) if raw.element_size() == 2 else raw.view(torch.uint8).numpy()

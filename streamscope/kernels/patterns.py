@@ -48,7 +48,7 @@ def pattern_values(kind: str) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def _truncated_upper() -> np.ndarray:
+def truncated_upper() -> np.ndarray:
     """Far end (away from zero) of the interval of float32 values that truncate to each bf16 key."""
     keys = np.arange(65536, dtype=np.uint32)
     nxt = ((keys & 0x8000) | ((keys & 0x7FFF) + 1)) << 16
@@ -105,7 +105,7 @@ def _sorted_intervals(kind: str, counts: np.ndarray, absolute: bool) -> tuple[np
     v = pattern_values(kind)
     lo = hi = v
     if kind == TRUNCATED:
-        up = _truncated_upper()
+        up = truncated_upper()
         lo, hi = np.minimum(v, up), np.maximum(v, up)  # negative keys cover (up, v]
     if absolute:
         a, b = np.abs(lo), np.abs(hi)
@@ -165,7 +165,7 @@ def rebin(kind: str, counts: np.ndarray, bins: int, lo: float, hi: float) -> tup
     """A fixed-bin value histogram over ``[lo, hi]`` from pattern counts, for plots."""
     v = pattern_values(kind)
     if kind == TRUNCATED:
-        v = (v + _truncated_upper()) / 2
+        v = (v + truncated_upper()) / 2
     keep = (counts > 0) & np.isfinite(v)
     if not np.isfinite(lo) or not np.isfinite(hi) or lo == hi:
         lo, hi = (lo - 0.5, hi + 0.5) if np.isfinite(lo) else (-1.0, 1.0)
