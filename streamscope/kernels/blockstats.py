@@ -159,7 +159,8 @@ class BlockKernel:
         if native_done:
             self._native(acc, raw, block, rows)
         else:
-            x = self.convert(raw, info)
+            needs_values = not acc.exact or acc.row_stats or acc.row_norms  # exact-pattern vectors need only the keys
+            x = self.convert(raw, info) if needs_values else None
             self._histogram(acc, raw, x)
             if acc.row_stats:
                 a2 = torch.abs(x, out=self.buffer("abs", x.numel(), x.dtype)).view(rows, info.cols)  # (rows, cols)
@@ -188,7 +189,7 @@ class BlockKernel:
             acc.row_absmax[block.row_start : block.row_stop] = magnitude[rowmax]
             np.maximum(acc.col_absmax, magnitude[colmax], out=acc.col_absmax)
 
-    def _histogram(self, acc: TensorAccumulator, raw: torch.Tensor, x: torch.Tensor) -> None:
+    def _histogram(self, acc: TensorAccumulator, raw: torch.Tensor, x: torch.Tensor | None) -> None:
         size = acc.hist.size
         if acc.exact and raw.element_size() == 1:
             keys = raw.view(torch.uint8)
