@@ -4,14 +4,22 @@ Example:
     >>> import streamscope
     >>> ckpt = streamscope.open("model.safetensors")  # doctest: +SKIP
     >>> result = streamscope.scan("model.safetensors", out="results", memory_budget="512MB")  # doctest: +SKIP
+
+The API is imported on first use, so ``import streamscope`` (and the command line's ``--help``) stays fast.
 """
 
-from streamscope.api import Checkpoint, ScanResult, Tensor, compare, compare_frame, open, params, params_frame, scan
 from streamscope.errors import CheckpointError, DeviceError, HeaderError, OptionError, StreamscopeError
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Checkpoint", "ScanResult", "Tensor", "open", "scan", "params", "params_frame", "compare", "compare_frame",
-    "CheckpointError", "DeviceError", "HeaderError", "OptionError", "StreamscopeError",
-]  # fmt: skip
+_API = ("Checkpoint", "ScanResult", "Tensor", "open", "scan", "params", "params_frame", "compare", "compare_frame")
+
+__all__ = [*_API, "CheckpointError", "DeviceError", "HeaderError", "OptionError", "StreamscopeError"]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from streamscope import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'streamscope' has no attribute {name!r}")

@@ -15,11 +15,14 @@ import math
 import shutil
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
-import zarr
 
 from streamscope.errors import StreamscopeError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PARTIAL = ".partial"
 
@@ -27,7 +30,7 @@ PARTIAL = ".partial"
 class ResultStore:
     """The output directory of a scan."""
 
-    def __init__(self, out: str | Path, model_path: str, options_fingerprint: str, resume: bool = True):
+    def __init__(self, out: str | Path, model_path: str, options_fingerprint: str, resume: bool = True, partial: str = PARTIAL):
         self.out = Path(out)
         try:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -38,7 +41,7 @@ class ResultStore:
         self.records: dict[str, dict] = {}
         self.fingerprints: dict[str, str] = {}
         self._array_files: dict[str, Path] = {}
-        self._partial = self.out / PARTIAL
+        self._partial = self.out / partial
         if not resume and self._partial.exists():
             shutil.rmtree(self._partial)
         (self._partial / "arrays").mkdir(parents=True, exist_ok=True)
@@ -78,8 +81,10 @@ class ResultStore:
     def close(self) -> None:
         self._log.close()
 
-    def table(self, order: list[str] | None = None) -> pd.DataFrame:
+    def table(self, order: list[str] | None = None) -> "pd.DataFrame":
         """One row per tensor, nested fields flattened to ``section.field`` columns."""
+        import pandas as pd
+
         names = [n for n in (order or self.records) if n in self.records]
         rows = []
         for name in names:
@@ -108,6 +113,8 @@ class ResultStore:
 
     def write_arrays(self, names: list[str]) -> None:
         """Write ``arrays.zarr`` from the stored per-tensor arrays, in a handful of zarr writes."""
+        import zarr
+
         root = zarr.open_group(str(self.out / "arrays.zarr"), mode="w")
         hist_names, counts, edges = [], [], []
         per_tensor = root.require_group("tensors")
@@ -127,7 +134,7 @@ class ResultStore:
             h.create_array("edges", data=np.stack(edges), overwrite=True)
             h.attrs["tensor_names"] = hist_names
 
-    def write_tables(self, model: dict, order: list[str] | None = None) -> pd.DataFrame:
+    def write_tables(self, model: dict, order: list[str] | None = None) -> "pd.DataFrame":
         names = [n for n in (order or self.records) if n in self.records]
         self.write_arrays(names)
         (self.out / "tensors.json").write_text(json.dumps(json_safe({n: self.records[n] for n in names}), indent=1))

@@ -16,9 +16,9 @@ from typing import Callable
 
 import torch
 
-from streamscope.io.safetensors import DTYPES
+from streamscope.io.tensor import DTYPES
 
-_TORCH_TO_ST = {v[1]: k for k, v in DTYPES.items()}
+_TORCH_TO_ST = {getattr(torch, v[1]): k for k, v in DTYPES.items()}
 
 
 @dataclass
@@ -75,7 +75,7 @@ def write_safetensors(path: str | Path, specs: dict[str, Spec], metadata: dict[s
             step = max(1, block_bytes // max(1, cols * 4))
             for r0 in range(0, rows, step):
                 r1 = min(rows, r0 + step)
-                block = spec.fill(r0, r1).reshape(-1).to(DTYPES[spec.dtype][1])
+                block = spec.fill(r0, r1).reshape(-1).to(getattr(torch, DTYPES[spec.dtype][1]))
                 f.write(block.contiguous().view(torch.uint8).numpy().tobytes())
     return path
 

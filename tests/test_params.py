@@ -179,25 +179,26 @@ def make_pruned(src: Path, dst: Path) -> Path:
 def test_compare_structurally_pruned_pair(llama_dir, tmp_path):
     pruned = make_pruned(llama_dir, tmp_path / "pruned")
     c = streamscope.compare(llama_dir, pruned)
+    assert c["schema_version"] == 2 and (c["before_name"], c["after_name"]) == (llama_dir.name, "pruned")
     layer_orig = 64 * 64 * 2 + 16 * 64 * 2 + 3 * 176 * 64 + 2 * 64  # attention + mlp + norms = 44160
     l0_attn = 48 * 64 + 8 * 64 * 2 + 64 * 48
     l0_mlp = 3 * 120 * 64
     l0 = c["layers"][0]
-    assert l0["total"] == {"original": layer_orig, "pruned": l0_attn + l0_mlp + 128, "reduced": layer_orig - (l0_attn + l0_mlp + 128),
+    assert l0["total"] == {"before": layer_orig, "after": l0_attn + l0_mlp + 128, "reduced": layer_orig - (l0_attn + l0_mlp + 128),
                            "reduction_ratio": pytest.approx((layer_orig - (l0_attn + l0_mlp + 128)) / layer_orig)}  # fmt: skip
-    assert l0["attention"]["pruned"] == l0_attn and l0["mlp"]["pruned"] == l0_mlp
-    assert l0["attention"]["num_heads"] == {"original": 8, "pruned": 6}
-    assert l0["attention"]["num_kv_heads"] == {"original": 2, "pruned": 1}
-    assert l0["mlp"]["intermediate_size"] == {"original": 176, "pruned": 120}
+    assert l0["attention"]["after"] == l0_attn and l0["mlp"]["after"] == l0_mlp
+    assert l0["attention"]["num_heads"] == {"before": 8, "after": 6}
+    assert l0["attention"]["num_kv_heads"] == {"before": 2, "after": 1}
+    assert l0["mlp"]["intermediate_size"] == {"before": 176, "after": 120}
     l1 = c["layers"][1]
-    assert l1["is_zero_layer"] and l1["total"]["pruned"] == 128 and l1["attention"]["reduction_ratio"] == 1.0
-    assert l1["attention"]["num_heads"]["pruned"] == 0 and l1["mlp"]["intermediate_size"]["pruned"] == 0
+    assert l1["is_zero_layer"] and l1["total"]["after"] == 128 and l1["attention"]["reduction_ratio"] == 1.0
+    assert l1["attention"]["num_heads"]["after"] == 0 and l1["mlp"]["intermediate_size"]["after"] == 0
     assert c["emptied_layers"] == [1]
     assert c["layers"][2]["total"]["reduced"] == 0
     removed = (layer_orig - 128) + (layer_orig - (l0_attn + l0_mlp + 128))
     assert c["total_params"]["reduced"] == removed and c["layer_params"]["reduced"] == removed
     assert c["total_params"]["reduction_ratio"] == pytest.approx(removed / 198080)
-    assert len(c["tensors"]["only_in_original"]) == 7 and len(c["tensors"]["changed"]) == 7
+    assert len(c["tensors"]["only_before"]) == 7 and len(c["tensors"]["changed"]) == 7
     pp = streamscope.params(pruned)
     assert pp["layers"][0]["attention"]["heads_from"] == "shapes (head_dim from config)"
 

@@ -201,10 +201,15 @@ def test_health_grades_and_summary(tmp_path):
 def test_auto_method_choice(tmp_path):
     from streamscope.analyses.spectral import choose_method
 
-    assert choose_method(384, 1536, "auto", 1 << 30) == "exact"
-    assert choose_method(2048, 5632, "auto", 1 << 30) == "gram"
-    assert choose_method(2048, 5632, "auto", 64 << 20) == "randomized"  # Gram matrix over a third of the budget
-    assert choose_method(4096, 11008, "auto", 1 << 30) == "randomized"
-    assert choose_method(152064, 8192, "auto", 1 << 30) == "randomized"
+    # the fourth argument is the memory the budget leaves to analyses (a third of --memory-budget)
+    assert choose_method(384, 1536, "auto", 1 << 30) == ("exact", None)
+    assert choose_method(2048, 5632, "auto", 1 << 30) == ("gram", None)
+    method, note = choose_method(2048, 5632, "auto", 48 << 20)  # the Gram matrix and its copy: 64 MiB
+    assert method == "randomized" and "gram needs" in note
+    assert choose_method(4096, 11008, "auto", 1 << 30) == ("randomized", None)
+    assert choose_method(152064, 8192, "auto", 1 << 30) == ("randomized", None)
+    method, note = choose_method(49152, 576, "exact", 21 << 20)  # asked for exact: 432 MiB gathered, 2.5 MiB of Gram
+    assert method == "gram" and note.startswith("exact needs 440 MiB")
+    assert choose_method(152064, 8192, "auto", 1 << 20)[0] == "off"
     with pytest.raises(streamscope.OptionError, match="--spectral"):
         streamscope.scan(save_tensors(tmp_path / "m.safetensors", {"w": torch.ones(2, 2)}), spectral="svd")

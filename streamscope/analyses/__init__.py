@@ -1,34 +1,34 @@
-"""What users ask for, as functions, registered by name.
+"""What users ask for, as functions, registered by name in one registry (see ``registry``).
 
-``TENSOR_ANALYSES`` turn the accumulator that one streamed pass filled into a dict stored under their name in
-``tensors.json``. ``BLOCK_ANALYSES`` also see every block of that same pass: ``start(info, params)`` makes a
-state, ``update(state, block, span, scratch)`` folds a ``(rows, cols)`` float block in, and
-``finish(state, accumulator, ctx)`` returns the dict (``ctx.row_blocks()`` streams the tensor again where a
-method needs more passes, such as randomized SVD's power iterations). Model-level analyses (embedding norms,
-norm layers, health) read the records.
+To add an analysis: write one file here that defines it and ends with an ``Analysis(...)``, then add one
+``register(...)`` line below. Its name then appears in ``--analyses`` help and ``all``, its options become
+keyword options of ``streamscope.scan`` and enter the resume fingerprint.
+
+Order matters: a tensor analysis sees the record fields of the analyses registered before it (health reads
+spectral and quantization).
 """
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from streamscope.analyses import basic, checkpoint, embedding, health, histogram, norms, quantization, sparsity, spectral
+from streamscope.analyses.registry import Analysis, Registry
 
-from streamscope.analyses import quantization, spectral
-from streamscope.analyses.basic import basic_stats
-from streamscope.analyses.sparsity import sparsity
+REGISTRY = Registry()
+register = REGISTRY.register
 
-#: name in results -> function of the tensor's accumulator.
-TENSOR_ANALYSES = {
-    "basic_stats": basic_stats,
-    "sparsity": sparsity,
-}
+# per tensor (selectable)
+register(basic.ANALYSIS)
+register(sparsity.ANALYSIS)
+register(quantization.ANALYSIS)
+register(spectral.ANALYSIS)
+# per tensor, on every scan
+register(histogram.ANALYSIS)
+register(embedding.ANALYSIS)
+register(health.ANALYSIS)
+# per model
+register(checkpoint.ANALYSIS)
+register(embedding.MODEL_ANALYSIS)
+register(norms.ANALYSIS)
+register(health.MODEL_ANALYSIS)
 
-BLOCK_ANALYSES = {
-    "quantization": SimpleNamespace(start=quantization.start, update=quantization.update, finish=quantization.finish),
-    "spectral": SimpleNamespace(start=spectral.start, update=spectral.update, finish=spectral.finish),
-}
-
-#: what users type -> result key.
-ANALYSIS_ALIASES = {"basic": "basic_stats", "basic_stats": "basic_stats", "sparsity": "sparsity",
-                    "quantization": "quantization", "quant": "quantization", "spectral": "spectral"}  # fmt: skip
-DEFAULT_ANALYSES = ("basic", "sparsity")
-ALL_ANALYSES = ("basic", "sparsity", "quantization", "spectral")
+__all__ = ["REGISTRY", "Analysis", "Registry", "register"]

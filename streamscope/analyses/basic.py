@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from streamscope.kernels.blockstats import TensorAccumulator
+from streamscope.analyses.registry import Analysis
+
+if TYPE_CHECKING:
+    from streamscope.kernels.blockstats import TensorAccumulator
 
 
 def basic_stats(acc: TensorAccumulator) -> dict:
@@ -28,3 +32,13 @@ def basic_stats(acc: TensorAccumulator) -> dict:
         "nan_count": s["nan"],
         "inf_count": s["inf"],
     }
+
+
+ANALYSIS = Analysis(
+    name="basic_stats",
+    kind="tensor",
+    aliases=("basic",),
+    help="mean, std, extremes, L2 norm, zeros, NaN/Inf counts (exact for 16- and 8-bit dtypes)",
+    default=True,
+    compute=lambda ctx, options: basic_stats(ctx.acc),
+)

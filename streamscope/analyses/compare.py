@@ -1,69 +1,70 @@
-"""Compare two checkpoints: structure from headers (before/after pruning), weight deltas streamed side by side."""
+"""Compare two checkpoints, ``before`` and ``after`` (pruning, fine-tuning, quantization): structure from headers,
+weight changes streamed side by side (``weight_delta``, run by the engine's ``TensorRunner.run_pair``)."""
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
-
-import torch
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from streamscope.analyses.params import ATTN, MLP
 from streamscope.io.checkpoint import CheckpointIndex
-from streamscope.io.reader import RawReader, plan_blocks
-from streamscope.io.safetensors import TensorInfo
-from streamscope.kernels.linalg import svd_compressed
+from streamscope.schema import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    import torch
 
 
-def change(original: int | float, pruned: int | float) -> dict:
-    """``{original, pruned, reduced, reduction_ratio}``; the ratio is 0 when the original is 0."""
-    reduced = original - pruned
-    return {"original": original, "pruned": pruned, "reduced": reduced, "reduction_ratio": reduced / original if original else 0.0}
+def change(before: int | float, after: int | float) -> dict:
+    """``{before, after, reduced, reduction_ratio}``; the ratio is 0 when ``before`` is 0 (negative: growth)."""
+    reduced = before - after
+    return {"before": before, "after": after, "reduced": reduced, "reduction_ratio": reduced / before if before else 0.0}
 
 
 def compare_structure(a: dict, b: dict) -> dict:
     """Compare two ``count_params`` results, layer by layer.
 
     A layer is emptied when its attention and MLP have no parameters left in ``b`` while they had some in
-    ``a`` (or, with weight comparison, when all of its weights in ``b`` are zero: see ``compare``).
+    ``a`` (or, with weight comparison, when all of its weights in ``b`` are zero: see ``mark_emptied``).
     """
     layers_a = {l["layer_idx"]: l for l in a["layers"]}
     layers_b = {l["layer_idx"]: l for l in b["layers"]}
     rows = []
     for i in sorted(set(layers_a) | set(layers_b)):
         la, lb = layers_a.get(i), layers_b.get(i)
-        row: dict = {"layer_idx": i, "missing": None if la and lb else ("pruned" if la else "original")}
+        row: dict = {"layer_idx": i, "missing": None if la and lb else ("after" if la else "before")}
         la = la or _zero_layer(i)
         lb = lb or _zero_layer(i)
         row["total"] = change(la["total"], lb["total"])
         row["attention"] = {
             **change(la["attention"]["total"], lb["attention"]["total"]),
             **{p: change(la["attention"][p], lb["attention"][p]) for p in ATTN},
-            "num_heads": {"original": la["attention"]["num_heads"], "pruned": lb["attention"]["num_heads"]},
-            "num_kv_heads": {"original": la["attention"]["num_kv_heads"], "pruned": lb["attention"]["num_kv_heads"]},
+            "num_heads": {"before": la["attention"]["num_heads"], "after": lb["attention"]["num_heads"]},
+            "num_kv_heads": {"before": la["attention"]["num_kv_heads"], "after": lb["attention"]["num_kv_heads"]},
         }
         row["mlp"] = {
             **change(la["mlp"]["total"], lb["mlp"]["total"]),
             **{p: change(la["mlp"][p], lb["mlp"][p]) for p in MLP},
-            "intermediate_size": {"original": la["mlp"]["intermediate_size"], "pruned": lb["mlp"]["intermediate_size"]},
+            "intermediate_size": {"before": la["mlp"]["intermediate_size"], "after": lb["mlp"]["intermediate_size"]},
         }
         if "num_experts" in la["mlp"] or "num_experts" in lb["mlp"]:
-            row["mlp"]["num_experts"] = {"original": la["mlp"].get("num_experts", 0), "pruned": lb["mlp"].get("num_experts", 0)}
+            row["mlp"]["num_experts"] = {"before": la["mlp"].get("num_experts", 0), "after": lb["mlp"].get("num_experts", 0)}
         row["norm"] = change(la["norm"], lb["norm"])
         row["is_zero_layer"] = lb["is_zero_layer"] and not la["is_zero_layer"]
         rows.append(row)
     return {
-        "original_name": a["model_name"],
-        "pruned_name": b["model_name"],
+        "schema_version": SCHEMA_VERSION,
+        "before_name": a["model_name"],
+        "after_name": b["model_name"],
         "total_params": change(a["total_params"], b["total_params"]),
         "layer_params": change(a["layer_summary"]["total_layer_params"], b["layer_summary"]["total_layer_params"]),
         "embedding_params": change(a["embedding_params"], b["embedding_params"]),
         "lm_head_params": change(a["lm_head_params"], b["lm_head_params"]),
-        "num_layers": {"original": a["layer_summary"]["num_layers"], "pruned": b["layer_summary"]["num_layers"]},
+        "num_layers": {"before": a["layer_summary"]["num_layers"], "after": b["layer_summary"]["num_layers"]},
         "layers": rows,
         "emptied_layers": [r["layer_idx"] for r in rows if r["is_zero_layer"]],
         "missing_layers": {
-            "in_original": [r["layer_idx"] for r in rows if r["missing"] == "original"],
-            "in_pruned": [r["layer_idx"] for r in rows if r["missing"] == "pruned"],
+            "before": [r["layer_idx"] for r in rows if r["missing"] == "before"],
+            "after": [r["layer_idx"] for r in rows if r["missing"] == "after"],
         },
     }
 
@@ -79,54 +80,65 @@ def tensor_changes(a: CheckpointIndex, b: CheckpointIndex) -> dict:
     only_a = [n for n in a.tensors if n not in b.tensors]
     only_b = [n for n in b.tensors if n not in a.tensors]
     changed = [
-        {"name": n, "original": {"shape": list(t.shape), "dtype": t.dtype}, "pruned": {"shape": list(b.tensors[n].shape), "dtype": b.tensors[n].dtype}}
+        {"name": n, "before": {"shape": list(t.shape), "dtype": t.dtype}, "after": {"shape": list(b.tensors[n].shape), "dtype": b.tensors[n].dtype}}
         for n, t in a.tensors.items()
         if n in b.tensors and (t.shape != b.tensors[n].shape or t.dtype != b.tensors[n].dtype)
     ]
-    return {"only_in_original": only_a, "only_in_pruned": only_b, "changed": changed}
+    return {"only_before": only_a, "only_after": only_b, "changed": changed}
 
 
-def _pairs(ta: TensorInfo, tb: TensorInfo, max_elems: int, reader_a: RawReader, reader_b: RawReader) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
-    blocks = plan_blocks(ta, max_elems)
-    cols = ta.cols
-    for (block, raw_a), (_, raw_b) in zip(reader_a.blocks(ta, blocks), reader_b.blocks(tb, blocks)):
-        rows = block.row_stop - block.row_start if len(ta.shape) >= 2 else 1
-        yield block.row_start, block.row_stop, raw_a.to(torch.float32).view(rows, -1 if rows == 1 else cols), raw_b.to(torch.float32).view(rows, -1 if rows == 1 else cols)
-
-
-def weight_delta(ta: TensorInfo, tb: TensorInfo, max_elems: int, k: int = 8, seed: int = 0) -> dict:
+def weight_delta(pairs: Callable[..., Iterator[tuple[int, int, "torch.Tensor", "torch.Tensor"]]], shape: tuple[int, ...],
+                 k: int = 8, seed: int = 0, scratch: Callable | None = None, device="cpu") -> dict:  # fmt: skip
     """Relative Frobenius change, cosine similarity, max |change| and the spectrum of ``B - A``, streamed.
 
-    Both tensors are read block by block side by side; for matrices the top-``k`` singular values of the
-    difference come from a randomized SVD whose passes re-stream both tensors (``svd_compressed``).
+    ``pairs(report=False)`` yields ``(row_start, row_stop, a_block, b_block)`` float32 blocks of both tensors
+    side by side (``report=True`` on the first pass, which counts towards progress). For matrices, the
+    top-``k`` singular values of the difference come from a randomized SVD whose passes re-stream both
+    tensors (``svd_compressed``); ``scratch(key, n)`` gives a reused buffer for the difference.
     """
-    readers = RawReader(max_elems * 8), RawReader(max_elems * 8)
-    try:
-        aa = bb = ab = dd = 0.0
-        max_abs = 0.0
-        b_absmax = 0.0
-        for _, _, xa, xb in _pairs(ta, tb, max_elems, *readers):
-            aa += float(torch.dot(xa.reshape(-1), xa.reshape(-1)))
-            bb += float(torch.dot(xb.reshape(-1), xb.reshape(-1)))
-            ab += float(torch.dot(xa.reshape(-1), xb.reshape(-1)))
-            d = xb - xa
-            dd += float(torch.dot(d.reshape(-1), d.reshape(-1)))
-            if d.numel():
-                max_abs = max(max_abs, float(d.abs().max()))
-                b_absmax = max(b_absmax, float(xb.abs().max()))
-        out = {
-            "relative_frobenius_change": math.sqrt(dd) / math.sqrt(aa) if aa else (0.0 if dd == 0 else math.inf),
-            "cosine_similarity": ab / math.sqrt(aa * bb) if aa and bb else float("nan"),
-            "max_abs_change": max_abs,
-            "frobenius_norm_change": math.sqrt(dd),
-            "pruned_all_zero": b_absmax == 0.0,
-        }
-        if len(ta.shape) >= 2 and ta.rows > 1 and ta.cols > 1 and dd > 0:
-            blocks: Callable = lambda: ((r0, r1, xb - xa) for r0, r1, xa, xb in _pairs(ta, tb, max_elems, *readers))  # noqa: E731
-            s, _ = svd_compressed(blocks, (ta.rows, ta.cols), k, seed=seed)
-            out["diff_top_singular_values"] = s.tolist()
-            out["diff_stable_rank"] = dd / float(s[0]) ** 2 if float(s[0]) > 0 else 0.0
-        return out
-    finally:
-        for r in readers:
-            r.close()
+    import torch
+
+    from streamscope.kernels.linalg import svd_compressed
+
+    scratch = scratch or (lambda key, n: torch.empty(n))
+
+    def diff(xa: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+        return torch.sub(xb, xa, out=scratch("pair_d", xa.numel()).view_as(xa))
+
+    aa = bb = ab = dd = 0.0
+    max_abs = b_absmax = 0.0
+    for _, _, xa, xb in pairs(report=True):
+        fa, fb = xa.reshape(-1), xb.reshape(-1)
+        aa += float(torch.dot(fa, fa))
+        bb += float(torch.dot(fb, fb))
+        ab += float(torch.dot(fa, fb))
+        d = diff(xa, xb).reshape(-1)
+        dd += float(torch.dot(d, d))
+        if d.numel():
+            max_abs = max(max_abs, float(d.abs().max()))
+            b_absmax = max(b_absmax, float(fb.abs().max()))
+    out = {
+        "relative_frobenius_change": math.sqrt(dd) / math.sqrt(aa) if aa else (0.0 if dd == 0 else math.inf),
+        "cosine_similarity": ab / math.sqrt(aa * bb) if aa and bb else float("nan"),
+        "max_abs_change": max_abs,
+        "frobenius_norm_change": math.sqrt(dd),
+        "after_all_zero": b_absmax == 0.0,
+    }
+    rows = shape[0] if len(shape) >= 2 else 1
+    cols = math.prod(shape) // rows if rows else 0
+    if len(shape) >= 2 and rows > 1 and cols > 1 and dd > 0:
+        blocks = lambda: ((r0, r1, diff(xa, xb)) for r0, r1, xa, xb in pairs())  # noqa: E731
+        s, _ = svd_compressed(blocks, (rows, cols), k, seed=seed, device=device)
+        out["diff_top_singular_values"] = s.tolist()
+        out["diff_stable_rank"] = dd / float(s[0]) ** 2 if float(s[0]) > 0 else 0.0
+    return out
+
+
+def mark_emptied(result: dict, deltas: dict[str, dict], names_b) -> None:
+    """A layer whose remaining weights are all zero in ``after`` is emptied too (weight comparison only)."""
+    for row in result["layers"]:
+        names = [n for n in deltas if names_b[n].layer_index == row["layer_idx"] and names_b[n].block_type != "norm"]
+        if names and all(deltas[n]["after_all_zero"] for n in names) and row["layer_idx"] not in result["emptied_layers"]:
+            row["is_zero_layer"] = True
+            result["emptied_layers"].append(row["layer_idx"])
+    result["emptied_layers"].sort()

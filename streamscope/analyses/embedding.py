@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from streamscope.analyses.registry import Analysis
+
 NORM_PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 _POSITIONAL = re.compile(r"position|wpe|token_type|embed_positions")  # rows are positions, not tokens
 TOP_K = 10
@@ -60,3 +62,37 @@ def _decoder(path: str):
         return lambda i: vocab[i] if i < len(vocab) else None
     inverse = {v: k for k, v in json.loads(p.read_text(encoding="utf-8")).items()}
     return lambda i: inverse.get(i)
+
+
+def tensor_embedding(ctx, options) -> dict | None:
+    """Row-norm statistics of an embedding or output matrix; the norms go to ``arrays.zarr`` as ``row_norms``."""
+    if ctx.acc.row_sumsq is None:
+        return None
+    norms = np.sqrt(ctx.acc.row_sumsq)
+    ctx.arrays["row_norms"] = norms
+    return embedding_norms(ctx.info.name, ctx.info.shape, norms, ctx.tokenizer)
+
+
+def model_embedding(ctx, options) -> dict:
+    """Every embedding matrix's row-norm statistics, by tensor name."""
+    return {n: r["embedding"] for n, r in ctx.records.items() if "embedding" in r}
+
+
+ANALYSIS = Analysis(
+    name="embedding",
+    kind="tensor",
+    help="per-token L2 norms of embedding and output matrices, extreme tokens decoded",
+    selectable=False,
+    row_norms_for=("embedding", "output"),
+    writes=("row_norms",),
+    compute=tensor_embedding,
+)
+
+MODEL_ANALYSIS = Analysis(
+    name="model_embedding",
+    key="embedding",
+    kind="model",
+    help="the embedding matrices' row-norm statistics in model.json",
+    selectable=False,
+    compute=model_embedding,
+)

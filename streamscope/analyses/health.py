@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 
+from streamscope.analyses.registry import Analysis
+
 GRADES = ("Excellent", "Good", "Warning", "Critical")
 
 
@@ -77,3 +79,21 @@ def model_health(records: dict[str, dict], top: int = 10) -> dict:
         "riskiest": [{"name": n, "grade": h["grade"], "reasons": h["reasons"] or ["no metric beyond the Good range"]} for n, h in riskiest],
         "compressible_tensors": sum(1 for h in graded.values() if h["compressible"]),
     }
+
+
+ANALYSIS = Analysis(
+    name="health",
+    kind="tensor",
+    help="a grade per tensor from condition number, INT8 SQNR and extreme outliers",
+    selectable=False,
+    compute=lambda ctx, options: grade_tensor(ctx.record),
+)
+
+MODEL_ANALYSIS = Analysis(
+    name="model_health",
+    key="health",
+    kind="model",
+    help="grade counts and the ten riskiest tensors",
+    selectable=False,
+    compute=lambda ctx, options: model_health(ctx.records),
+)

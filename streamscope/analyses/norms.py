@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from streamscope.analyses.registry import Analysis
 from streamscope.io.names import NameInfo
 
 _FIRST_INPUT_NORM = ("input_layernorm", "ln_1", "attention_norm", "norm1", "pre_attention_layernorm")
@@ -56,3 +57,12 @@ def _embedding_reason(module: str, info: NameInfo, first_layer: int | None) -> s
     if info.layer_index == first_layer and leaf in _FIRST_INPUT_NORM:
         return "first layer input norm (normalizes the embeddings)"
     return None
+
+
+ANALYSIS = Analysis(
+    name="norm_layers",
+    kind="model",
+    help="every norm weight and bias with kind and statistics; the embedding-related ones marked",
+    selectable=False,
+    compute=lambda ctx, options: norm_layers(ctx.records, ctx.index.names, set(ctx.index.tensors)),
+)

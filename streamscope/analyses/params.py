@@ -13,7 +13,8 @@ from collections import defaultdict
 
 from streamscope.io.checkpoint import CheckpointIndex
 from streamscope.io.names import NameInfo
-from streamscope.io.safetensors import TensorInfo
+from streamscope.io.tensor import TensorInfo
+from streamscope.schema import SCHEMA_VERSION
 
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
@@ -98,6 +99,7 @@ def count_params(index: CheckpointIndex, name: str | None = None) -> dict:
     tie_cfg = cfg.get("tie_word_embeddings", (index.config or {}).get("tie_word_embeddings"))
     tied = totals["lm_head"] == 0 and totals["embedding"] > 0 and tie_cfg is not False
     result = {
+        "schema_version": SCHEMA_VERSION,
         "model_name": name or index.root.name,
         "model_path": str(index.path),
         "model_type": model_type or None,

@@ -10,32 +10,60 @@ block, else from a second pass over its (page-cached) bytes.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from streamscope.io.reader import Block
-from streamscope.io.safetensors import TensorInfo
-from streamscope.kernels import patterns
-from streamscope.kernels.blockstats import TensorAccumulator
-from streamscope.kernels.quant import SCHEMES, ErrorSums, block_schemes, per_tensor_from_histogram, per_tensor_from_values
+from streamscope.analyses.registry import Analysis
+from streamscope.errors import OptionError
+
+if TYPE_CHECKING:
+    import torch
+
+    from streamscope.io.tensor import Block, TensorInfo
+    from streamscope.kernels.blockstats import TensorAccumulator
+
+#: Every scheme the quantization kernel simulates (``kernels.quant.SCHEMES``; a test keeps the two equal).
+SCHEMES = ("int8", "int8_channel", "int4_g128", "int4_g128_asym", "fp8_e4m3")
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    """``quant_schemes``: the schemes simulated besides the per-tensor INT8 of the WeightScope fields."""
+
+    quant_schemes: tuple[str, ...] = SCHEMES
+
+    def __post_init__(self) -> None:
+        schemes = self.quant_schemes
+        if isinstance(schemes, str):
+            schemes = tuple(q.strip() for q in schemes.split(",") if q.strip())
+        object.__setattr__(self, "quant_schemes", tuple(schemes))
+        bad = [q for q in self.quant_schemes if q not in SCHEMES]
+        if bad:
+            raise OptionError(f"--quant-schemes: unknown scheme {bad[0]!r}; choose from {', '.join(SCHEMES)}")
 
 
 class QuantState:
-    def __init__(self, info: TensorInfo, params: dict):
-        self.schemes = tuple(params.get("quant_schemes") or SCHEMES)
-        self.matrix = len(info.shape) >= 2 and info.numel > 0
+    def __init__(self, info: TensorInfo, options: QuantOptions):
+        from streamscope.kernels.quant import ErrorSums
+
+        self.schemes = options.quant_schemes
+        self.matrix = info.is_matrix and info.numel > 0
         self.sums = {s: ErrorSums() for s in self.schemes}
 
 
-def start(info: TensorInfo, params: dict) -> QuantState:
-    return QuantState(info, params)
+def start(ctx, options: QuantOptions) -> QuantState:
+    return QuantState(ctx.info, options)
 
 
 def update(state: QuantState, x: torch.Tensor, block: Block, scratch) -> None:
     """Fold a (rows, cols) float block into the per-channel and group schemes."""
     if not state.matrix:
         return
+    import torch
+
+    from streamscope.kernels.quant import block_schemes
     n = x.numel()
     buffers = scratch("quant_q", n), scratch("quant_err", n), scratch("quant_tmp", n)
     if x.dtype == torch.float32 and math.isfinite(float(x.sum())):
@@ -44,8 +72,12 @@ def update(state: QuantState, x: torch.Tensor, block: Block, scratch) -> None:
         block_schemes(torch.nan_to_num(x.to(torch.float32), nan=0.0, posinf=0.0, neginf=0.0), state.schemes, state.sums, *buffers)
 
 
-def finish(state: QuantState, acc: TensorAccumulator, ctx) -> dict:
+def finish(state: QuantState, ctx) -> dict:
     """The WeightScope fields (INT8 per-tensor + IQR outliers) and ``schemes`` with every simulated scheme."""
+    from streamscope.kernels import patterns
+    from streamscope.kernels.quant import ErrorSums, per_tensor_from_histogram, per_tensor_from_values
+
+    acc = ctx.acc
     s = acc.summary()
     absmax = max(abs(s["min"]), abs(s["max"])) if s["finite"] else float("nan")
     per_tensor = [x for x in ("int8", "fp8_e4m3") if x in state.schemes or x == "int8"]
@@ -94,6 +126,8 @@ def iqr_outliers(acc: TensorAccumulator) -> dict:
     quartiles come from truncated keys; a key whose interval straddles a fence is counted by its midpoint, and
     ``outlier_count_uncertainty`` bounds the error of each count.
     """
+    import torch
+
     (q1, q3), exact = acc.quantiles([0.25, 0.75])
     iqr = q3 - q1
     fences = {"outlier": (q1 - 1.5 * iqr, q3 + 1.5 * iqr), "extreme_outlier": (q1 - 3 * iqr, q3 + 3 * iqr)}
@@ -116,6 +150,8 @@ def iqr_outliers(acc: TensorAccumulator) -> dict:
 
 
 def _count_outside_hist(acc: TensorAccumulator, lo: float, hi: float) -> tuple[int, int]:
+    from streamscope.kernels import patterns
+
     v = patterns.pattern_values(acc.kind)
     keep = (acc.hist > 0) & np.isfinite(v)
     if acc.exact:
@@ -128,3 +164,15 @@ def _count_outside_hist(acc: TensorAccumulator, lo: float, hi: float) -> tuple[i
     mid = (a + b) / 2
     straddle = ((a < lo) & (b > lo)) | ((a < hi) & (b > hi))
     return int(c[(mid < lo) | (mid > hi)].sum()), int(c[straddle].sum())
+
+
+ANALYSIS = Analysis(
+    name="quantization",
+    kind="block",
+    aliases=("quant",),
+    help="INT8 simulation, IQR outliers, and per-channel INT8, INT4 g128 (sym/asym), FP8 E4M3 errors",
+    options=QuantOptions,
+    start=start,
+    update=update,
+    finish=finish,
+)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from streamscope.kernels.blockstats import DEAD_THRESHOLD, SPARSITY_THRESHOLDS, TensorAccumulator
+from typing import TYPE_CHECKING
+
+from streamscope.analyses.registry import Analysis
+
+if TYPE_CHECKING:
+    from streamscope.kernels.blockstats import TensorAccumulator
 
 PERCENTILES = (10, 25, 50, 75, 90)
 
@@ -15,6 +20,8 @@ def sparsity(acc: TensorAccumulator) -> dict:
     whose every ``|w|`` is below ``DEAD_THRESHOLD``. ``magnitude_percentiles`` are percentiles of ``|w|``
     (numpy's linear method); ``percentiles_exact`` says whether they are exact (see ``patterns``).
     """
+    from streamscope.kernels.blockstats import DEAD_THRESHOLD, SPARSITY_THRESHOLDS
+
     s = acc.summary()
     n = s["n"]
     pct = lambda k: 100.0 * k / n if n else 0.0  # noqa: E731
@@ -41,3 +48,12 @@ def sparsity(acc: TensorAccumulator) -> dict:
 
 def _fmt(t: float) -> str:
     return "0.0" if t == 0 else f"{t:.0e}".replace("e-0", "e-")
+
+
+ANALYSIS = Analysis(
+    name="sparsity",
+    kind="tensor",
+    help="near-zero fractions, dead rows and columns, |w| percentiles",
+    default=True,
+    compute=lambda ctx, options: sparsity(ctx.acc),
+)

@@ -8,23 +8,28 @@ Methods, chosen per matrix (``spectral.method`` in the output):
 - ``randomized``: top-``k`` singular values by randomized subspace iteration (``svd_compressed``); stable
   rank from the exact Frobenius norm. The small end of the spectrum is not computed (condition number,
   effective rank beyond ``k`` and ``alpha`` are reported as unavailable).
-``auto`` takes ``exact`` when the smaller side is at most 1024, else ``gram`` when the Gram matrix fits in a
-third of the memory budget and the smaller side is at most 2048 (a Gram spectrum costs
-rows x cols x side flops in float64: hours on a 70B model), else ``randomized``.
+``auto`` takes ``exact`` when the smaller side is at most 1024, else ``gram`` when the smaller side is at most
+2048 (a Gram spectrum costs rows x cols x side flops in float64: hours on a 70B model), else ``randomized``.
+Every method must fit the memory that the budget leaves to analyses (``ctx.memory``, see
+``engine.budget``): a method that would not fit, asked for or chosen, gives way to the next cheaper one, and
+``method_note`` says so.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from streamscope.io.reader import Block
-from streamscope.io.safetensors import TensorInfo
-from streamscope.kernels.blockstats import TensorAccumulator
-from streamscope.kernels.linalg import svd_compressed
-from streamscope.kernels.powerlaw import fit_alpha
+from streamscope.analyses.registry import Analysis
+from streamscope.errors import OptionError
+
+if TYPE_CHECKING:
+    import torch
+
+    from streamscope.io.tensor import Block, TensorInfo
 
 METHODS = ("auto", "exact", "gram", "randomized", "off")
 EXACT_MAX_SIDE = 1024
@@ -32,50 +37,116 @@ GRAM_MAX_SIDE = 2048
 EPS32 = float(np.finfo(np.float32).eps)
 
 
-def choose_method(rows: int, cols: int, method: str, budget: int) -> str:
+@dataclass(frozen=True)
+class SpectralOptions:
+    """``spectral``: the method (``auto``, ``exact``, ``gram``, ``randomized``, ``off``); ``rank``: top singular
+    values reported; ``n_oversamples``, ``n_power_iter``, ``seed``: the randomized method's sketch."""
+
+    spectral: str = "auto"
+    rank: int = 32
+    n_oversamples: int = 20
+    n_power_iter: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.spectral not in METHODS:
+            raise OptionError(f"--spectral must be one of {', '.join(METHODS)}; got {self.spectral!r}")
+        if not 1 <= int(self.rank) <= 4096:
+            raise OptionError(f"--rank must be between 1 and 4096; got {self.rank}")
+        if self.n_oversamples < 0 or self.n_power_iter < 1:
+            raise OptionError("n_oversamples must be >= 0 and n_power_iter >= 1")
+
+
+def method_bytes(method: str, rows: int, cols: int, k: int = 32, oversamples: int = 20, block_elems: int = 0) -> int:
+    """Memory a method holds beyond the block buffers, in bytes (float64 throughout).
+
+    exact: the gathered matrix and LAPACK's copy of it, plus the small side squared for its workspace;
+    gram: the Gram matrix and ``eigvalsh``'s copy, plus a float64 copy of one block;
+    randomized: the sketches ``W @ Q`` and ``W.T @ Q`` (rows and cols x (k + oversamples)), each about three times.
+    """
     small = min(rows, cols)
-    if method != "auto":
-        return method
-    if small <= EXACT_MAX_SIDE:
-        return "exact"
-    if small <= GRAM_MAX_SIDE and small * small * 8 <= budget // 3:
-        return "gram"
-    return "randomized"
+    if method == "exact":
+        return 2 * rows * cols * 8 + 3 * small * small * 8
+    if method == "gram":
+        return 2 * small * small * 8 + block_elems * 8
+    if method == "randomized":
+        return 3 * (rows + cols) * (k + oversamples) * 8
+    return 0
+
+
+def choose_method(rows: int, cols: int, method: str, available: int, k: int = 32, oversamples: int = 20,
+                  block_elems: int = 0) -> tuple[str, str | None]:  # fmt: skip
+    """The method to run and, when it is not the one asked for or ``auto``'s usual pick, why.
+
+    ``available`` is the memory the budget leaves to analyses (bytes).
+    """
+    small = min(rows, cols)
+    if method == "off":
+        return "off", None
+    if method == "auto":
+        wanted = "exact" if small <= EXACT_MAX_SIDE else "gram" if small <= GRAM_MAX_SIDE else "randomized"
+    else:
+        wanted = method
+    order = ("exact", "gram", "randomized")
+    for candidate in order[order.index(wanted):]:
+        need = method_bytes(candidate, rows, cols, k, oversamples, block_elems)
+        if need <= available:
+            if candidate == wanted:
+                return candidate, None
+            first = method_bytes(wanted, rows, cols, k, oversamples, block_elems)
+            return candidate, (f"{wanted} needs {first / 2**20:.0f} MiB, over the {available / 2**20:.0f} MiB the memory "
+                               f"budget leaves to analyses; used {candidate}")  # fmt: skip
+    need = method_bytes("randomized", rows, cols, k, oversamples, block_elems)
+    return "off", f"even the randomized method needs {need / 2**20:.0f} MiB, over the {available / 2**20:.0f} MiB left; raise --memory-budget"
 
 
 class SpectralState:
-    def __init__(self, info: TensorInfo, params: dict):
+    def __init__(self, info: TensorInfo, options: SpectralOptions, available: int, block_elems: int):
         self.rows, self.cols = info.rows, info.cols
-        self.active = len(info.shape) >= 2 and min(self.rows, self.cols) >= 2 and params.get("spectral", "auto") != "off"
-        self.k = int(params.get("rank", 32))
-        self.seed = int(params.get("seed", 0))
-        self.method = choose_method(self.rows, self.cols, params.get("spectral", "auto"), int(params.get("memory_budget", 1 << 30))) if self.active else "off"
+        self.options = options
+        self.active = info.is_matrix and min(self.rows, self.cols) >= 2 and options.spectral != "off"
+        self.k = int(options.rank)
+        self.note = None
+        self.method = "off"
+        if self.active:
+            self.method, self.note = choose_method(self.rows, self.cols, options.spectral, available, self.k,
+                                                   options.n_oversamples, block_elems)  # fmt: skip
         self.dense: list[torch.Tensor] = []
         self.gram: torch.Tensor | None = None
-        self.frob = 0.0
         if self.method == "gram" and self.cols <= self.rows:
+            import torch
+
             self.gram = torch.zeros(self.cols, self.cols, dtype=torch.float64)
 
 
-def start(info: TensorInfo, params: dict) -> SpectralState:
-    return SpectralState(info, params)
+def start(ctx, options: SpectralOptions) -> SpectralState:
+    return SpectralState(ctx.info, options, ctx.memory.analysis_bytes, ctx.memory.block_elems)
 
 
 def update(state: SpectralState, x: torch.Tensor, block: Block, scratch) -> None:
-    if not state.active:
-        return
     if state.method == "exact":
+        import torch
+
         state.dense.append(x.detach().to("cpu", torch.float64, copy=True))
     elif state.gram is not None:
+        import torch
+
         b = x.to(torch.float64)
         state.gram = state.gram.to(b.device)
         state.gram.addmm_(b.T, b)  # (cols, cols) += block.T @ block
 
 
-def finish(state: SpectralState, acc: TensorAccumulator, ctx) -> dict | None:
+def finish(state: SpectralState, ctx) -> dict | None:
     if not state.active:
         return None
-    s = acc.summary()
+    import torch
+
+    from streamscope.kernels.linalg import svd_compressed
+    from streamscope.kernels.powerlaw import fit_alpha
+
+    if state.method == "off":
+        return {"method": "off", "method_note": state.note}
+    s = ctx.acc.summary()
     frob2 = s["sumsq"]
     if not math.isfinite(frob2) or s["nan"] or s["inf"]:
         return {"method": state.method, "error": "tensor holds NaN or Inf values; spectrum not computed"}
@@ -94,8 +165,9 @@ def finish(state: SpectralState, acc: TensorAccumulator, ctx) -> dict | None:
         resolution = math.sqrt(np.finfo(np.float64).eps * max(state.rows, state.cols)) * float(sv[0]) if sv.size else 0.0
         iterations = None
     else:
-        values, iterations = svd_compressed(ctx.row_blocks, (state.rows, state.cols), k, n_oversamples=int(ctx.params.get("n_oversamples", 20)),
-                                            n_power_iter=int(ctx.params.get("n_power_iter", 10)), seed=state.seed, device=ctx.device)  # fmt: skip
+        o = state.options
+        values, iterations = svd_compressed(ctx.row_blocks, (state.rows, state.cols), k, n_oversamples=o.n_oversamples,
+                                            n_power_iter=o.n_power_iter, seed=o.seed, device=ctx.device)  # fmt: skip
         sv = values.numpy()
     full = state.method in ("exact", "gram")
     smax = float(sv[0]) if sv.size else 0.0
@@ -108,6 +180,8 @@ def finish(state: SpectralState, acc: TensorAccumulator, ctx) -> dict | None:
         "log_spectral_norm": math.log10(smax**2) if smax > 0 else float("nan"),
     }
     out["stable_rank_utilization"] = out["stable_rank"] / total_rank if total_rank else 0.0
+    if state.note:
+        out["method_requested"], out["method_note"] = state.options.spectral, state.note
     if full:
         smin = float(sv[-1]) if sv.size else 0.0
         bound = resolution > 0 and smin < resolution
@@ -135,8 +209,22 @@ def finish(state: SpectralState, acc: TensorAccumulator, ctx) -> dict | None:
 
 def _row_gram(ctx, rows: int) -> torch.Tensor:
     """``W @ W.T`` (rows x rows) for a wide matrix, accumulated over column slabs in one more pass."""
+    import torch
+
     g = torch.zeros(rows, rows, dtype=torch.float64, device=ctx.device)
     for slab in ctx.column_slabs():
         b = slab.to(ctx.device, torch.float64)  # (rows, slab cols)
         g.addmm_(b, b.T)
     return g
+
+
+ANALYSIS = Analysis(
+    name="spectral",
+    kind="block",
+    help="singular values (exact, Gram or randomized), condition number, stable/effective rank, power-law alpha",
+    options=SpectralOptions,
+    writes=("singular_values",),
+    start=start,
+    update=update,
+    finish=finish,
+)

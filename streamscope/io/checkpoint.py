@@ -1,8 +1,9 @@
 """Find a checkpoint's shards and tensors from headers alone.
 
-``CheckpointIndex.from_path`` accepts a single ``.safetensors`` file, a directory with
-``model.safetensors.index.json`` (or any ``*.safetensors.index.json``), or a directory of shards without an
-index. ``config.json`` and a tokenizer file beside the weights are picked up too.
+``CheckpointIndex.from_path`` accepts a single checkpoint file, a directory with a shard index
+(``model.safetensors.index.json`` or any ``*.safetensors.index.json``), or a directory of shards without an
+index; which reader parses the files is chosen by ``io.formats`` (suffix, then file magic). ``config.json``
+and a tokenizer file beside the weights are picked up too.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from pathlib import Path
 from typing import Iterator
 
 from streamscope.errors import CheckpointError
+from streamscope.io import formats
 from streamscope.io.names import NameInfo, classify
-from streamscope.io.safetensors import SafetensorsFile, TensorInfo
+from streamscope.io.tensor import ShardFile, TensorInfo
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
 
@@ -26,7 +28,7 @@ class CheckpointIndex:
 
     path: Path  # what the user gave
     root: Path  # directory holding the shards
-    files: list[SafetensorsFile]
+    files: list[ShardFile]
     tensors: dict[str, TensorInfo]  # in shard order, then by offset: the order bytes lie on disk
     config: dict | None = None
     tokenizer_path: Path | None = None
@@ -51,28 +53,21 @@ class CheckpointIndex:
         path = Path(path).expanduser()
         if not path.exists():
             raise CheckpointError(f"{path}: no such file or directory")
+        weight_map, index_file = None, None
         if path.is_file():
-            if not path.name.endswith(".safetensors"):
-                raise CheckpointError(
-                    f"{path}: not a .safetensors file; streamscope reads safetensors checkpoints "
-                    "(convert others with transformers' save_pretrained(safe_serialization=True))"
-                )
-            root, files = path.parent, [SafetensorsFile.from_path(path)]
-            weight_map = None
+            root, files = path.parent, [formats.detect(path).open_file(path)]
         else:
             root = path
-            index_files = sorted(path.glob("*.safetensors.index.json"))
-            if index_files:
-                weight_map = _read_index(index_files[0])
-                files = [SafetensorsFile.from_path(_shard_path(index_files[0], root, f)) for f in dict.fromkeys(weight_map.values())]
-            else:
-                weight_map = None
-                shards = sorted(path.glob("*.safetensors"))
-                if not shards:
-                    other = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".gguf"))
-                    hint = f" (found {', '.join(other[:3])}: convert to safetensors first)" if other else ""
-                    raise CheckpointError(f"{path}: the directory holds no .safetensors file{hint}")
-                files = [SafetensorsFile.from_path(p) for p in shards]
+            found = formats.shards_in(path)
+            if found is None:
+                other = formats.other_files(path)
+                hint = f" (found {', '.join(other[:3])}: convert to safetensors first)" if other else ""
+                raise CheckpointError(f"{path}: the directory holds no .safetensors file{hint}")
+            fmt, shard_paths, index_file = found
+            if index_file is not None:
+                weight_map = _read_index(index_file)
+                shard_paths = [_shard_path(index_file, root, f) for f in dict.fromkeys(weight_map.values())]
+            files = [fmt.open_file(p) for p in shard_paths]
         tensors: dict[str, TensorInfo] = {}
         for f in files:
             for t in sorted(f.tensors.values(), key=lambda t: t.begin):
@@ -85,7 +80,7 @@ class CheckpointIndex:
             missing = [n for n in weight_map if n not in tensors]
             if missing:
                 raise CheckpointError(
-                    f"{index_files[0]}: {len(missing)} tensor(s) named in weight_map are not in their shard's header, "
+                    f"{index_file}: {len(missing)} tensor(s) named in weight_map are not in their shard's header, "
                     f"e.g. {missing[0]!r} (expected in {weight_map[missing[0]]})"
                 )
         config = _read_json(root / "config.json")

@@ -7,7 +7,8 @@ Two ways, one interface (``RawReader.blocks``):
   the next block is announced with ``MADV_WILLNEED`` so the kernel reads ahead on a cold cache.
 - ``pread`` (GPU staging, or where ``madvise`` is missing): blocks are read into two reused (pinned)
   buffers, the next one on a helper thread while the current one is computed on.
-Either way RSS stays at the size of one or two blocks, whatever the size of the file.
+Either way RSS stays at the size of one or two blocks, whatever the size of the file. ``--reader`` chooses
+(``io.tensor.READER_MODES``); ``auto`` takes ``mmap`` on CPU and ``pread`` on GPUs.
 """
 
 from __future__ import annotations
@@ -15,43 +16,12 @@ from __future__ import annotations
 import mmap
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from streamscope.io.safetensors import TensorInfo
-
-
-@dataclass(frozen=True)
-class Block:
-    """Element range ``[start, stop)`` of a tensor; covers whole rows when the tensor has two or more dims."""
-
-    start: int
-    stop: int
-    row_start: int
-    row_stop: int
-
-    @property
-    def numel(self) -> int:
-        return self.stop - self.start
-
-
-def plan_blocks(info: TensorInfo, max_elems: int) -> list[Block]:
-    """Split a tensor into blocks of at most ``max_elems`` elements (at least one whole row each)."""
-    n = info.numel
-    if n == 0:
-        return []
-    if len(info.shape) < 2:
-        step = max(1, max_elems)
-        return [Block(s, min(n, s + step), 0, 1) for s in range(0, n, step)]
-    cols = info.cols
-    rows_per = max(1, max_elems // max(cols, 1))
-    return [
-        Block(r * cols, min(info.rows, r + rows_per) * cols, r, min(info.rows, r + rows_per))
-        for r in range(0, info.rows, rows_per)
-    ]
+from streamscope.io.tensor import Block, TensorInfo
 
 
 def read_exact(fd: int, buf: memoryview, offset: int) -> None:

@@ -11,79 +11,22 @@ import json
 import math
 import os
 import struct
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from streamscope.errors import HeaderError
+from streamscope.io.tensor import DTYPES, ShardFile, TensorInfo
 
 #: The safetensors library refuses headers above this size; so do we.
 MAX_HEADER_BYTES = 100_000_000
 
-#: safetensors dtype name -> (itemsize in bytes, torch dtype).
-DTYPES: dict[str, tuple[int, torch.dtype]] = {
-    "F64": (8, torch.float64),
-    "F32": (4, torch.float32),
-    "F16": (2, torch.float16),
-    "BF16": (2, torch.bfloat16),
-    "F8_E4M3": (1, torch.float8_e4m3fn),
-    "F8_E5M2": (1, torch.float8_e5m2),
-    "I64": (8, torch.int64),
-    "I32": (4, torch.int32),
-    "I16": (2, torch.int16),
-    "I8": (1, torch.int8),
-    "U8": (1, torch.uint8),
-    "BOOL": (1, torch.bool),
-}
+
+def sniff(head: bytes) -> bool:
+    """Whether the first bytes of a file look like safetensors: a plausible header length, then ``{``."""
+    return len(head) >= 9 and int.from_bytes(head[:8], "little") <= MAX_HEADER_BYTES and head[8:9] == b"{"
 
 
-@dataclass(frozen=True)
-class TensorInfo:
-    """Where one tensor lives: its shard and the absolute byte range of its data in that file."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    shard: Path
-    begin: int  # absolute file offset of the first byte
-    end: int  # absolute file offset one past the last byte
-
-    @property
-    def itemsize(self) -> int:
-        return DTYPES[self.dtype][0]
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype][1]
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        return self.end - self.begin
-
-    @property
-    def rows(self) -> int:
-        """Rows of the tensor seen as a matrix (first dim x the rest); 1 for scalars and vectors."""
-        return self.shape[0] if len(self.shape) >= 2 else 1
-
-    @property
-    def cols(self) -> int:
-        return self.numel // self.rows if self.rows else 0
-
-
-@dataclass
-class SafetensorsFile:
+class SafetensorsFile(ShardFile):
     """One parsed and validated safetensors file."""
-
-    path: Path
-    header_bytes: int
-    tensors: dict[str, TensorInfo]
-    metadata: dict[str, str] = field(default_factory=dict)
-    size: int = 0
 
     @classmethod
     def from_path(cls, path: str | os.PathLike) -> "SafetensorsFile":
@@ -119,7 +62,7 @@ class SafetensorsFile:
         data_start, data_len = 8 + n, size - 8 - n
         tensors = {name: _tensor(path, name, entry, data_start, data_len) for name, entry in header.items()}
         _check_layout(path, tensors, data_start)
-        return cls(path=path, header_bytes=n, tensors=tensors, metadata=metadata, size=size)
+        return cls(path=path, header_bytes=n, tensors=tensors, metadata=metadata, size=size, format="safetensors")
 
 
 def _error(path: Path, problem: str) -> HeaderError:

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from streamscope.io.reader import Block
-from streamscope.io.safetensors import TensorInfo
+from streamscope.io.tensor import Block, TensorInfo
 from streamscope.kernels import native, patterns
 
 SPARSITY_THRESHOLDS = (0.0, 1e-6, 1e-4, 1e-2)
@@ -122,8 +121,9 @@ class TensorAccumulator:
 class BlockKernel:
     """Reusable working buffers on one device, and the chunk step of the statistics."""
 
-    def __init__(self, max_elems: int, device: torch.device | str = "cpu"):
+    def __init__(self, max_elems: int, device: torch.device | str = "cpu", use_native: bool = True):
         self.device = torch.device(device)
+        self.use_native = use_native and self.device.type == "cpu" and native.available()
         self.max_elems = max_elems
         self._buffers: dict[tuple[str, torch.dtype], torch.Tensor] = {}
 
@@ -155,7 +155,7 @@ class BlockKernel:
         info = acc.info
         rows = block.row_stop - block.row_start if acc.row_stats else 1
         x = None
-        native_done = self.device.type == "cpu" and acc.kind in native.MASKS and native.available()
+        native_done = self.use_native and acc.kind in native.MASKS
         if native_done:
             self._native(acc, raw, block, rows)
         else:

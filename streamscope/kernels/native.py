@@ -1,7 +1,7 @@
 """ctypes front of the optional C block kernel (``_native.c``), split over threads.
 
-``available()`` is False when the extension was not built (no C compiler at install time) or when
-``STREAMSCOPE_NATIVE=0``; callers then use the numpy/torch path, which gives identical results.
+``available()`` is False when the extension was not built (no C compiler at install time); callers then use
+the numpy/torch path, which gives identical results (``--no-native`` asks for that path on purpose).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ _FLAT_ROW = 1 << 16  # vectors are cut into rows of this length (no row/column m
 
 @lru_cache(maxsize=1)
 def _lib():
-    if os.environ.get("STREAMSCOPE_NATIVE", "1") == "0":
-        return None
     try:
         from streamscope.kernels import _native
     except ImportError:

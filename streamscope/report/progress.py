@@ -14,8 +14,10 @@ from rich.progress import (
 
 
 class ScanProgress:
-    def __init__(self, total_bytes: int, total_tensors: int, enabled: bool = True, console: Console | None = None):
+    def __init__(self, total_bytes: int, total_tensors: int, enabled: bool = True, console: Console | None = None,
+                 label: str = "scan"):  # fmt: skip
         self.enabled = enabled
+        self.label = label
         self._progress = None
         self._tensors, self._done_tensors = total_tensors, 0
         if enabled:
@@ -31,7 +33,7 @@ class ScanProgress:
             self._bytes = self._progress.add_task(self._label(), total=max(total_bytes, 1))
 
     def _label(self) -> str:
-        return f"[bold]scan[/] {self._done_tensors}/{self._tensors} tensors" if self._progress else ""
+        return f"[bold]{self.label}[/] {self._done_tensors}/{self._tensors} tensors" if self._progress else ""
 
     def __enter__(self) -> "ScanProgress":
         if self._progress:

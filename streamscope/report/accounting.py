@@ -52,31 +52,35 @@ def print_params(p: dict, console: Console, verbose: bool = False) -> None:
 
 def print_compare(c: dict, console: Console, verbose: bool = True) -> None:
     console.print("=" * 60)
-    console.print(f"[bold]Comparison[/]: {c['original_name']} → {c['pruned_name']}")
+    console.print(f"[bold]Comparison[/]: {escape(str(c['before_name']))} → {escape(str(c['after_name']))}")
     console.print("=" * 60)
     for title, key in (("Total parameters", "total_params"), ("Decoder layers", "layer_params")):
         v = c[key]
-        console.print(f"\n{title}:\n  original: {v['original']:,}\n  pruned:   {v['pruned']:,}\n  reduced:  {v['reduced']:,} ({_pct(v['reduction_ratio'])})")
+        console.print(f"\n{title}:\n  before:  {v['before']:,}\n  after:   {v['after']:,}\n  reduced: {v['reduced']:,} ({_pct(v['reduction_ratio'])})")
     if verbose:
         console.print("\nPer layer:\n" + "-" * 60)
         for l in c["layers"]:
-            mark = escape(" [emptied]" if l["is_zero_layer"] else (f" [missing in {l['missing']}]" if l["missing"] else ""))
+            mark = escape(" [emptied]" if l["is_zero_layer"] else (f" [missing {l['missing']}]" if l["missing"] else ""))
             t, a, m = l["total"], l["attention"], l["mlp"]
             console.print(f"\nLayer {l['layer_idx']:2d}{mark}:")
-            console.print(f"  total: {t['original']:,} → {t['pruned']:,} ({_delta(t['reduction_ratio'])})")
-            console.print(f"  Attention: {a['original']:,} → {a['pruned']:,} ({_delta(a['reduction_ratio'])})")
-            console.print(f"    heads: {a['num_heads']['original']}Q:{a['num_kv_heads']['original']}KV → {a['num_heads']['pruned']}Q:{a['num_kv_heads']['pruned']}KV")
-            console.print(f"  MLP: {m['original']:,} → {m['pruned']:,} ({_delta(m['reduction_ratio'])})")
-            console.print(f"    intermediate: {m['intermediate_size']['original']} → {m['intermediate_size']['pruned']}")
+            console.print(f"  total: {t['before']:,} → {t['after']:,} ({_delta(t['reduction_ratio'])})")
+            console.print(f"  Attention: {a['before']:,} → {a['after']:,} ({_delta(a['reduction_ratio'])})")
+            console.print(f"    heads: {a['num_heads']['before']}Q:{a['num_kv_heads']['before']}KV → {a['num_heads']['after']}Q:{a['num_kv_heads']['after']}KV")
+            console.print(f"  MLP: {m['before']:,} → {m['after']:,} ({_delta(m['reduction_ratio'])})")
+            console.print(f"    intermediate: {m['intermediate_size']['before']} → {m['intermediate_size']['after']}")
     if c["emptied_layers"]:
         console.print(f"\nEmptied layers ({len(c['emptied_layers'])}): {c['emptied_layers']}")
     for side, ids in c["missing_layers"].items():
         if ids:
-            console.print(f"Layers missing {side.replace('_', ' ')}: {ids}")
-    if c.get("weights"):
-        console.print("\nLargest weight changes (relative Frobenius):")
-        rows = sorted(c["weights"].items(), key=lambda kv: -(kv[1]["relative_frobenius_change"] or 0))[:10]
-        for name, w in rows:
-            sr = f", delta stable rank {w['diff_stable_rank']:.2f}" if "diff_stable_rank" in w else ""
-            console.print(f"  {name}: {w['relative_frobenius_change']:.4g} (cos {w['cosine_similarity']:.6f}, max |Δ| {w['max_abs_change']:.4g}{sr})")
+            console.print(f"Layers missing {side}: {ids}")
+    if "weights" in c:
+        changed = {n: w for n, w in c["weights"].items() if w["frobenius_norm_change"] > 0}
+        if not changed:
+            console.print(f"\nWeights: all {len(c['weights'])} compared tensors are identical.")
+        else:
+            console.print(f"\nLargest weight changes (relative Frobenius; {len(c['unchanged_tensors'])} of {len(c['weights'])} tensors unchanged):")
+            rows = sorted(changed.items(), key=lambda kv: -(kv[1]["relative_frobenius_change"] or 0))[:10]
+            for name, w in rows:
+                sr = f", delta stable rank {w['diff_stable_rank']:.2f}" if "diff_stable_rank" in w else ""
+                console.print(f"  {escape(name)}: {w['relative_frobenius_change']:.4g} (cos {w['cosine_similarity']:.6f}, max |Δ| {w['max_abs_change']:.4g}{sr})")
     console.print("=" * 60)

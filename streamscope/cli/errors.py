@@ -1,0 +1,74 @@
+"""Every command's errors, mapped in one place to one red line plus a hint, and an exit code.
+
+``handles_errors`` wraps a command: known errors (streamscope's own, OS errors such as a full disk or a
+missing permission) print one line naming the file and the problem, with a hint chosen by the exception's
+type; Ctrl-C exits 130. ``--debug`` (or ``STREAMSCOPE_DEBUG=1``) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from streamscope.errors import CheckpointError, DeviceError, HeaderError, OptionError, StreamscopeError
+
+err_console = Console(stderr=True)
+
+#: exception type -> hint; the most specific type that matches wins.
+HINTS: dict[type, str] = {
+    HeaderError: "the file may be truncated or not a safetensors file; re-download or re-save it",
+    DeviceError: "run with --device cpu, or check `python -c 'import torch; print(torch.cuda.is_available())'`",
+    OptionError: "see the command's --help for the allowed values",
+    CheckpointError: "give a .safetensors file or a directory holding safetensors shards",
+}
+_ERRNO_HINTS = {
+    errno.ENOSPC: "the disk is full: free space (or choose another --out); finished tensors are kept and a rerun resumes",
+    errno.EACCES: "no permission: choose another --out or fix the directory's permissions",
+    errno.EROFS: "the file system is read-only: choose another --out",
+}
+
+
+def fail(e: BaseException) -> None:
+    """Print ``e`` as one line plus its hint and exit 1."""
+    if isinstance(e, OSError) and not isinstance(e, StreamscopeError):
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        message = f"{where}{e.strerror or e}"
+        hint = _ERRNO_HINTS.get(e.errno or 0)
+    else:
+        message = str(e)
+        hint = next((h for t, h in HINTS.items() if isinstance(e, t)), None)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if hint:
+        err_console.print(f"[dim]hint: {hint}[/]", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def debug_enabled(kwargs: dict) -> bool:
+    return bool(kwargs.get("debug")) or os.environ.get("STREAMSCOPE_DEBUG", "") not in ("", "0")
+
+
+def handles_errors(command):
+    """Decorator: run ``command``, turning known errors into one line (see the module docstring)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except KeyboardInterrupt:
+            if debug_enabled(kwargs):
+                raise
+            err_console.print("[bold red]interrupted[/]; finished work is kept, run the same command to resume")
+            raise typer.Exit(130) from None
+        except (StreamscopeError, OSError) as e:
+            if debug_enabled(kwargs):
+                raise
+            fail(e)
+
+    return wrapper

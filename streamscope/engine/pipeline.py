@@ -1,0 +1,165 @@
+"""The one pipeline every streamed command goes through.
+
+plan (which tensors, which jobs) -> skip what resume already holds -> run (local or dask.distributed) ->
+store each result as it finishes -> model-level analyses -> summary. ``scan`` and ``compare_weights`` are
+its two uses; ``api.scan`` and ``api.compare`` are thin wrappers over them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from streamscope.analyses import REGISTRY
+from streamscope.engine.executors import PairJob, TensorJob, default_threads, run_distributed, run_local
+from streamscope.engine.options import ScanOptions, resolve_device
+from streamscope.io.checkpoint import CheckpointIndex
+from streamscope.io.names import compile_select
+from streamscope.io.tensor import TensorInfo
+from streamscope.schema import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from streamscope.results import ResultStore
+
+#: Bytes of each tensor hashed into its resume fingerprint, at its start, middle and end.
+SAMPLE_BYTES = 4096
+
+
+@dataclass
+class ScanResult:
+    """What ``scan`` produced: per-tensor records, the table of them, model-level results."""
+
+    tensors: dict[str, dict]
+    table: "pd.DataFrame"
+    model: dict
+    out: Path | None
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunStats:
+    errors: list[str]
+    seconds: float
+    bytes_streamed: int
+    reused: int
+
+
+@dataclass
+class ModelContext:
+    """What a model-level analysis sees (see ``analyses.registry``)."""
+
+    index: CheckpointIndex
+    records: dict[str, dict]
+    errors: list[str]
+
+
+def tensor_fingerprint(info: TensorInfo) -> str:
+    """Identity of a tensor's bytes for resume: the file's size, times and inode, and a hash of samples.
+
+    ``ctime`` and the inode change whenever a file is rewritten or replaced, even when its mtime is restored;
+    the sampled bytes catch an in-place edit of the tensor itself.
+    """
+    st = os.stat(info.shard)
+    digest = hashlib.blake2b(digest_size=8)
+    with open(info.shard, "rb") as f:
+        for at in sorted({info.begin, max(info.begin, (info.begin + info.end) // 2 - SAMPLE_BYTES // 2), max(info.begin, info.end - SAMPLE_BYTES)}):
+            f.seek(at)
+            digest.update(f.read(min(SAMPLE_BYTES, info.end - at)))
+    return (f"{info.shard.name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{info.begin}:{info.end}:"
+            f"{info.dtype}:{info.shape}:{digest.hexdigest()}")  # fmt: skip
+
+
+def select_tensors(index: CheckpointIndex, select: str | None) -> list[TensorInfo]:
+    pattern = compile_select(select)
+    return [t for t in index if pattern is None or pattern.search(t.name)]
+
+
+def run_jobs(jobs: list, options: ScanOptions, store: "ResultStore", *, tokenizer: Path | None = None, progress: bool = False,
+             scheduler: str | None = None, workers: int | None = None, label: str = "scan") -> RunStats:  # fmt: skip
+    """Run every job whose result ``store`` does not hold yet; store each result the moment it is done."""
+    from streamscope.report.progress import ScanProgress
+
+    fingerprints = {job.name: "|".join(tensor_fingerprint(t) for t in job.tensors) for job in jobs}
+    todo = [job for job in jobs if not store.done(job.name, fingerprints[job.name])]
+    errors: list[str] = []
+
+    def on_result(job, result, error: str | None) -> None:
+        bar.tensor_done()
+        if error:
+            errors.append(error)
+        else:
+            store.add(job.name, fingerprints[job.name], result.record, result.arrays)
+
+    t0 = time.perf_counter()
+    default_threads()
+    total = sum(job.nbytes for job in todo)
+    bar = ScanProgress(total, len(todo), enabled=progress, label=label)
+    with bar:
+        try:
+            if scheduler:
+                run_distributed(todo, options, tokenizer, on_result, bar.advance, scheduler=scheduler, workers=workers)
+            else:
+                run_local(todo, options, tokenizer, on_result, bar.advance)
+        finally:
+            store.close()
+    return RunStats(errors, time.perf_counter() - t0, total, len(jobs) - len(todo))
+
+
+def scan(index: CheckpointIndex, options: ScanOptions, out: str | os.PathLike, *, resume: bool = True,
+         progress: bool = False, scheduler: str | None = None, workers: int | None = None) -> ScanResult:  # fmt: skip
+    """Scan ``index`` into ``out``: every selected tensor once through every active analysis, then the model."""
+    from streamscope.results import ResultStore
+
+    device = str(resolve_device(options.device))  # fail before any work
+    tensors = select_tensors(index, options.select)
+    store = ResultStore(out, str(index.path), options.fingerprint(), resume=resume)
+    stats = run_jobs([TensorJob(t) for t in tensors], options, store, tokenizer=index.tokenizer_path,
+                     progress=progress, scheduler=scheduler, workers=workers)  # fmt: skip
+    order = [t.name for t in tensors]
+    model = model_results(index, {n: store.records[n] for n in order if n in store.records}, stats.errors)
+    model["timing"] = {"seconds": stats.seconds, "bytes_scanned": stats.bytes_streamed, "tensors_reused": stats.reused}
+    model["options"] = {**options.summary(), "device": device}
+    table = store.write_tables(model, order)
+    return ScanResult({n: store.records[n] for n in order if n in store.records}, table, model, Path(out), stats.errors)
+
+
+def model_results(index: CheckpointIndex, records: dict[str, dict], errors: list[str]) -> dict:
+    """Model-level results from the per-tensor records, one registered model analysis after another.
+
+    A model analysis that fails is reported in ``errors``; it never costs the per-tensor results.
+    """
+    ctx = ModelContext(index, records, errors)
+    model: dict = {"schema_version": SCHEMA_VERSION, "model_path": str(index.path)}
+    for analysis in REGISTRY.of_kind("model"):
+        try:
+            result = analysis.compute(ctx, None)
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"{index.path}: model-level analysis {analysis.name!r} failed: {type(e).__name__}: {e}")
+            continue
+        if result is not None:
+            model[analysis.key] = result
+    model["errors"] = errors
+    return model
+
+
+def compare_weights(a: CheckpointIndex, b: CheckpointIndex, names: list[str], options: ScanOptions, *, rank: int,
+                    workdir: str | os.PathLike, partial: str = ".partial", resume: bool = True,
+                    progress: bool = False) -> tuple[dict[str, dict], list[str]]:  # fmt: skip
+    """Stream every named tensor of ``a`` and ``b`` side by side; ``{name: weight change}`` and the errors.
+
+    Goes through the same engine as ``scan``: device, memory budget, progress and resume all hold.
+    """
+    from streamscope.results import ResultStore
+
+    resolve_device(options.device)
+    fingerprint = repr(("compare", rank, options.memory.total, options.device))
+    store = ResultStore(workdir, f"{a.path} -> {b.path}", fingerprint, resume=resume, partial=partial)
+    jobs = [PairJob(a.tensors[n], b.tensors[n], rank) for n in names]
+    stats = run_jobs(jobs, options, store, progress=progress, label="compare")
+    return {n: store.records[n] for n in names if n in store.records}, stats.errors

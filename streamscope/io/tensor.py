@@ -1,0 +1,121 @@
+"""What every checkpoint format describes a tensor as, before a byte of it is read.
+
+``TensorInfo`` says where a tensor's bytes lie (file, absolute byte range) and how to read them (dtype name,
+shape); ``Block`` is a run of whole rows of it. The dtype table names torch dtypes as strings so that
+parsing headers (``params``, ``--help``) never imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: dtype name (safetensors spelling) -> (itemsize in bytes, torch dtype attribute).
+DTYPES: dict[str, tuple[int, str]] = {
+    "F64": (8, "float64"),
+    "F32": (4, "float32"),
+    "F16": (2, "float16"),
+    "BF16": (2, "bfloat16"),
+    "F8_E4M3": (1, "float8_e4m3fn"),
+    "F8_E5M2": (1, "float8_e5m2"),
+    "I64": (8, "int64"),
+    "I32": (4, "int32"),
+    "I16": (2, "int16"),
+    "I8": (1, "int8"),
+    "U8": (1, "uint8"),
+    "BOOL": (1, "bool"),
+}
+
+#: How plain tensors are read (``--reader``): ``auto`` takes ``mmap`` on CPU and ``pread`` on GPUs.
+READER_MODES = ("auto", "mmap", "pread")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives: its file and the absolute byte range of its data in that file.
+
+    ``format`` names the reader that understands the bytes (``safetensors``: a plain little-endian array of
+    ``dtype``).
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    shard: Path
+    begin: int  # absolute file offset of the first byte
+    end: int  # absolute file offset one past the last byte
+    format: str = "safetensors"
+
+    @property
+    def itemsize(self) -> int:
+        return DTYPES[self.dtype][0]
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return getattr(torch, DTYPES[self.dtype][1])
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+    @property
+    def rows(self) -> int:
+        """Rows of the tensor seen as a matrix (first dim x the rest); 1 for scalars and vectors."""
+        return self.shape[0] if len(self.shape) >= 2 else 1
+
+    @property
+    def cols(self) -> int:
+        return self.numel // self.rows if self.rows else 0
+
+    @property
+    def is_matrix(self) -> bool:
+        return len(self.shape) >= 2
+
+
+@dataclass(frozen=True)
+class Block:
+    """Element range ``[start, stop)`` of a tensor; covers whole rows when the tensor has two or more dims."""
+
+    start: int
+    stop: int
+    row_start: int
+    row_stop: int
+
+    @property
+    def numel(self) -> int:
+        return self.stop - self.start
+
+
+def plan_blocks(info: TensorInfo, max_elems: int) -> list[Block]:
+    """Split a tensor into blocks of at most ``max_elems`` elements (at least one whole row each)."""
+    n = info.numel
+    if n == 0:
+        return []
+    if len(info.shape) < 2:
+        step = max(1, max_elems)
+        return [Block(s, min(n, s + step), 0, 1) for s in range(0, n, step)]
+    cols = info.cols
+    rows_per = max(1, max_elems // max(cols, 1))
+    return [
+        Block(r * cols, min(info.rows, r + rows_per) * cols, r, min(info.rows, r + rows_per))
+        for r in range(0, info.rows, rows_per)
+    ]
+
+
+@dataclass
+class ShardFile:
+    """One parsed file of a checkpoint: its tensors and what its header says besides."""
+
+    path: Path
+    header_bytes: int
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, str] = field(default_factory=dict)
+    size: int = 0
+    format: str = "safetensors"
