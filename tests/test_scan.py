@@ -167,13 +167,15 @@ def test_portable_path_matches_native_path(llama_dir, tmp_path, monkeypatch):
 
     assert native.available(), "the native kernel was not built: this test would compare the portable path with itself"
     fast = streamscope.scan(llama_dir, out=tmp_path / "a", analyses="basic,sparsity,quantization", block_elems=2048)
-    monkeypatch.setenv("STREAMSCOPE_READER", "pread")
-    monkeypatch.setenv("STREAMSCOPE_NATIVE", "0")
-    native._lib.cache_clear()
-    try:
-        portable = streamscope.scan(llama_dir, out=tmp_path / "b", analyses="basic,sparsity,quantization", block_elems=2048)
-    finally:
-        native._lib.cache_clear()
+    from streamscope.io.reader import RawReader
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the portable path must not map files or call the C kernel")
+
+    monkeypatch.setattr(native, "scan_patterns", forbidden)
+    monkeypatch.setattr(RawReader, "_mapped", forbidden)
+    portable = streamscope.scan(llama_dir, out=tmp_path / "b", analyses="basic,sparsity,quantization", block_elems=2048,
+                                reader="pread", native=False)  # fmt: skip
     for name, rec in fast.tensors.items():
         assert portable.tensors[name]["basic_stats"] == rec["basic_stats"], name
         assert portable.tensors[name]["sparsity"] == rec["sparsity"], name

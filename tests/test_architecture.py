@@ -1,0 +1,185 @@
+"""The seams a newcomer extends: the analysis registry, the format seam, the pipeline's budget, lazy imports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import streamscope
+from streamscope.analyses import REGISTRY
+from streamscope.cli import app
+from streamscope.engine.budget import MemoryBudget
+from streamscope.engine.options import ScanOptions
+from streamscope.synthetic import save_tensors
+
+TESTS = Path(__file__).parent
+runner = CliRunner()
+
+
+@pytest.fixture
+def toy():
+    sys.path.insert(0, str(TESTS))
+    try:
+        import toy_analysis
+
+        REGISTRY.analyses.setdefault("toy", toy_analysis.TOY)
+        yield toy_analysis.TOY
+    finally:
+        REGISTRY.unregister("toy")
+        sys.path.remove(str(TESTS))
+
+
+def test_toy_analysis_through_the_registry_alone(toy, tmp_path):
+    assert "toy" in REGISTRY.all() and "toy" in ScanOptions.build("all").analyses
+    fp2 = ScanOptions.build("basic,toy").fingerprint()
+    assert "toy_scale" in fp2 and fp2 != ScanOptions.build("basic,toy", toy_scale=3.0).fingerprint()
+    assert ScanOptions.build("basic").fingerprint() != fp2  # the toy's presence counts too
+    path = save_tensors(tmp_path / "m.safetensors", {"w": torch.tensor([[1.0, -4.0], [2.5, 0.5]])})
+    out = tmp_path / "out"
+    first = streamscope.scan(path, out=out, analyses="all")
+    assert first.tensors["w"]["toy"] == {"scaled_max": 5.0}
+    assert "toy.scaled_max" in first.table.columns
+    again = streamscope.scan(path, out=out, analyses="all", toy_scale=3.0)  # changed option: nothing reused
+    assert again.model["timing"]["tensors_reused"] == 0 and again.tensors["w"]["toy"] == {"scaled_max": 7.5}
+    same = streamscope.scan(path, out=out, analyses="all", toy_scale=3.0)
+    assert same.model["timing"]["tensors_reused"] == 1
+    with pytest.raises(streamscope.OptionError, match="unknown option 'toy_scal'"):
+        streamscope.scan(path, analyses="toy", toy_scal=1.0)
+
+
+def test_toy_analysis_shows_in_cli_help():
+    """Registered before the CLI is imported, as every analysis in ``analyses/__init__.py`` is."""
+    code = "import toy_analysis; from streamscope.cli import app; app(['scan', '--help'], prog_name='streamscope')"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), "COLUMNS": "1000"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert "toy: the largest value times toy_scale" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_registry_refuses_clashes():
+    with pytest.raises(ValueError, match="taken"):
+        REGISTRY.register(REGISTRY["sparsity"])
+    with pytest.raises(ValueError, match="needs compute"):
+        type(REGISTRY["sparsity"])(name="broken", kind="tensor", help="no code")
+
+
+def test_budget_account():
+    b = MemoryBudget.parse("1GB")
+    assert b.share(4).total == 256 << 20 and b.block_elems * 33 <= b.total // 3
+    with pytest.raises(streamscope.OptionError, match="split over 100 workers"):
+        b.share(100)
+
+
+def test_exact_spectrum_stays_inside_the_budget(tmp_path):
+    """Asked for the exact method where its float64 copy would not fit: the Gram method, said so."""
+    w = torch.randn(8192, 256)
+    path = save_tensors(tmp_path / "m.safetensors", {"w": w})
+    r = streamscope.scan(path, analyses="spectral", spectral="exact", memory_budget="16MB")
+    spec = r.tensors["w"]["spectral"]
+    assert spec["method"] == "gram" and spec["method_requested"] == "exact" and "exact needs" in spec["method_note"]
+    exact = torch.linalg.svdvals(w.double())
+    assert spec["max_singular_value"] == pytest.approx(float(exact[0]), rel=1e-9)
+    roomy = streamscope.scan(path, analyses="spectral", spectral="exact", memory_budget="1GB")
+    assert roomy.tensors["w"]["spectral"]["method"] == "exact" and "method_note" not in roomy.tensors["w"]["spectral"]
+
+
+def _rank_one_pair(tmp_path: Path, rows: int, cols: int) -> tuple[Path, Path]:
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(rows, cols, generator=g)
+    a = save_tensors(tmp_path / "a" / "model.safetensors", {"w": w, "same": torch.ones(4, 4)})
+    b = save_tensors(tmp_path / "b" / "model.safetensors", {"w": w + 0.1 * torch.outer(torch.ones(rows), torch.ones(cols)), "same": torch.ones(4, 4)})
+    return a, b
+
+
+def test_compare_weights_peak_memory_within_budget(tmp_path):
+    """Two 64 MiB tensors compared under a 32 MB budget: the child's peak RSS (VmHWM, reset after a small comparison
+    loaded every library) ends less than the budget above its resident size before the comparison."""
+    a, b = _rank_one_pair(tmp_path, 4096, 4096)
+    small_a, small_b = _rank_one_pair(tmp_path / "small", 64, 64)
+    code = textwrap.dedent(rf"""
+        import re, streamscope
+        status = lambda key: int(re.search(key + r":\s+(\d+)", open("/proc/self/status").read()).group(1))  # KiB
+        streamscope.compare({str(small_a)!r}, {str(small_b)!r}, weights=True, memory_budget="32MB", device="cpu")  # warm imports
+        open("/proc/self/clear_refs", "w").write("5")  # reset the peak to the resident size now
+        before = status("VmRSS")
+        c = streamscope.compare({str(a)!r}, {str(b)!r}, weights=True, memory_budget="32MB", device="cpu")
+        grown = status("VmHWM") - before
+        print(grown, c["weights"]["w"]["diff_top_singular_values"][0], c["unchanged_tensors"])
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    grown_kib, top, unchanged = proc.stdout.split(maxsplit=2)
+    assert int(grown_kib) < 32 * 1024, f"peak RSS grew by {int(grown_kib) >> 10} MiB under a 32 MB budget"
+    assert float(top) == pytest.approx(0.1 * 4096, rel=1e-3)  # the rank-one change 0.1 * 1 1^T has sigma 0.1 * sqrt(4096 * 4096)
+    assert "same" in unchanged
+
+
+def test_compare_weights_honours_device_and_resumes(tmp_path, monkeypatch):
+    a, b = _rank_one_pair(tmp_path, 64, 32)
+    out = tmp_path / "cmp.json"
+    c = streamscope.compare(a, b, weights=True, device="cpu", out=out)
+    assert c["options"]["device"] == "cpu" and c["weights"]["w"]["relative_frobenius_change"] > 0
+    if not torch.cuda.is_available():
+        with pytest.raises(streamscope.DeviceError, match="CUDA is not available"):
+            streamscope.compare(a, b, weights=True, device="cuda")
+    from streamscope.engine import runner
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a finished pair must be reused")
+
+    monkeypatch.setattr(runner.TensorRunner, "run_pair", forbidden)
+    again = streamscope.compare(a, b, weights=True, device="cpu", out=out)
+    assert again["weights"] == c["weights"] and not again["errors"]
+
+
+def test_help_and_params_import_no_heavy_module(llama_dir):
+    code = textwrap.dedent(f"""
+        import sys
+        from streamscope.cli import app
+        heavy = {{"torch", "pandas", "dask", "zarr"}}
+        assert not heavy & set(sys.modules), heavy & set(sys.modules)
+        import streamscope
+        p = streamscope.params({str(llama_dir)!r})
+        assert not heavy & set(sys.modules), heavy & set(sys.modules)
+        print(p["total_params"])
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) > 0
+
+
+def test_version_short_help_and_one_line_os_errors(llama_dir, tmp_path):
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"streamscope {streamscope.__version__}"
+    assert runner.invoke(app, ["params", "-h"]).exit_code == 0
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = runner.invoke(app, ["params", str(llama_dir), "--out", str(blocker / "p.json")])
+    assert result.exit_code == 1 and "error:" in result.output and "Traceback" not in result.output
+    assert len([l for l in result.output.splitlines() if l.startswith("error:")]) == 1
+    result = runner.invoke(app, ["scan", str(llama_dir), "--workers", "2"])
+    assert result.exit_code == 1 and "--scheduler local" in result.output
+
+
+def test_outputs_carry_schema_version(llama_dir, tmp_path):
+    r = streamscope.scan(llama_dir, out=tmp_path / "o", select="norm")
+    assert json.loads((tmp_path / "o" / "model.json").read_text())["schema_version"] == 2
+    assert r.model["options"]["histogram_bins"] == 256
+    assert streamscope.params(llama_dir)["schema_version"] == 2
+    assert len(streamscope.params_frame(llama_dir)) == 3  # a path works as well as a result
+
+
+def test_format_seam_names_what_a_file_is(tmp_path):
+    gguf = tmp_path / "model.q4"
+    gguf.write_bytes(b"GGUF" + b"\0" * 60)
+    with pytest.raises(streamscope.CheckpointError, match="GGUF"):
+        streamscope.open(gguf)
+    renamed = save_tensors(tmp_path / "weights.bin.st", {"w": torch.ones(2, 3)})  # safetensors by its first bytes
+    assert streamscope.open(renamed)["w"].shape == (2, 3)
