@@ -130,7 +130,8 @@ def weight_delta(pairs: Callable[..., Iterator[tuple[int, int, "torch.Tensor", "
         blocks = lambda: ((r0, r1, diff(xa, xb)) for r0, r1, xa, xb in pairs())  # noqa: E731
         s, _ = svd_compressed(blocks, (rows, cols), k, seed=seed, device=device)
         out["diff_top_singular_values"] = s.tolist()
-        out["diff_stable_rank"] = dd / float(s[0]) ** 2 if float(s[0]) > 0 else 0.0
+        s0 = float(s[0])
+        out["diff_stable_rank"] = dd / (s0 * s0) if s0 * s0 > 0 else float("nan")
     return out
 
 

@@ -26,13 +26,21 @@ def _level(value: float | None, edges: tuple[float, float, float], higher_is_wor
     return sum(value > e for e in edges)
 
 
-def grade_tensor(record: dict) -> dict | None:
-    """Grade one tensor record (needs ``spectral`` and/or ``quantization``); None when neither is there."""
+def grade_tensor(record: dict, nan: int = 0, inf: int = 0) -> dict | None:
+    """Grade one tensor record (needs ``spectral`` and/or ``quantization``); None when neither is there.
+
+    NaN or Inf values make a tensor Critical whatever else it shows. Quantization metrics grade matrices only:
+    a norm or bias vector is never quantized to INT8 on its own.
+    """
     spec, quant = record.get("spectral") or {}, record.get("quantization") or {}
     if not spec and not quant:
         return None
+    if len(record.get("info", {}).get("shape", [0, 0])) < 2:
+        quant = {}
     levels: dict[str, int] = {}
     reasons = []
+    if nan or inf:
+        levels["non_finite"] = 3
     cond = spec.get("condition_number")
     if cond is not None:
         levels["condition_number"] = _level(math.inf if cond is None else cond, (1e3, 1e4, 1e5))
@@ -48,11 +56,14 @@ def grade_tensor(record: dict) -> dict | None:
         "condition_number": lambda: f"condition number {cond:.3g}" + (" (lower bound)" if spec.get("condition_number_is_lower_bound") else ""),
         "sqnr_db": lambda: f"INT8 SQNR {quant['sqnr_db']:.1f} dB",
         "extreme_outlier_percentage": lambda: f"{quant['extreme_outlier_percentage']:.3g}% extreme outliers",
+        "non_finite": lambda: f"{nan} NaN and {inf} Inf values",
     }
     for key, lv in sorted(levels.items(), key=lambda kv: -kv[1]):
         if lv >= 2:
             reasons.append(describe[key]())
-    worst = max(levels.values(), default=0)
+    if not levels:
+        return None  # nothing gradable (a vector without NaN/Inf, a matrix whose metrics are unavailable)
+    worst = max(levels.values())
     util = spec.get("stable_rank_utilization")
     out = {
         "grade": GRADES[worst],
@@ -86,7 +97,7 @@ ANALYSIS = Analysis(
     kind="tensor",
     help="a grade per tensor from condition number, INT8 SQNR and extreme outliers",
     selectable=False,
-    compute=lambda ctx, options: grade_tensor(ctx.record),
+    compute=lambda ctx, options: grade_tensor(ctx.record, ctx.acc.summary()["nan"], ctx.acc.summary()["inf"]),
 )
 
 MODEL_ANALYSIS = Analysis(

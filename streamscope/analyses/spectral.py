@@ -174,10 +174,10 @@ def finish(state: SpectralState, ctx) -> dict | None:
     out = {
         "method": state.method,
         "max_singular_value": smax,
-        "stable_rank": frob2 / smax**2 if smax > 0 else 0.0,
+        "stable_rank": _stable_rank(frob2, smax, sv if state.method in ("exact", "gram") else None),
         "total_rank": total_rank,
         "top_singular_values": [float(v) for v in sv[:k]],
-        "log_spectral_norm": math.log10(smax**2) if smax > 0 else float("nan"),
+        "log_spectral_norm": 2 * math.log10(smax) if smax > 0 else float("nan"),
     }
     out["stable_rank_utilization"] = out["stable_rank"] / total_rank if total_rank else 0.0
     if state.note:
@@ -205,6 +205,15 @@ def finish(state: SpectralState, ctx) -> dict | None:
                    effective_rank_lower_bound=int((sv > 0.01 * smax).sum()))  # fmt: skip
     ctx.arrays["singular_values"] = np.asarray(sv, dtype=np.float64)
     return out
+
+
+def _stable_rank(frob2: float, smax: float, full: np.ndarray | None) -> float:
+    """``||W||_F^2 / sigma_max^2``; from the whole spectrum when there is one (its squares could underflow)."""
+    if smax <= 0 or not math.isfinite(smax):
+        return 0.0 if smax == 0 else float("nan")
+    if full is not None:
+        return float(np.sum(np.square(full / smax)))
+    return frob2 / (smax * smax) if smax * smax > 0 else float("nan")
 
 
 def _row_gram(ctx, rows: int) -> torch.Tensor:

@@ -117,12 +117,15 @@ def scan(index: CheckpointIndex, options: ScanOptions, out: str | os.PathLike, *
     from streamscope.results import ResultStore
 
     device = str(resolve_device(options.device))  # fail before any work
-    tensors = select_tensors(index, options.select)
+    selected = select_tensors(index, options.select)
+    skipped = [{"name": t.name, "dtype": t.dtype, "reason": t.unreadable} for t in selected if t.unreadable]
+    tensors = [t for t in selected if not t.unreadable]
     store = ResultStore(out, str(index.path), options.fingerprint(), resume=resume)
     stats = run_jobs([TensorJob(t) for t in tensors], options, store, tokenizer=index.tokenizer_path,
                      progress=progress, scheduler=scheduler, workers=workers)  # fmt: skip
     order = [t.name for t in tensors]
     model = model_results(index, {n: store.records[n] for n in order if n in store.records}, stats.errors)
+    model["skipped"] = skipped
     model["timing"] = {"seconds": stats.seconds, "bytes_scanned": stats.bytes_streamed, "tensors_reused": stats.reused}
     model["options"] = {**options.summary(), "device": device}
     table = store.write_tables(model, order)

@@ -25,7 +25,21 @@ DTYPES: dict[str, tuple[int, str]] = {
     "I8": (1, "int8"),
     "U8": (1, "uint8"),
     "BOOL": (1, "bool"),
+    "U16": (2, "uint16"),
+    "U32": (4, "uint32"),
+    "U64": (8, "uint64"),
+    "F8_E8M0": (1, "float8_e8m0fnu"),
 }
+#: dtypes that safetensors defines and streamscope does not analyse (bits per element): their tensors are
+#: indexed, counted by ``params`` and listed as skipped by ``scan``, with the reason.
+UNREADABLE_DTYPES: dict[str, int] = {"C64": 64, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
+
+
+def dtype_bits(name: str) -> int | None:
+    """Bits per element of a safetensors dtype name, None for a name safetensors does not define."""
+    if name in DTYPES:
+        return DTYPES[name][0] * 8
+    return UNREADABLE_DTYPES.get(name)
 
 #: How plain tensors are read (``--reader``): ``auto`` takes ``mmap`` on CPU and ``pread`` on GPUs.
 READER_MODES = ("auto", "mmap", "pread")
@@ -49,7 +63,20 @@ class TensorInfo:
 
     @property
     def itemsize(self) -> int:
-        return DTYPES[self.dtype][0]
+        """Bytes per element (sub-byte types round up; they are never read)."""
+        return DTYPES[self.dtype][0] if self.dtype in DTYPES else -(-UNREADABLE_DTYPES[self.dtype] // 8)
+
+    @property
+    def unreadable(self) -> str | None:
+        """Why streamscope cannot analyse this tensor's values, or None when it can."""
+        if self.dtype in UNREADABLE_DTYPES:
+            kind = "complex" if self.dtype.startswith("C") else "sub-byte float"
+            return f"dtype {self.dtype} ({kind}) is not analysed"
+        import torch
+
+        if not hasattr(torch, DTYPES[self.dtype][1]):
+            return f"dtype {self.dtype} needs a newer torch (torch.{DTYPES[self.dtype][1]})"
+        return None
 
     @property
     def torch_dtype(self):

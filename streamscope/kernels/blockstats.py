@@ -26,8 +26,8 @@ _BINCOUNT_CHUNK = 1 << 20  # numpy's bincount makes an intp copy of its input: k
 
 
 def working_dtype(info: TensorInfo) -> torch.dtype:
-    """float64 where float32 would round the stored values (F64, I32, I64), else float32."""
-    return torch.float64 if info.dtype in ("F64", "I32", "I64") else torch.float32
+    """float64 where float32 would round the stored values (F64, 32- and 64-bit integers), else float32."""
+    return torch.float64 if info.dtype in ("F64", "I32", "I64", "U32", "U64") else torch.float32
 
 
 def pattern_kind(info: TensorInfo) -> str:
@@ -103,7 +103,7 @@ class TensorAccumulator:
             "min": self.min if finite else float("nan"),
             "max": self.max if finite else float("nan"),
             "sum_abs": self.sum_abs,
-            "sumsq": self.m2 + finite * self.mean**2,
+            "sumsq": self.m2 + finite * self.mean * self.mean,  # x * x overflows to inf; x**2 would raise
         }
 
     def abs_below(self, threshold: float) -> int:
@@ -214,29 +214,36 @@ class BlockKernel:
                 k = k32.bitwise_and_(size - 1)
             acc.hist += torch.bincount(k, minlength=size).cpu().numpy()
 
+    def _centered(self, x: torch.Tensor, total: float, n: int) -> tuple[float, float]:
+        """Mean (compensated two-pass) and M2 of a block; M2 is inf when the squares overflow even float64."""
+        d = self.buffer("centered", n, x.dtype)
+        mean = total / n
+        torch.sub(x, mean, out=d)
+        mean += float(d.sum()) / n
+        torch.sub(x, mean, out=d)
+        return mean, float(torch.dot(d, d))
+
     def _moments(self, acc: TensorAccumulator, x: torch.Tensor) -> None:
         total = float(x.sum())
-        if not math.isfinite(total):  # NaN or Inf present (or an overflowing sum): count and drop them
+        if not math.isfinite(total):  # NaN or Inf present, or a float32 sum that overflowed
             bad_nan = int(torch.isnan(x).sum())
             bad_inf = int(torch.isinf(x).sum())
             acc.nan += bad_nan
             acc.inf += bad_inf
             if bad_nan or bad_inf:
                 x = x[torch.isfinite(x)]
-                total = float(x.double().sum())
+            total = float(x.sum(dtype=torch.float64))
         n = x.numel()
         if n == 0:
             return
         lo, hi = torch.aminmax(x)
-        d = self.buffer("centered", n, x.dtype)
-        mean = total / n
-        torch.sub(x, mean, out=d)
-        mean += float(d.sum()) / n  # compensated two-pass mean
-        torch.sub(x, mean, out=d)
-        m2 = float(torch.dot(d, d))
+        mean, m2 = self._centered(x, total, n)
+        if not math.isfinite(m2) and x.dtype != torch.float64:  # values near the float32 limit: centre in float64
+            mean, m2 = self._centered(x.double(), total, n)
         a = self.buffer("abs", n, x.dtype)
         torch.abs(x, out=a)
-        acc.sum_abs += float(a.sum(dtype=torch.float64)) if x.dtype == torch.float64 else float(a.sum())
+        sum_abs = float(a.sum())
+        acc.sum_abs += sum_abs if math.isfinite(sum_abs) else float(a.sum(dtype=torch.float64))
         acc.zeros += n - int(torch.count_nonzero(x))
         flags = self.buffer("flags", n, torch.bool)
         for t in SPARSITY_THRESHOLDS:
@@ -252,6 +259,9 @@ class BlockKernel:
 
 def merge(acc: TensorAccumulator, n: int, mean: float, m2: float) -> None:
     """Chan, Golub and LeVeque's pairwise update of (count, mean, M2)."""
+    if acc.n == 0:  # the first block: nothing to merge (and inf * 0 would make NaN of an overflowed M2)
+        acc.n, acc.mean, acc.m2 = n, mean, m2
+        return
     total = acc.n + n
     delta = mean - acc.mean
     acc.mean += delta * n / total

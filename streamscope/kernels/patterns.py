@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 #: dtypes whose pattern histogram holds the exact values (safetensors dtype name -> number of patterns).
-EXACT_PATTERNS = {"BF16": 65536, "F16": 65536, "I16": 65536, "F8_E4M3": 256, "F8_E5M2": 256, "I8": 256, "U8": 256, "BOOL": 256}
+EXACT_PATTERNS = {"BF16": 65536, "F16": 65536, "I16": 65536, "U16": 65536, "F8_E4M3": 256, "F8_E5M2": 256, "F8_E8M0": 256,
+                  "I8": 256, "U8": 256, "BOOL": 256}  # fmt: skip
 TRUNCATED = "BF16_TRUNCATED"  # key kind for float32 and wider: bf16 truncation of the float32 value
 #: Relative width of a truncated key's interval: 7 explicit mantissa bits.
 TRUNCATION_RELATIVE_WIDTH = 2.0**-7
@@ -35,9 +36,11 @@ def pattern_values(kind: str) -> np.ndarray:
         return np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float64)
     if kind == "I16":
         return np.arange(65536, dtype=np.uint16).view(np.int16).astype(np.float64)
-    if kind in ("F8_E4M3", "F8_E5M2"):
-        dt = torch.float8_e4m3fn if kind == "F8_E4M3" else torch.float8_e5m2
-        return torch.arange(256, dtype=torch.uint8).view(dt).to(torch.float64).numpy()
+    if kind == "U16":
+        return np.arange(65536, dtype=np.float64)
+    if kind in ("F8_E4M3", "F8_E5M2", "F8_E8M0"):
+        dt = {"F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "F8_E8M0": getattr(torch, "float8_e8m0fnu", None)}[kind]
+        return torch.arange(256, dtype=torch.uint8).view(dt).to(torch.float32).to(torch.float64).numpy()
     if kind == "I8":
         return np.arange(256, dtype=np.uint8).view(np.int8).astype(np.float64)
     if kind == "U8":
@@ -167,7 +170,14 @@ def rebin(kind: str, counts: np.ndarray, bins: int, lo: float, hi: float) -> tup
     if kind == TRUNCATED:
         v = (v + truncated_upper()) / 2
     keep = (counts > 0) & np.isfinite(v)
-    if not np.isfinite(lo) or not np.isfinite(hi) or lo == hi:
-        lo, hi = (lo - 0.5, hi + 0.5) if np.isfinite(lo) else (-1.0, 1.0)
-    h, edges = np.histogram(np.clip(v[keep], lo, hi), bins=bins, range=(lo, hi), weights=counts[keep])
-    return h.astype(np.int64), edges
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        lo, hi = (float(v[keep].min()), float(v[keep].max())) if keep.any() else (-1.0, 1.0)
+    pad = max(0.5, abs(lo) * 1e-3, abs(hi) * 1e-3)
+    if hi - lo < pad * 1e-9:  # one value (or a span float64 cannot cut into bins): widen around it
+        lo, hi = lo - pad, hi + pad
+    # bins in units of the largest magnitude, so that hi - lo cannot overflow (+-3.4e38) or lose its bins (2**60)
+    scale = max(abs(lo), abs(hi))
+    with np.errstate(over="ignore", invalid="ignore"):
+        h, edges = np.histogram(np.clip(v[keep] / scale, lo / scale, hi / scale), bins=bins, range=(lo / scale, hi / scale),
+                                weights=counts[keep])  # fmt: skip
+    return h.astype(np.int64), edges * scale

@@ -45,8 +45,12 @@ class ErrorSums:
     def result(self) -> dict:
         """``mse, mae, sqnr_db, cosine_similarity``."""
         n = self.n
-        cos = self.xq / math.sqrt(self.xx * self.qq) if self.xx > 0 and self.qq > 0 else (1.0 if self.ee == 0 else 0.0)
-        sqnr = 10 * math.log10(self.xx / self.ee) if self.ee > 0 and self.xx > 0 else (math.inf if self.ee == 0 else -math.inf)
+        norms = math.sqrt(self.xx) * math.sqrt(self.qq)  # the product of the sums could underflow to 0
+        cos = self.xq / norms if norms > 0 else (1.0 if self.ee == 0 else 0.0)
+        if self.ee > 0 and self.xx > 0:
+            sqnr = 10 * (math.log10(self.xx) - math.log10(self.ee))  # a ratio could under- or overflow
+        else:
+            sqnr = math.inf if self.ee == 0 else -math.inf
         return {"mse": self.ee / n if n else float("nan"), "mae": self.ae / n if n else float("nan"), "sqnr_db": sqnr, "cosine_similarity": cos}
 
 
