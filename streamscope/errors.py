@@ -25,3 +25,7 @@ class DeviceError(StreamscopeError, RuntimeError):
 
 class OptionError(StreamscopeError, ValueError):
     """An option has a value outside its allowed range."""
+
+
+class Interrupted(StreamscopeError):
+    """A run was interrupted (Ctrl-C); its message says what was kept and how to resume."""

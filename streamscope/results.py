@@ -4,7 +4,8 @@ While a scan runs, every finished tensor is appended to ``.partial/records.jsonl
 ``.npz`` beside it; a later scan of the same checkpoint with the same options reuses what it finds there.
 ``arrays.zarr`` is written once at the end: value histograms stacked as ``histograms/counts`` (tensors x
 bins) and ``histograms/edges``, row i belonging to ``histograms.attrs["tensor_names"][i]``, and other arrays (embedding row norms,
-singular values) under ``tensors/<name>/``.
+singular values) under ``tensors/<name>/`` (a hashed node name for names that are not plain file names; each
+group's ``tensor`` attribute holds the real name).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import re
 import shutil
+import sys
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,7 +31,11 @@ PARTIAL = ".partial"
 
 
 class ResultStore:
-    """The output directory of a scan."""
+    """The output directory of a run: finished results kept in ``.partial/`` as they come, final files at the end.
+
+    Held with an exclusive lock (``.partial.lock`` beside ``.partial``) from creation to ``close``: a second run
+    into the same directory fails at once, naming the process that holds it. Use as a context manager.
+    """
 
     def __init__(self, out: str | Path, model_path: str, options_fingerprint: str, resume: bool = True, partial: str = PARTIAL):
         self.out = Path(out)
@@ -42,44 +49,79 @@ class ResultStore:
         self.fingerprints: dict[str, str] = {}
         self._array_files: dict[str, Path] = {}
         self._partial = self.out / partial
-        if not resume and self._partial.exists():
-            shutil.rmtree(self._partial)
-        (self._partial / "arrays").mkdir(parents=True, exist_ok=True)
-        self._records_file = self._partial / "records.jsonl"
-        if resume:
-            self._load_partial()
-        self._log = open(self._records_file, "a", encoding="utf-8")
+        self._lock = _lock(self.out / f"{partial}.lock")
+        self._log = None
+        try:
+            if not resume and self._partial.exists():
+                shutil.rmtree(self._partial)
+            (self._partial / "arrays").mkdir(parents=True, exist_ok=True)
+            self._records_file = self._partial / "records.jsonl"
+            if resume:
+                self._load_partial()
+            self._log = open(self._records_file, "a", encoding="utf-8")
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> "ResultStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def partial_dir(self) -> Path:
+        return self._partial
 
     def _load_partial(self) -> None:
         if not self._records_file.exists():
             return
-        for line in self._records_file.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-            if entry.get("options") == self.options and entry.get("model_path") == self.model_path:
-                self.records[entry["name"]] = entry["record"]
-                self.fingerprints[entry["name"]] = entry["fingerprint"]
-                self._array_files[entry["name"]] = self._partial / "arrays" / entry["arrays"]
+        with open(self._records_file, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                    if entry.get("options") == self.options and entry.get("model_path") == self.model_path:
+                        name = entry["name"]
+                        self.records[name] = entry["record"]
+                        self.fingerprints[name] = entry["fingerprint"]
+                        self._array_files[name] = self._partial / "arrays" / entry["arrays"]
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    continue  # a line cut short by a kill, or not ours
 
     def done(self, name: str, fingerprint: str) -> bool:
         return self.fingerprints.get(name) == fingerprint and name in self.records
 
     def add(self, name: str, fingerprint: str, record: dict, arrays: dict[str, np.ndarray]) -> None:
-        """Store one tensor's results now, so that an interrupted scan keeps them."""
-        file = f"{hashlib.sha1(name.encode()).hexdigest()[:16]}.npz"
+        """Store one tensor's results now, so that an interrupted run keeps them.
+
+        The arrays file is named by the checkpoint, the options, the tensor's fingerprint and its name, so that
+        results of different checkpoints or options never overwrite each other.
+        """
+        key = "\0".join((self.model_path, self.options, fingerprint, name))
+        file = f"{hashlib.blake2b(key.encode('utf-8', 'surrogatepass'), digest_size=12).hexdigest()}.npz"
         np.savez(self._partial / "arrays" / file, **arrays)
+        line = {"name": name, "fingerprint": fingerprint, "options": self.options, "model_path": self.model_path,
+                "arrays": file, "record": record}  # fmt: skip
+        self._log.write(json.dumps(json_plain(line)) + "\n")  # Infinity and NaN kept: resumed tables equal fresh ones
+        self._log.flush()
         self.records[name] = record
         self.fingerprints[name] = fingerprint
         self._array_files[name] = self._partial / "arrays" / file
-        line = {"name": name, "fingerprint": fingerprint, "options": self.options, "model_path": self.model_path,
-                "arrays": file, "record": record}  # fmt: skip
-        self._log.write(json.dumps(json_safe(line)) + "\n")
-        self._log.flush()
+
+    def discard_partial(self) -> None:
+        """Remove ``.partial/`` once the final files are written (a successful run leaves none behind)."""
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        shutil.rmtree(self._partial, ignore_errors=True)
 
     def close(self) -> None:
-        self._log.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self._lock is not None:
+            _unlock(self._lock)
+            self._lock = None
 
     def table(self, order: list[str] | None = None) -> "pd.DataFrame":
         """One row per tensor, nested fields flattened to ``section.field`` columns."""
@@ -126,6 +168,7 @@ class ResultStore:
                 edges.append(arrays.pop("histogram_edges"))
             if arrays:
                 group = per_tensor.require_group(_key(name))
+                group.attrs["tensor"] = name
                 for key, value in arrays.items():
                     group.create_array(key, data=value, overwrite=True)
         if hist_names:
@@ -135,18 +178,68 @@ class ResultStore:
             h.attrs["tensor_names"] = hist_names
 
     def write_tables(self, model: dict, order: list[str] | None = None) -> "pd.DataFrame":
+        """Write ``tensors.json/csv/parquet``, ``model.json`` and ``arrays.zarr``; each file appears whole or not at all."""
         names = [n for n in (order or self.records) if n in self.records]
         self.write_arrays(names)
-        (self.out / "tensors.json").write_text(json.dumps(json_safe({n: self.records[n] for n in names}), indent=1))
-        (self.out / "model.json").write_text(json.dumps(json_safe(model), indent=1))
+        _atomic(self.out / "tensors.json", lambda p: p.write_text(json.dumps(json_safe({n: self.records[n] for n in names}), indent=1)))
+        _atomic(self.out / "model.json", lambda p: p.write_text(json.dumps(json_safe(model), indent=1)))
         df = self.table(names)
-        df.to_csv(self.out / "tensors.csv", index=False)
-        df.to_parquet(self.out / "tensors.parquet", index=False)
+        _atomic(self.out / "tensors.csv", lambda p: df.to_csv(p, index=False))
+        _atomic(self.out / "tensors.parquet", lambda p: df.to_parquet(p, index=False))
         return df
 
 
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+_SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
 def _key(name: str) -> str:
-    return name.replace("/", "__")
+    """A zarr node name for a tensor: the name itself when it is a plain file name, else a hash of it."""
+    plain = name.replace("/", "__")
+    if _SAFE_KEY.fullmatch(plain):
+        return plain
+    return "tensor-" + hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
+def _lock(path: Path):
+    """An exclusive, non-blocking lock on ``path``; the file says which process holds it."""
+    import fcntl
+
+    try:
+        fh = open(path, "a+", encoding="utf-8")
+    except OSError as e:
+        raise StreamscopeError(f"{path.parent}: cannot lock the output directory: {e.strerror or e}") from e
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise StreamscopeError(f"{path.parent}: in use by {holder}; wait for it to finish or choose another --out") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"process {os.getpid()} ({' '.join(sys.argv[:3])[:120]})")
+    fh.flush()
+    return fh
+
+
+def _unlock(fh) -> None:
+    import fcntl
+
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    finally:
+        fh.close()
 
 
 def _flatten(d: dict, prefix: str) -> dict:
@@ -160,6 +253,21 @@ def _flatten(d: dict, prefix: str) -> dict:
         else:
             out[key] = v
     return out
+
+
+def json_plain(obj):
+    """Like ``json_safe`` but keeps NaN and infinities (Python's JSON writes and reads them back): for ``.partial``."""
+    if isinstance(obj, dict):
+        return {str(k): json_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_plain(v) for v in obj]
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
 
 
 def json_safe(obj):

@@ -113,14 +113,31 @@ def test_qwen2_5_vl_nested_names(tmp_path):
     assert related == {"model.language_model.layers.0.input_layernorm.weight", "model.language_model.norm.weight"}
 
 
-def test_resume_reuses_finished_tensors(llama_dir, tmp_path):
+def test_resume_reuses_finished_tensors(llama_dir, tmp_path, monkeypatch):
+    """An interrupted scan keeps what it finished; the rerun computes only the rest and writes the same files."""
+    from streamscope.engine import runner
+
     out = tmp_path / "out"
-    first = streamscope.scan(llama_dir, out=out, select=r"layers\.0\.")
-    assert first.model["timing"]["tensors_reused"] == 0
-    full = streamscope.scan(llama_dir, out=out)
-    assert full.model["timing"]["tensors_reused"] == len(first.tensors)
-    fresh = streamscope.scan(llama_dir, out=tmp_path / "fresh")
+    original, calls = runner.TensorRunner.run, []
+
+    def interrupted_after_five(self, info, on_bytes=None):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        calls.append(info.name)
+        return original(self, info, on_bytes)
+
+    monkeypatch.setattr(runner.TensorRunner, "run", interrupted_after_five)
+    with pytest.raises(streamscope.StreamscopeError, match=r"interrupted: 5 of 30 tensors kept in .*\.partial; run the same command"):
+        streamscope.scan(llama_dir, out=out, analyses="all")
+    monkeypatch.setattr(runner.TensorRunner, "run", original)
+    assert (out / ".partial").is_dir() and not (out / "tensors.json").exists()
+    full = streamscope.scan(llama_dir, out=out, analyses="all")
+    assert full.model["timing"]["tensors_reused"] == 5
+    assert not (out / ".partial").exists()  # a successful scan leaves none behind
+    fresh = streamscope.scan(llama_dir, out=tmp_path / "fresh", analyses="all")
     assert full.tensors == fresh.tensors
+    for name in ("tensors.csv", "tensors.json"):  # resumed and fresh files are identical (inf stays inf)
+        assert (out / name).read_text() == (tmp_path / "fresh" / name).read_text().replace(str(tmp_path / "fresh"), str(out)), name
     again = streamscope.scan(llama_dir, out=out, resume=False)
     assert again.model["timing"]["tensors_reused"] == 0
 

@@ -38,12 +38,26 @@ def _linear_out_in(t: TensorInfo, conv1d: bool) -> tuple[int, int]:
     return (t.shape[1], t.shape[0]) if conv1d else (t.shape[0], t.shape[-1])
 
 
+#: Config values above this are not believed (a layer count sizes a list): the tensors' own layer indices rule.
+MAX_CONFIG_VALUE = 1 << 20
+_ENCODER_TYPES = {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "albert", "mpnet", "deberta", "deberta-v2", "camembert"}
+
+
+def _cfg_int(cfg: dict, *keys: str) -> int | None:
+    """The first of ``keys`` holding a positive integer (bools, strings, lists and absurd sizes are ignored)."""
+    for key in keys:
+        v = cfg.get(key)
+        if isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_CONFIG_VALUE:
+            return v
+    return None
+
+
 def _config_heads(cfg: dict) -> tuple[int | None, int | None, int | None]:
     """(num_heads, num_kv_heads, head_dim) from a (text) config, any naming."""
-    nh = cfg.get("num_attention_heads") or cfg.get("n_head") or cfg.get("num_heads")
-    nkv = cfg.get("num_key_value_heads") or cfg.get("num_kv_heads") or nh
-    hidden = cfg.get("hidden_size") or cfg.get("n_embd") or cfg.get("d_model")
-    hd = cfg.get("head_dim") or (hidden // nh if hidden and nh else None)
+    nh = _cfg_int(cfg, "num_attention_heads", "n_head", "num_heads")
+    nkv = _cfg_int(cfg, "num_key_value_heads", "num_kv_heads") or nh
+    hidden = _cfg_int(cfg, "hidden_size", "n_embd", "d_model")
+    hd = _cfg_int(cfg, "head_dim") or (hidden // nh if hidden and nh else None)
     return nh, nkv, hd
 
 
@@ -59,8 +73,8 @@ def count_params(index: CheckpointIndex, name: str | None = None) -> dict:
         {num_layers, total_layer_params}, layers [...]``, ``other_params``, ``towers`` (e.g. ``vision``),
         ``by_dtype {dtype: {params, bytes}}``, ``bytes_on_disk`` and the ``buffers`` left out of the counts.
     """
-    cfg = index.text_config()
-    model_type = (cfg.get("model_type") or (index.config or {}).get("model_type") or "").lower()
+    cfg, top = index.text_config(), index.config or {}
+    model_type = next((v for v in (cfg.get("model_type"), top.get("model_type")) if isinstance(v, str)), "").lower()
     prefix = _TYPE_PREFIX.get(model_type, "".join(p.title() for p in model_type.split("_")) or "")
     conv1d = model_type == "gpt2" or any(".c_attn." in n for n in index.tensors)
     nh_cfg, nkv_cfg, head_dim = _config_heads(cfg)
@@ -90,14 +104,19 @@ def count_params(index: CheckpointIndex, name: str | None = None) -> dict:
             totals[key] += n
             continue
         _add_to_layer(layers[info.layer_index], t, info, conv1d)
-    num_layers = max([cfg.get("num_hidden_layers") or cfg.get("n_layer") or 0, *(i + 1 for i in layers)])
+    num_layers = max([_cfg_int(cfg, "num_hidden_layers", "n_layer") or 0, *(i + 1 for i in layers)])
     out_layers = []
     for i in range(num_layers):
         layer = layers[i] if i in layers else _empty_layer(prefix)
         _finish_layer(layer, i, head_dim, nh_cfg, nkv_cfg, conv1d)
         out_layers.append(layer)
-    tie_cfg = cfg.get("tie_word_embeddings", (index.config or {}).get("tie_word_embeddings"))
-    tied = totals["lm_head"] == 0 and totals["embedding"] > 0 and tie_cfg is not False
+    tie_cfg = cfg.get("tie_word_embeddings", top.get("tie_word_embeddings"))
+    architectures = top.get("architectures") if isinstance(top.get("architectures"), list) else []
+    has_lm_head = any(isinstance(a, str) and ("CausalLM" in a or "LMHead" in a or "MaskedLM" in a or "ConditionalGeneration" in a)
+                      for a in architectures)  # fmt: skip
+    # tied: no stored output matrix, and the config says so (explicitly, or by naming a model with an LM head)
+    tied = totals["lm_head"] == 0 and totals["embedding"] > 0 and (tie_cfg is True or (tie_cfg is None and has_lm_head))
+    encoder = model_type in _ENCODER_TYPES or any(".encoder.layer." in f".{n}" for n in index.tensors)
     result = {
         "schema_version": SCHEMA_VERSION,
         "model_name": name or index.root.name,
@@ -108,6 +127,7 @@ def count_params(index: CheckpointIndex, name: str | None = None) -> dict:
         "embedding_params": totals["embedding"],
         "lm_head_params": totals["lm_head"],
         "tied_embeddings": tied,
+        "layer_kind": "encoder" if encoder else "decoder",
         "layer_summary": {"num_layers": num_layers, "total_layer_params": sum(l["total"] for l in out_layers)},
         "layers": out_layers,
         "other_params": {"norms": totals["norms"], "other": totals["other"]},  # outside the layer stack
@@ -115,6 +135,7 @@ def count_params(index: CheckpointIndex, name: str | None = None) -> dict:
         "by_dtype": dict(by_dtype),
         "bytes_on_disk": sum(f.size for f in index.files),
         "buffers": buffers,
+        "buffer_elements": sum(index.tensors[n].numel for n in buffers),
     }
     return result
 

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from streamscope.errors import CheckpointError, DeviceError, HeaderError, OptionError, StreamscopeError
+from streamscope.errors import CheckpointError, DeviceError, HeaderError, Interrupted, OptionError, StreamscopeError
 
 err_console = Console(stderr=True)
 
@@ -61,6 +61,11 @@ def handles_errors(command):
             return command(*args, **kwargs)
         except typer.Exit:
             raise
+        except Interrupted as e:
+            if debug_enabled(kwargs):
+                raise
+            err_console.print(f"[bold red]{escape(str(e))}[/]", highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
         except KeyboardInterrupt:
             if debug_enabled(kwargs):
                 raise

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from streamscope.analyses import REGISTRY
 from streamscope.engine.executors import PairJob, TensorJob, default_threads, run_distributed, run_local
 from streamscope.engine.options import ScanOptions, resolve_device
+from streamscope.errors import Interrupted, OptionError
 from streamscope.io.checkpoint import CheckpointIndex
 from streamscope.io.names import compile_select
 from streamscope.io.tensor import TensorInfo
@@ -100,14 +101,16 @@ def run_jobs(jobs: list, options: ScanOptions, store: "ResultStore", *, tokenize
     default_threads()
     total = sum(job.nbytes for job in todo)
     bar = ScanProgress(total, len(todo), enabled=progress, label=label)
-    with bar:
-        try:
+    try:
+        with bar:
             if scheduler:
                 run_distributed(todo, options, tokenizer, on_result, bar.advance, scheduler=scheduler, workers=workers)
             else:
                 run_local(todo, options, tokenizer, on_result, bar.advance)
-        finally:
-            store.close()
+    except KeyboardInterrupt:
+        kept = sum(1 for job in jobs if store.done(job.name, fingerprints[job.name]))
+        raise Interrupted(f"interrupted: {kept} of {len(jobs)} tensors kept in {store.partial_dir}; "
+                          "run the same command to resume") from None  # fmt: skip
     return RunStats(errors, time.perf_counter() - t0, total, len(jobs) - len(todo))
 
 
@@ -116,20 +119,28 @@ def scan(index: CheckpointIndex, options: ScanOptions, out: str | os.PathLike, *
     """Scan ``index`` into ``out``: every selected tensor once through every active analysis, then the model."""
     from streamscope.results import ResultStore
 
+    if workers is not None and scheduler != "local":
+        raise OptionError("workers sets the size of a local cluster: use it with scheduler='local' (--scheduler local)")
     device = str(resolve_device(options.device))  # fail before any work
     selected = select_tensors(index, options.select)
+    if options.select and not selected:
+        some = ", ".join(list(index.tensors)[:5])
+        raise OptionError(f"--select {options.select!r} matches none of the {len(index)} tensors of {index.path} (e.g. {some})")
     skipped = [{"name": t.name, "dtype": t.dtype, "reason": t.unreadable} for t in selected if t.unreadable]
     tensors = [t for t in selected if not t.unreadable]
-    store = ResultStore(out, str(index.path), options.fingerprint(), resume=resume)
-    stats = run_jobs([TensorJob(t) for t in tensors], options, store, tokenizer=index.tokenizer_path,
-                     progress=progress, scheduler=scheduler, workers=workers)  # fmt: skip
-    order = [t.name for t in tensors]
-    model = model_results(index, {n: store.records[n] for n in order if n in store.records}, stats.errors)
-    model["skipped"] = skipped
-    model["timing"] = {"seconds": stats.seconds, "bytes_scanned": stats.bytes_streamed, "tensors_reused": stats.reused}
-    model["options"] = {**options.summary(), "device": device}
-    table = store.write_tables(model, order)
-    return ScanResult({n: store.records[n] for n in order if n in store.records}, table, model, Path(out), stats.errors)
+    with ResultStore(out, str(index.path), options.fingerprint(), resume=resume) as store:
+        stats = run_jobs([TensorJob(t) for t in tensors], options, store, tokenizer=index.tokenizer_path,
+                         progress=progress, scheduler=scheduler, workers=workers)  # fmt: skip
+        order = [t.name for t in tensors]
+        records = {n: store.records[n] for n in order if n in store.records}
+        model = model_results(index, records, stats.errors)
+        model["skipped"] = skipped
+        model["timing"] = {"seconds": stats.seconds, "bytes_scanned": stats.bytes_streamed, "tensors_reused": stats.reused}
+        model["options"] = {**options.summary(), "device": device}
+        table = store.write_tables(model, order)
+        if not stats.errors:
+            store.discard_partial()
+    return ScanResult(records, table, model, Path(out), stats.errors)
 
 
 def model_results(index: CheckpointIndex, records: dict[str, dict], errors: list[str]) -> dict:
@@ -162,7 +173,7 @@ def compare_weights(a: CheckpointIndex, b: CheckpointIndex, names: list[str], op
 
     resolve_device(options.device)
     fingerprint = repr(("compare", rank, options.memory.total, options.device))
-    store = ResultStore(workdir, f"{a.path} -> {b.path}", fingerprint, resume=resume, partial=partial)
-    jobs = [PairJob(a.tensors[n], b.tensors[n], rank) for n in names]
-    stats = run_jobs(jobs, options, store, progress=progress, label="compare")
-    return {n: store.records[n] for n in names if n in store.records}, stats.errors
+    with ResultStore(workdir, f"{a.path} -> {b.path}", fingerprint, resume=resume, partial=partial) as store:
+        jobs = [PairJob(a.tensors[n], b.tensors[n], rank) for n in names if not (a.tensors[n].unreadable or b.tensors[n].unreadable)]
+        stats = run_jobs(jobs, options, store, progress=progress, label="compare")
+        return {n: store.records[n] for n in names if n in store.records}, stats.errors

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from streamscope.errors import CheckpointError
@@ -54,6 +55,8 @@ class CheckpointIndex:
         if not path.exists():
             raise CheckpointError(f"{path}: no such file or directory")
         weight_map, index_file = None, None
+        if not path.is_file() and not path.is_dir():
+            raise CheckpointError(f"{path}: neither a regular file nor a directory")
         if path.is_file():
             root, files = path.parent, [formats.detect(path).open_file(path)]
         else:
@@ -65,15 +68,15 @@ class CheckpointIndex:
                 raise CheckpointError(f"{path}: the directory holds no .safetensors file{hint}")
             fmt, shard_paths, index_file = found
             if index_file is not None:
-                weight_map = _read_index(index_file)
-                shard_paths = [_shard_path(index_file, root, f) for f in dict.fromkeys(weight_map.values())]
+                weight_map = {n: _shard_path(index_file, root, f) for n, f in _read_index(index_file).items()}
+                shard_paths = list(dict.fromkeys(weight_map.values()))  # "x" and "./x" are one shard
             files = [fmt.open_file(p) for p in shard_paths]
         tensors: dict[str, TensorInfo] = {}
         for f in files:
             for t in sorted(f.tensors.values(), key=lambda t: t.begin):
                 if t.name in tensors:
                     raise CheckpointError(f"{f.path}: tensor {t.name!r} also appears in {tensors[t.name].shard}")
-                if weight_map is not None and weight_map.get(t.name) is not None and root / weight_map[t.name] != f.path:
+                if weight_map is not None and weight_map.get(t.name) is not None and weight_map[t.name] != f.path:
                     continue  # the index assigns this name to another shard
                 tensors[t.name] = t
         if weight_map is not None:
@@ -81,7 +84,7 @@ class CheckpointIndex:
             if missing:
                 raise CheckpointError(
                     f"{index_file}: {len(missing)} tensor(s) named in weight_map are not in their shard's header, "
-                    f"e.g. {missing[0]!r} (expected in {weight_map[missing[0]]})"
+                    f"e.g. {missing[0]!r} (expected in {weight_map[missing[0]].name})"
                 )
         config = _read_json(root / "config.json")
         tokenizer = next((root / n for n in TOKENIZER_FILES if (root / n).is_file()), None)
@@ -104,16 +107,37 @@ class CheckpointIndex:
     def text_config(self) -> dict:
         """The language model's config (``text_config`` of multimodal configs), or an empty dict."""
         cfg = self.config or {}
-        return cfg.get("text_config") or cfg.get("llm_config") or cfg
+        sub = cfg.get("text_config") or cfg.get("llm_config")
+        return sub if isinstance(sub, dict) else cfg
+
+
+#: Largest JSON side file read (config, index): real ones are kilobytes to a few megabytes.
+MAX_JSON_BYTES = 256 << 20
 
 
 def _read_json(path: Path) -> dict | None:
-    if not path.is_file():
+    """A JSON object from ``path``, None when there is no such file; anything else is one clear error."""
+    if not path.exists():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise CheckpointError(f"{path}: not a regular file")
+        if st.st_size > MAX_JSON_BYTES:
+            raise CheckpointError(f"{path}: {st.st_size} bytes, too large for a JSON side file")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError as e:
+        raise CheckpointError(f"{path}: the JSON is nested too deeply") from e
+    except ValueError as e:  # bad UTF-8 or JSON, a huge integer
+        raise CheckpointError(f"{path}: not valid JSON ({str(e)[:200]})") from e
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read: {e.strerror or e}") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: holds a JSON {type(data).__name__}, expected an object")
+    for key in ("text_config", "llm_config"):
+        if key in data and not isinstance(data[key], (dict, type(None))):
+            raise CheckpointError(f"{path}: {key!r} is a JSON {type(data[key]).__name__}, expected an object")
+    return data
 
 
 def _read_index(index_file: Path) -> dict[str, str]:
@@ -125,9 +149,18 @@ def _read_index(index_file: Path) -> dict[str, str]:
 
 
 def _shard_path(index_file: Path, root: Path, name: str) -> Path:
-    shard = (root / name).resolve()
-    if Path(name).is_absolute() or root.resolve() not in shard.parents:
+    """The shard an index entry names: lexically inside ``root``; symlinks followed (the Hugging Face cache keeps
+    ``snapshots/<rev>/x.safetensors`` as a link into ``blobs/``), to a regular file."""
+    pure = PurePosixPath(name)
+    if not name or "\0" in name or pure.is_absolute() or ".." in pure.parts or "\\" in name:
         raise CheckpointError(f"{index_file}: weight_map names {name!r}, which lies outside the checkpoint directory {root}")
-    if not shard.is_file():
-        raise CheckpointError(f"{index_file}: weight_map names shard {name!r}, which does not exist in {root}")
-    return root / name
+    shard = root.joinpath(*pure.parts)  # normalised: "./x" and "x" are the same shard
+    try:
+        st = shard.stat()
+    except FileNotFoundError:
+        raise CheckpointError(f"{index_file}: weight_map names shard {name!r}, which does not exist in {root}") from None
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{index_file}: weight_map names shard {name!r}, which cannot be opened: {e}") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise CheckpointError(f"{index_file}: weight_map names {name!r}, which is not a regular file")
+    return shard

@@ -28,7 +28,10 @@ def print_params(p: dict, console: Console, verbose: bool = False) -> None:
     lm = f"{p['lm_head_params']:,}" + ("  (tied to the embedding, not counted twice)" if p["tied_embeddings"] else "")
     console.print(f"LM head:              {lm}")
     ls = p["layer_summary"]
-    console.print(f"Decoder layers:       {ls['num_layers']} layers, {ls['total_layer_params']:,} parameters")
+    kind = f"{p.get('layer_kind', 'decoder').title()} layers:"
+    console.print(f"{kind:<22}{ls['num_layers']} layers, {ls['total_layer_params']:,} parameters")
+    if p.get("buffers"):
+        console.print(f"Buffers (not counted): {len(p['buffers'])} tensors, {p['buffer_elements']:,} elements")
     for tower, t in p.get("towers", {}).items():
         console.print(f"{tower.title()} tower:         {t['total']:,} parameters in {t['num_layers']} blocks")
     console.print(f"Other norms / other:  {p['other_params']['norms']:,} / {p['other_params']['other']:,}")
@@ -54,7 +57,7 @@ def print_compare(c: dict, console: Console, verbose: bool = True) -> None:
     console.print("=" * 60)
     console.print(f"[bold]Comparison[/]: {escape(str(c['before_name']))} → {escape(str(c['after_name']))}")
     console.print("=" * 60)
-    for title, key in (("Total parameters", "total_params"), ("Decoder layers", "layer_params")):
+    for title, key in (("Total parameters", "total_params"), ("Layers", "layer_params")):
         v = c[key]
         console.print(f"\n{title}:\n  before:  {v['before']:,}\n  after:   {v['after']:,}\n  reduced: {v['reduced']:,} ({_pct(v['reduction_ratio'])})")
     if verbose:
