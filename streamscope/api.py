@@ -102,12 +102,23 @@ def params(path: str | os.PathLike, *, name: str | None = None) -> dict:
 
 
 def params_frame(result: dict | str | os.PathLike) -> "pd.DataFrame":
-    """One row per layer of a ``params`` result (or of the checkpoint at a path), nested fields flattened."""
+    """One row per layer of a ``params`` result, nested fields flattened (``attention.num_heads``, ...).
+
+    ``result`` is what ``params`` returned, a JSON file that ``streamscope params --out`` wrote, or a checkpoint path.
+    """
     import pandas as pd
 
-    if not isinstance(result, dict):
-        result = params(result)
-    return pd.json_normalize(result["layers"])
+    return pd.json_normalize(_result(result, params)["layers"])
+
+
+def _result(result, compute) -> dict:
+    if isinstance(result, dict):
+        return result
+    if isinstance(result, (str, os.PathLike)) and Path(result).suffix == ".json" and Path(result).is_file():
+        import json
+
+        return json.loads(Path(result).read_text(encoding="utf-8"))
+    return compute(*result) if isinstance(result, tuple) else compute(result)
 
 
 def compare(
@@ -172,10 +183,17 @@ def compare(
     return result
 
 
-def compare_frame(result: dict | tuple) -> "pd.DataFrame":
-    """One row per layer of a ``compare`` result (or of ``compare(a, b)`` for a pair of paths), fields flattened."""
+def compare_frame(result: dict | str | os.PathLike | tuple) -> "pd.DataFrame":
+    """One row per layer of a ``compare`` result, nested fields flattened.
+
+    ``result`` is what ``compare`` returned, a JSON file that ``streamscope compare --out`` wrote, or a pair of
+    checkpoint paths ``(before, after)``.
+    """
     import pandas as pd
 
-    if not isinstance(result, dict):
-        result = compare(*result)
-    return pd.json_normalize(result["layers"])
+    def structural(*paths):
+        if len(paths) != 2:
+            raise TypeError("compare_frame takes a compare result, its JSON file, or a pair of checkpoint paths (before, after)")
+        return compare(*paths)
+
+    return pd.json_normalize(_result(result, structural)["layers"])

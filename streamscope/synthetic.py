@@ -139,18 +139,20 @@ def write_sized(directory: str | Path, layout: str, size: int, dtype: str = "BF1
     if index_path.exists():
         return directory
     tensors = LAYOUTS[layout]
-    per_layer = sum(math.prod(shape) for _, shape in tensors) * DTYPES[dtype][0]
-    repeat = any(".layers.0." in name for name, _ in tensors)
-    layers = max(1, math.ceil(size / per_layer)) if repeat else 1
+    nbytes = lambda keep: sum(math.prod(shape) for name, shape in tensors if keep(name)) * DTYPES[dtype][0]  # noqa: E731
+    per_layer, fixed = nbytes(lambda n: ".layers.0." in n), nbytes(lambda n: ".layers.0." not in n)
+    layers = max(1, math.ceil((size - fixed) / per_layer)) if per_layer else 1
     weight_map = {}
     for layer in range(layers):
         shard = f"model-{layer + 1:05d}-of-{layers:05d}.safetensors"
         specs = {}
         for i, (name, shape) in enumerate(tensors):
+            if ".layers.0." not in name and layer > 0:
+                continue  # embeddings and the final norm live in the first shard only
             name = name.replace(".layers.0.", f".layers.{layer}.")
             fill = constant(1.0, shape) if "norm" in name else structured(shape, seed=seed + 100 * layer + i)
             specs[name] = Spec(dtype, shape, fill)
             weight_map[name] = shard
         write_safetensors(directory / shard, specs)
-    index_path.write_text(json.dumps({"metadata": {"total_size": per_layer * layers}, "weight_map": weight_map}))
+    index_path.write_text(json.dumps({"metadata": {"total_size": fixed + per_layer * layers}, "weight_map": weight_map}))
     return directory

@@ -74,10 +74,10 @@ class CheckpointIndex:
         tensors: dict[str, TensorInfo] = {}
         for f in files:
             for t in sorted(f.tensors.values(), key=lambda t: t.begin):
-                if t.name in tensors:
-                    raise CheckpointError(f"{f.path}: tensor {t.name!r} also appears in {tensors[t.name].shard}")
                 if weight_map is not None and weight_map.get(t.name) is not None and weight_map[t.name] != f.path:
                     continue  # the index assigns this name to another shard
+                if t.name in tensors:
+                    raise CheckpointError(f"{f.path}: tensor {t.name!r} also appears in {tensors[t.name].shard}")
                 tensors[t.name] = t
         if weight_map is not None:
             missing = [n for n in weight_map if n not in tensors]

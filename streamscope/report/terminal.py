@@ -3,8 +3,33 @@
 from __future__ import annotations
 
 import pandas as pd
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+#: Width the other columns of a tensor table take; the name gets the rest of the terminal (at least 20).
+_OTHER_COLUMNS = 64
+
+
+def rate(nbytes: float, seconds: float) -> str:
+    """Throughput with a unit that keeps three digits: ``2.31 GB/s``, ``35.2 MB/s``, ``812 KB/s``."""
+    if not seconds:
+        return "-"
+    per = nbytes / seconds
+    for unit, scale in (("GB/s", 1e9), ("MB/s", 1e6), ("KB/s", 1e3)):
+        if per >= scale:
+            return f"{per / scale:.3g} {unit}"
+    return f"{per:.0f} B/s"
+
+
+def shorten(name: str, width: int) -> str:
+    """Keep the end of a tensor name, where it says what it is: ``…layers.3.mlp.down_proj.weight``."""
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
+def _name_width(console: Console) -> int:
+    return max(20, console.width - _OTHER_COLUMNS)
 
 
 def _fmt(v, digits: int = 4) -> str:
@@ -20,11 +45,10 @@ def print_scan_summary(table: pd.DataFrame, model: dict, console: Console, top: 
     ck = model["checkpoint"]
     timing = model.get("timing", {})
     secs = timing.get("seconds") or 0
-    gbs = timing.get("bytes_scanned", 0) / secs / 1e9 if secs else 0
     console.print(
-        f"[bold]{model['model_path']}[/]: {ck['num_scanned']}/{ck['num_tensors']} tensors, "
+        f"[bold]{escape(model['model_path'])}[/]: {ck['num_scanned']}/{ck['num_tensors']} tensors, "
         f"{ck['total_params']:,} parameters, {ck['total_bytes'] / 1e9:.2f} GB in {len(ck['shards'])} shard(s); "
-        f"scanned in {secs:.1f} s ({gbs:.2f} GB/s)"
+        f"scanned in {secs:.1f} s ({rate(timing.get('bytes_scanned', 0), secs)})"
         + (f", {timing['tensors_reused']} reused from an earlier run" if timing.get("tensors_reused") else "")
     )
     if len(table) and "basic_stats.abs_max" in table:
@@ -36,7 +60,7 @@ def print_scan_summary(table: pd.DataFrame, model: dict, console: Console, top: 
             t.add_column(c, justify="left" if c in ("tensor", "largest-norm tokens") else "right")
         for name, e in model["embedding"].items():
             tokens = ", ".join(repr(r["token"]) if r["token"] is not None else str(r["id"]) for r in e["largest"][:3])
-            t.add_row(name, f"{e['vocab_size']} x {e['embedding_dim']}", _fmt(e["norm_mean"]), _fmt(e["norm_std"]),
+            t.add_row(shorten(name, _name_width(console) // 2), f"{e['vocab_size']} x {e['embedding_dim']}", _fmt(e["norm_mean"]), _fmt(e["norm_std"]),
                       _fmt(e["norm_min"]), _fmt(e["norm_max"]), _fmt(e["norm_percentiles"]["p50"]), tokens)  # fmt: skip
         console.print(t)
     norms = model.get("norm_layers", {})
@@ -45,7 +69,7 @@ def print_scan_summary(table: pd.DataFrame, model: dict, console: Console, top: 
         for c in ("tensor", "kind", "mean", "std", "min", "max", "why"):
             t.add_column(c, justify="left" if c in ("tensor", "kind", "why") else "right")
         for e in norms["embedding_related"][:top]:
-            t.add_row(e["name"], e["kind"], _fmt(e["mean"]), _fmt(e["std"]), _fmt(e["min"]), _fmt(e["max"]), e["embedding_related"])
+            t.add_row(shorten(e["name"], _name_width(console) - 10), e["kind"], _fmt(e["mean"]), _fmt(e["std"]), _fmt(e["min"]), _fmt(e["max"]), e["embedding_related"])
         console.print(t)
     health = model.get("health") or {}
     if health.get("graded_tensors"):
@@ -54,17 +78,25 @@ def print_scan_summary(table: pd.DataFrame, model: dict, console: Console, top: 
         for c in ("tensor", "grade", "why"):
             t.add_column(c)
         for r in health["riskiest"]:
-            t.add_row(r["name"], r["grade"], "; ".join(r["reasons"]))
+            t.add_row(shorten(r["name"], _name_width(console) - 10), r["grade"], "; ".join(r["reasons"]))
         console.print(t)
+    for s in model.get("skipped", []):
+        console.print(f"[yellow]skipped:[/] {escape(s['name'])}: {escape(s['reason'])}")
     for error in model.get("errors", []):
-        console.print(f"[red]error:[/] {error}")
+        console.print(f"[red]error:[/] {escape(error)}")
 
 
 def _tensor_table(console: Console, title: str, rows: pd.DataFrame) -> None:
-    t = Table(title=title)
-    for c in ("tensor", "shape", "dtype", "type", "mean", "std", "abs max", "zeros %"):
-        t.add_column(c, justify="left" if c in ("tensor", "shape", "dtype", "type") else "right")
+    """Tensors as rows; on a narrow terminal (or a pipe, 80 columns) dtype and type give way to the name."""
+    wide = console.width >= 110
+    columns = ("tensor", "shape", "dtype", "type", "mean", "std", "abs max", "zeros %") if wide else ("tensor", "shape", "mean", "std", "abs max", "zeros %")
+    t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    for c in columns:
+        t.add_column(c, justify="left" if c in ("tensor", "shape", "dtype", "type") else "right", no_wrap=True)
+    name_width = max(20, console.width - (_OTHER_COLUMNS if wide else 56))
     for _, r in rows.iterrows():
-        t.add_row(r["tensor"], r["shape"], r["dtype"], r["block_type"], _fmt(r.get("basic_stats.mean")),
-                  _fmt(r.get("basic_stats.std")), _fmt(r.get("basic_stats.abs_max")), _fmt(r.get("basic_stats.zeros_percentage"), 3))  # fmt: skip
+        values = {"tensor": shorten(r["tensor"], name_width), "shape": r["shape"], "dtype": r["dtype"], "type": r["block_type"],
+                  "mean": _fmt(r.get("basic_stats.mean"), 3), "std": _fmt(r.get("basic_stats.std"), 3),
+                  "abs max": _fmt(r.get("basic_stats.abs_max"), 3), "zeros %": _fmt(r.get("basic_stats.zeros_percentage"), 3)}  # fmt: skip
+        t.add_row(*(values[c] for c in columns))
     console.print(t)
