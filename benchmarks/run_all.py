@@ -5,7 +5,7 @@
 
 Figures: scan throughput vs the raw floor and the naive approach (Llama-7B layer), peak RSS on the 2.5 GB
 embedding layout with a 512 MB budget (statistics only, then every analysis), randomized vs exact SVD time and
-error, cost per GB of each analysis (``streamscope bench``), and streamscope vs WeightWatcher.
+error, peak RSS of every analysis on Qwen2.5-0.5B's embedding at a 256 MB budget, cost per GB of each analysis (``streamscope bench``), and streamscope vs WeightWatcher.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ def runs(smoke: bool) -> dict[str, list[str]]:
         return {
             "scan_small": ["bench_scan.py", "--smoke"],
             "svd_small": ["bench_svd.py", "--smoke"],
+            "memory_small": ["bench_memory.py", "--smoke"],
             "bench_small": ["-m", "streamscope.cli", "bench", "--size", "4MB", "--layout", "small", "--device", "cpu", "--json"],
         }
     return {
@@ -33,6 +34,7 @@ def runs(smoke: bool) -> dict[str, list[str]]:
         "scan_llama7b_all": ["bench_scan.py", "--layout", "llama-7b", "--budget", "512MB", "--skip-naive", "--analyses", ALL],
         "scan_embedding_512MB": ["bench_scan.py", "--layout", "qwen2.5-72b-embedding", "--budget", "512MB", "--skip-naive"],
         "scan_embedding_512MB_all": ["bench_scan.py", "--layout", "qwen2.5-72b-embedding", "--budget", "512MB", "--skip-naive", "--analyses", ALL],
+        "memory_embedding_256MB": ["bench_memory.py", "--layout", "qwen2.5-0.5b-embedding", "--budget", "256MB"],
         "svd_4096x11008": ["bench_svd.py"],
         "weightwatcher": ["bench_weightwatcher.py"],
         "bench_cpu": ["-m", "streamscope.cli", "bench", "--size", "1GB", "--device", "cpu", "--memory-budget", "512MB", "--json",
@@ -85,6 +87,13 @@ def readme(results: Path) -> str:
             rss_naive = f"{r['peak_rss'] / rows['naive']['peak_rss']:.2f}x" if "naive" in rows else "-"
             lines.append(f"| {f['layout']} ({f['bytes'] / 1e9:.2f} GB) | {f['budget']} | {f.get('analyses', 'basic,sparsity') if method == 'scan' else '-'} | {method} | "
                          f"{gbs:.2f} | {rows['raw']['seconds'] / r['seconds']:.2f}x | {vs_naive} | {r['peak_rss'] / 2**20:.0f} | {rss_naive} |")  # fmt: skip
+    f = load("memory_embedding_256MB")
+    if f:
+        lines += ["", "## Memory budget (`scan --analyses all`, peak RSS from `/usr/bin/time -v`)", "",
+                  "| layout | budget | interpreter alone (MiB) | scan peak RSS (MiB) | target: budget + interpreter | seconds | spectral method |",
+                  "| --- | ---: | ---: | ---: | --- | ---: | --- |",
+                  f"| {f['layout']} | {f['budget'] >> 20} MiB | {f['interpreter_rss'] / 2**20:.0f} | {f['peak_rss'] / 2**20:.0f} | "
+                  f"{'met' if f['met'] else 'missed'} | {f['seconds']:.1f} | {f['spectral_method']} |"]  # fmt: skip
     f = load("svd_4096x11008")
     if f:
         s = f["seconds"]

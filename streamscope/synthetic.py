@@ -103,6 +103,7 @@ LAYOUTS: dict[str, list[tuple[str, tuple[int, ...]]]] = {
         ("model.layers.0.mlp.down_proj.weight", (4096, 11008)),
     ],
     "qwen2.5-72b-embedding": [("model.embed_tokens.weight", (152064, 8192))],
+    "qwen2.5-0.5b-embedding": [("model.embed_tokens.weight", (151936, 896))],
     "small": [
         ("model.embed_tokens.weight", (8192, 512)),
         ("model.layers.0.input_layernorm.weight", (512,)),

@@ -105,8 +105,8 @@ def _tensor(path: Path, name: str, entry: object, data_start: int, data_len: int
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
     bits = dtype_bits(dtype) if isinstance(dtype, str) else None
     if bits is None:
-        shown = dtype if isinstance(dtype, str) else f"{type(dtype).__name__} {str(dtype)[:40]}"
-        raise _error(path, f"{where}: unknown dtype {shown!r} (safetensors dtypes: F64, F32, F16, BF16, F8_E4M3, F8_E5M2, "
+        shown = repr(dtype[:40]) if isinstance(dtype, str) else f"of JSON type {type(dtype).__name__} ({str(dtype)[:40]})"
+        raise _error(path, f"{where}: unknown dtype {shown} (safetensors dtypes: F64, F32, F16, BF16, F8_E4M3, F8_E5M2, "
                            "F8_E8M0, F6_E2M3, F6_E3M2, F4, C64, I64, I32, I16, I8, U64, U32, U16, U8, BOOL)")  # fmt: skip
     if not isinstance(shape, list) or not all(_is_size(d) for d in shape):
         raise _error(path, f"{where}: shape {str(shape)[:80]} is not a list of non-negative integers")

@@ -62,10 +62,13 @@ class TensorAccumulator:
     _summary: dict | None = None
 
     @classmethod
-    def start(cls, info: TensorInfo, row_norms: bool = False) -> "TensorAccumulator":
+    def start(cls, info: TensorInfo, row_norms: bool = False, max_row_bytes: int = 1 << 62) -> "TensorAccumulator":
+        """Accumulators for one tensor. Per-row and per-column arrays (8 bytes per row and column, three of them)
+        are kept only for non-empty matrices whose arrays fit ``max_row_bytes``: a declared dimension alone
+        never sizes an allocation."""
         kind = pattern_kind(info)
         size = patterns.EXACT_PATTERNS.get(kind, 65536)
-        row_stats = len(info.shape) >= 2
+        row_stats = info.is_matrix and info.numel > 0 and 3 * 8 * (info.rows + info.cols) <= max_row_bytes
         acc = cls(info, kind, np.zeros(size, np.int64), row_stats, row_norms and row_stats)
         acc.below = {t: 0 for t in SPARSITY_THRESHOLDS}
         if row_stats:

@@ -168,7 +168,9 @@ def rebin(kind: str, counts: np.ndarray, bins: int, lo: float, hi: float) -> tup
     """A fixed-bin value histogram over ``[lo, hi]`` from pattern counts, for plots."""
     v = pattern_values(kind)
     if kind == TRUNCATED:
-        v = (v + truncated_upper()) / 2
+        with np.errstate(over="ignore", invalid="ignore"):
+            mid = (v + truncated_upper()) / 2
+        v = np.where(np.isfinite(mid), mid, v)  # the top keys' intervals reach past the largest float
     keep = (counts > 0) & np.isfinite(v)
     if not (np.isfinite(lo) and np.isfinite(hi)):
         lo, hi = (float(v[keep].min()), float(v[keep].max())) if keep.any() else (-1.0, 1.0)
