@@ -350,3 +350,19 @@ def test_bench_small_layout_at_its_default_size(tmp_path):
     ckpt = write_sized(tmp_path / "c", "small", 64 << 20)
     index = CheckpointIndex.from_path(ckpt)
     assert index.total_bytes > 48 << 20 and sum(n == "model.embed_tokens.weight" for n in index.tensors) == 1
+
+
+def test_narrow_tables_keep_the_end_of_names(llama_dir, tmp_path):
+    from rich.console import Console
+
+    from streamscope.report.terminal import print_scan_summary, rate, shorten
+
+    assert shorten("model.layers.3.mlp.down_proj.weight", 20).endswith("down_proj.weight")
+    assert (rate(2.31e9, 1), rate(35.2e6, 1), rate(812e3, 1), rate(5, 1), rate(1, 0)) == ("2.31 GB/s", "35.2 MB/s", "812 KB/s", "5 B/s", "-")
+    r = streamscope.scan(llama_dir, out=tmp_path / "o")
+    console = Console(width=80, record=True, file=open(os.devnull, "w"))
+    print_scan_summary(r.table, r.model, console)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…layers.0.mlp.down_proj.weight" in text or "…ayers.0.mlp.down_proj.weight" in text
+    assert "model.…" not in text

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from functools import lru_cache
 
 import numpy as np
@@ -84,6 +84,15 @@ def scan_patterns(
     _run(fn, keys, rows, cols, hist, rowmax, colmax, rowsq, mask, values, int(kind == "BF16"))
 
 
+def _wait_all(futures) -> None:
+    while True:
+        try:
+            wait(futures)
+            return
+        except KeyboardInterrupt:
+            continue
+
+
 def _run(fn, keys, rows, cols, hist, rowmax, colmax, rowsq, mask, values, bf16) -> None:
     n_threads = min(threads(), rows)
     bounds = np.linspace(0, rows, n_threads + 1).astype(np.int64)
@@ -98,7 +107,14 @@ def _run(fn, keys, rows, cols, hist, rowmax, colmax, rowsq, mask, values, bf16) 
         rs = rowsq[r0:r1] if rowsq is not None else None
         return fn(ptr(sub), r1 - r0, cols, ptr(hists[i]), ptr(rm), ptr(colmaxes[i]), mask, ptr(values), ptr(rs), bf16)
 
-    codes = list(_pool().map(work, range(n_threads))) if n_threads > 1 else [work(0)]
+    if n_threads == 1:
+        codes = [work(0)]
+    else:
+        futures = [_pool().submit(work, i) for i in range(n_threads)]
+        try:
+            codes = [f.result() for f in futures]
+        finally:  # an interrupt must not unmap the block while a worker still reads it
+            _wait_all(futures)
     if any(codes):
         raise MemoryError("the native block kernel could not allocate its counters")
     for h in hists[1:]:

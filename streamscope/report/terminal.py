@@ -93,7 +93,7 @@ def _tensor_table(console: Console, title: str, rows: pd.DataFrame) -> None:
     t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     for c in columns:
         t.add_column(c, justify="left" if c in ("tensor", "shape", "dtype", "type") else "right", no_wrap=True)
-    name_width = max(20, console.width - (_OTHER_COLUMNS if wide else 56))
+    name_width = max(20, console.width - (_OTHER_COLUMNS if wide else 50))
     for _, r in rows.iterrows():
         values = {"tensor": shorten(r["tensor"], name_width), "shape": r["shape"], "dtype": r["dtype"], "type": r["block_type"],
                   "mean": _fmt(r.get("basic_stats.mean"), 3), "std": _fmt(r.get("basic_stats.std"), 3),
