@@ -137,9 +137,14 @@ def test_compare_weights_honours_device_and_resumes(tmp_path, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a finished pair must be reused")
 
+    from streamscope.results import ResultStore
+
+    monkeypatch.setattr(ResultStore, "discard_partial", lambda self: None)  # keep the finished pairs, as an interrupt would
+    first = streamscope.compare(a, b, weights=True, device="cpu", out=out)
+    assert (tmp_path / ".cmp.json.partial").is_dir()
     monkeypatch.setattr(runner.TensorRunner, "run_pair", forbidden)
     again = streamscope.compare(a, b, weights=True, device="cpu", out=out)
-    assert again["weights"] == c["weights"] and not again["errors"]
+    assert again["weights"] == c["weights"] == first["weights"] and not again["errors"]
 
 
 def test_help_and_params_import_no_heavy_module(llama_dir):

@@ -176,4 +176,7 @@ def compare_weights(a: CheckpointIndex, b: CheckpointIndex, names: list[str], op
     with ResultStore(workdir, f"{a.path} -> {b.path}", fingerprint, resume=resume, partial=partial) as store:
         jobs = [PairJob(a.tensors[n], b.tensors[n], rank) for n in names if not (a.tensors[n].unreadable or b.tensors[n].unreadable)]
         stats = run_jobs(jobs, options, store, progress=progress, label="compare")
-        return {n: store.records[n] for n in names if n in store.records}, stats.errors
+        deltas = {n: store.records[n] for n in names if n in store.records}
+        if not stats.errors:
+            store.discard_partial()
+        return deltas, stats.errors
