@@ -15,7 +15,7 @@ from streamscope.io.handles import Checkpoint, Tensor
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Checkpoint", "ScanResult", "Tensor", "open", "scan", "params", "params_frame", "compare", "compare_frame"]
+__all__ = ["Checkpoint", "ScanResult", "Tensor", "open", "scan", "build_report", "params", "params_frame", "compare", "compare_frame"]
 
 
 def open(path: str | os.PathLike) -> Checkpoint:  # noqa: A001 - mirrors the builtin on purpose
@@ -82,6 +82,18 @@ def scan(
     index = CheckpointIndex.from_path(path)
     out = out if out is not None else tempfile.mkdtemp(prefix="streamscope-")
     return pipeline.scan(index, options, out, resume=resume, progress=progress, scheduler=scheduler, workers=workers)
+
+
+def build_report(results: str | os.PathLike, *, out: str | os.PathLike | None = None, details: str | int = 10) -> Path:
+    """Figures (``figures/*.png``) and a self-contained ``report.html`` from a finished results directory.
+
+    Example:
+        >>> streamscope.build_report("results/Qwen2.5-7B", details="all")  # doctest: +SKIP
+        PosixPath('results/Qwen2.5-7B/report.html')
+    """
+    from streamscope.report.build import make_report
+
+    return make_report(results, out, details)
 
 
 def params(path: str | os.PathLike, *, name: str | None = None) -> dict:

@@ -235,8 +235,7 @@ def _unlock(fh) -> None:
     import fcntl
 
     try:
-        fh.seek(0)
-        fh.truncate()
+        Path(fh.name).unlink(missing_ok=True)  # a finished run leaves no lock file behind
         fcntl.flock(fh, fcntl.LOCK_UN)
     finally:
         fh.close()

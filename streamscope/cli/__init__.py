@@ -105,6 +105,7 @@ def scan(
     native: Annotated[bool, typer.Option("--native/--no-native", help="Use the C block kernel when built (same results).")] = True,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="dask.distributed scheduler address, or 'local'.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes for --scheduler local.")] = None,
+    report: Annotated[bool, typer.Option("--report", help="Also draw the figures and write report.html into --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or tables.")] = False,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -140,8 +141,34 @@ def scan(
 
         print_scan_summary(result.table, result.model, console)
         console.print(f"results in [bold]{result.out}[/]: tensors.json, tensors.csv, tensors.parquet, model.json, arrays.zarr")
+    if report:
+        from streamscope.report.build import make_report
+
+        page = make_report(result.out, progress=not (quiet or as_json))
+        if not (quiet or as_json):
+            console.print(f"report: [bold]{page}[/] (figures in {page.parent / 'figures'})")
     if result.errors:
         raise typer.Exit(1)
+
+
+@app.command()
+@handles_errors
+def report(
+    results: Annotated[Path, typer.Argument(help="A results directory written by `streamscope scan --out`.")],
+    *,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where figures/ and report.html go (default: RESULTS).")] = None,
+    details: Annotated[str, typer.Option("--details", help="Detail figures for the N riskiest tensors, or 'all'.")] = "10",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Draw the figures and write one offline report.html from a finished scan; the checkpoint is not read.
+
+    Example: [bold]streamscope report results/Qwen2.5-7B --details 20[/]
+    """
+    from streamscope.report.build import make_report
+
+    page = make_report(results, out, details, progress=not quiet)
+    console.print(f"report: [bold]{page}[/] (figures in {page.parent / 'figures'})")
 
 
 @app.command()

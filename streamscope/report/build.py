@@ -1,0 +1,40 @@
+"""``streamscope report``: figures and ``report.html`` from a finished results directory, never the checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamscope.errors import OptionError
+
+
+def make_report(results_dir: str | Path, out: str | Path | None = None, details: str | int = 10, progress: bool = False) -> Path:
+    """Draw every figure into ``OUT/figures/`` and write ``OUT/report.html`` (``OUT`` is ``results_dir`` by default).
+
+    Args:
+        results_dir: what ``scan --out`` wrote (``tensors.json``, ``model.json``, ``arrays.zarr``).
+        out: where the figures and the report go.
+        details: detail figures (histogram, spectrum) for the N riskiest tensors, or ``"all"``.
+
+    Returns:
+        The path of ``report.html``.
+    """
+    from streamscope.report.figures import FIGURES, layer_details, render
+    from streamscope.report.html import write_report
+    from streamscope.report.load import Results
+
+    if str(details) != "all" and not (str(details).isdigit()):
+        raise OptionError(f"--details must be a number of tensors or 'all'; got {details!r}")
+    results = Results.open(results_dir)
+    out = Path(out) if out is not None else Path(results_dir)
+    figures_dir = out / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    total = len(FIGURES) + len(layer_details.chosen(results, details))
+    if progress:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task("[bold]report[/] figures", total=total)
+            rendered = render(results, figures_dir, details, on_figure=lambda: bar.advance(task))
+    else:
+        rendered = render(results, figures_dir, details)
+    return write_report(results, figures_dir, rendered, out / "report.html")

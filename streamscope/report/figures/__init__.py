@@ -1,0 +1,69 @@
+"""Every figure of the report: one file each, listed once below.
+
+A figure is a ``draw(results) -> matplotlib Figure`` function (``results`` is ``report.load.Results``; no I/O of
+its own). To add one: write ``<file_name>.py`` here with its ``draw`` and add one ``Figure(...)`` line to
+``FIGURES``; the HTML report shows it in its section.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from streamscope.report.figures import (
+    alpha_histogram, condition_heatmap, embedding_norms, health_dashboard, layer_details, layer_trends, norm_layers,
+    quantization_risk, quantization_schemes, rank_efficiency,
+)  # fmt: skip
+from streamscope.report.figures.style import save
+
+
+@dataclass(frozen=True)
+class Figure:
+    file: str  # the seed's file name where it has one
+    section: str  # summary, weights, embeddings, activations
+    title: str
+    draw: Callable
+
+
+FIGURES = [
+    Figure("health_dashboard.png", "summary", "Model health dashboard", health_dashboard.draw),
+    Figure("condition_heatmap.png", "weights", "Condition number per matrix", condition_heatmap.draw),
+    Figure("quantization_risk.png", "weights", "Quantization risk", quantization_risk.draw),
+    Figure("quantization_schemes.png", "weights", "Quantization schemes per layer", quantization_schemes.draw),
+    Figure("rank_efficiency.png", "weights", "Rank efficiency", rank_efficiency.draw),
+    Figure("layer_trends.png", "weights", "Per-layer trends", layer_trends.draw),
+    Figure("alpha_histogram.png", "weights", "Power-law alpha", alpha_histogram.draw),
+    Figure("embedding_norms.png", "embeddings", "Embedding row norms", embedding_norms.draw),
+    Figure("norm_layers.png", "embeddings", "Norm layers", norm_layers.draw),
+]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    path: Path  # relative to the figures directory
+    section: str
+    title: str
+
+
+def render(results, out: Path, details: str | int = 10, on_figure: Callable[[], None] | None = None) -> list[Rendered]:
+    """Draw every figure into ``out`` (``figures/``), then the detail figures of the chosen tensors."""
+    done = []
+    for f in FIGURES:
+        fig = f.draw(results)
+        if fig is not None:
+            save(fig, out / f.file)
+            done.append(Rendered(Path(f.file), f.section, f.title))
+        if on_figure:
+            on_figure()
+    for name in layer_details.chosen(results, details):
+        stem = layer_details.file_stem(name)
+        for kind, draw in (("distribution", layer_details.distribution), ("singular_values", layer_details.singular_values)):
+            fig = draw(results, name)
+            if fig is not None:
+                rel = Path("layer_details") / f"{stem}_{kind}.png"
+                save(fig, out / rel)
+                done.append(Rendered(rel, "details", f"{name}: {kind.replace('_', ' ')}"))
+        if on_figure:
+            on_figure()
+    return done
