@@ -27,6 +27,7 @@ def runs(smoke: bool) -> dict[str, list[str]]:
             "scan_small": ["bench_scan.py", "--smoke"],
             "svd_small": ["bench_svd.py", "--smoke"],
             "memory_small": ["bench_memory.py", "--smoke"],
+            "embeddings_small": ["bench_embeddings.py", "--smoke"],
             "bench_small": ["-m", "streamscope.cli", "bench", "--size", "4MB", "--layout", "small", "--device", "cpu", "--json"],
         }
     return {
@@ -35,6 +36,7 @@ def runs(smoke: bool) -> dict[str, list[str]]:
         "scan_embedding_512MB": ["bench_scan.py", "--layout", "qwen2.5-72b-embedding", "--budget", "512MB", "--skip-naive"],
         "scan_embedding_512MB_all": ["bench_scan.py", "--layout", "qwen2.5-72b-embedding", "--budget", "512MB", "--skip-naive", "--analyses", ALL],
         "memory_embedding_256MB": ["bench_memory.py", "--layout", "qwen2.5-0.5b-embedding", "--budget", "256MB"],
+        "embeddings_72b_1GB": ["bench_embeddings.py", "--layout", "qwen2.5-72b-embedding", "--budget", "1GB", "--k-range", "2:32"],
         "svd_4096x11008": ["bench_svd.py"],
         "weightwatcher": ["bench_weightwatcher.py"],
         "bench_cpu": ["-m", "streamscope.cli", "bench", "--size", "1GB", "--device", "cpu", "--memory-budget", "512MB", "--json",
@@ -94,6 +96,13 @@ def readme(results: Path) -> str:
                   "| --- | ---: | ---: | ---: | --- | ---: | --- |",
                   f"| {f['layout']} | {f['budget'] >> 20} MiB | {f['interpreter_rss'] / 2**20:.0f} | {f['peak_rss'] / 2**20:.0f} | "
                   f"{'met' if f['met'] else 'missed'} | {f['seconds']:.1f} | {f['spectral_method']} |"]  # fmt: skip
+    f = load("embeddings_72b_1GB")
+    if f:
+        lines += ["", "## Embedding study (`streamscope embeddings`, k-means for every k of the range)", "",
+                  "| layout | k range | budget | seconds | peak RSS (MiB) | interpreter alone (MiB) | chosen k | passes over the rows |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+                  f"| {f['layout']} | {f['k_range']} | {f['budget'] >> 20} MiB | {f['seconds']:.0f} | {f['peak_rss'] / 2**20:.0f} | "
+                  f"{f['interpreter_rss'] / 2**20:.0f} | {f['k']} | {f['passes']} |"]  # fmt: skip
     f = load("svd_4096x11008")
     if f:
         s = f["seconds"]

@@ -12,7 +12,7 @@ from streamscope.errors import CheckpointError, DeviceError, HeaderError, Option
 
 __version__ = "0.1.0"
 
-_API = ("Checkpoint", "ScanResult", "Tensor", "open", "scan", "build_report", "params", "params_frame", "compare", "compare_frame")
+_API = ("Checkpoint", "ScanResult", "Tensor", "open", "scan", "embeddings", "build_report", "params", "params_frame", "compare", "compare_frame")
 
 __all__ = [*_API, "CheckpointError", "DeviceError", "HeaderError", "OptionError", "StreamscopeError"]
 

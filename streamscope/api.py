@@ -15,7 +15,7 @@ from streamscope.io.handles import Checkpoint, Tensor
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Checkpoint", "ScanResult", "Tensor", "open", "scan", "build_report", "params", "params_frame", "compare", "compare_frame"]
+__all__ = ["Checkpoint", "ScanResult", "Tensor", "open", "scan", "embeddings", "build_report", "params", "params_frame", "compare", "compare_frame"]
 
 
 def open(path: str | os.PathLike) -> Checkpoint:  # noqa: A001 - mirrors the builtin on purpose
@@ -94,6 +94,42 @@ def build_report(results: str | os.PathLike, *, out: str | os.PathLike | None = 
     from streamscope.report.build import make_report
 
     return make_report(results, out, details)
+
+
+def embeddings(
+    path: str | os.PathLike,
+    *,
+    out: str | os.PathLike | None = None,
+    clusters: str | int = "auto",
+    k_range: str | tuple[int, int] = (2, 32),
+    metric: str = "euclidean",
+    random_state: int = 0,
+    memory_budget: int | str = "1GB",
+    device: str = "auto",
+    progress: bool = False,
+) -> dict:
+    """The embedding study: row-norm statistics, the embedding-related norm layers, and k-means clusters.
+
+    Every embedding matrix (input embeddings, an untied output matrix, vision patch embeddings) is clustered with
+    k-means++ on a seeded sample, a mini-batch pass and full Lloyd passes over all rows streamed in blocks, for
+    every k of ``k_range`` (the elbow); ``clusters="auto"`` takes the knee of the elbow curve.
+
+    Returns:
+        ``{"norms", "norm_layers", "clusters": {tensor: {"k", "metric", "elbow", "sizes", "clusters"}}}``, also
+        written to ``out/embeddings.json`` with ``clusters.csv`` and ``arrays.zarr/embeddings/<tensor>/``.
+
+    Example:
+        >>> streamscope.embeddings("Qwen2.5-7B/", out="results/qwen", k_range="2:16")  # doctest: +SKIP
+    """
+    from streamscope.analyses.clusters import ClusterOptions
+    from streamscope.engine import embeddings as study
+    from streamscope.engine.options import ScanOptions
+
+    options = ScanOptions.build((), memory_budget=memory_budget, device=device)
+    cluster_options = ClusterOptions.parse(clusters, k_range, metric, random_state)
+    index = CheckpointIndex.from_path(path)
+    out = out if out is not None else tempfile.mkdtemp(prefix="streamscope-embeddings-")
+    return study.run(index, options, cluster_options, out, progress=progress)
 
 
 def params(path: str | os.PathLike, *, name: str | None = None) -> dict:

@@ -173,6 +173,53 @@ def report(
 
 @app.command()
 @handles_errors
+def embeddings(
+    path: Annotated[Path, typer.Argument(help="A .safetensors file or a checkpoint directory.")],
+    *,
+    out: OutOpt = None,
+    clusters: Annotated[str, typer.Option("--clusters", help="auto (the knee of the elbow curve) or a number of clusters.")] = "auto",
+    k_range: Annotated[str, typer.Option("--k-range", help="LOW:HIGH, the k of the elbow curve.")] = "2:32",
+    metric: Annotated[str, typer.Option("--metric", help="euclidean or cosine (spherical k-means).")] = "euclidean",
+    random_state: Annotated[int, typer.Option("--random-state", help="Seed of the sample and the k-means++ seeding.")] = 0,
+    memory_budget: BudgetOpt = "1GB",
+    device: DeviceOpt = "auto",
+    report: Annotated[bool, typer.Option("--report", help="Also draw the figures and write report.html into --out.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """The embedding study: row norms, embedding-related norm layers, and k-means clusters with the elbow.
+
+    Example: [bold]streamscope embeddings Qwen2.5-7B/ --out results/qwen-emb --k-range 2:24 --metric cosine[/]
+    """
+    from streamscope.api import embeddings as study
+
+    out = out or Path("results") / f"{path.stem if path.is_file() else path.resolve().name}-embeddings"
+    result = study(path, out=out, clusters=clusters, k_range=k_range, metric=metric, random_state=random_state,
+                   memory_budget=memory_budget, device=device, progress=not quiet)  # fmt: skip
+    if not quiet:
+        from rich.table import Table
+
+        t = Table(title="Embedding clusters")
+        for c in ("matrix", "k", "rule", "inertia", "silhouette", "largest clusters (size: nearest tokens)"):
+            t.add_column(c)
+        for name, c in result["clusters"].items():
+            chosen = next(e for e in c["elbow"] if e["k"] == c["k"])
+            top = sorted(c["clusters"], key=lambda cl: -cl["size"])[:3]
+            words = "; ".join(f"{cl['size']}: " + ", ".join(str(t["token"]) if t["token"] is not None else f"#{t['id']}" for t in cl["tokens"][:3]) for cl in top)
+            sil = chosen["silhouette"]
+            t.add_row(name, str(c["k"]), "knee" if "knee" in c["k_rule"] else "given", f"{chosen['inertia']:.4g}", "-" if sil is None else f"{sil:.3f}", words)
+        console.print(t)
+        console.print(f"results in [bold]{out}[/]: embeddings.json, clusters.csv, arrays.zarr")
+    if report:
+        from streamscope.report.build import make_report
+
+        page = make_report(out, progress=not quiet)
+        if not quiet:
+            console.print(f"report: [bold]{page}[/]")
+
+
+@app.command()
+@handles_errors
 def params(
     path: Annotated[Path, typer.Argument(help="A .safetensors file or a checkpoint directory.")],
     *,

@@ -134,6 +134,21 @@ def _embeddings_table(results) -> str:
     return "\n".join(rows) + "</table>"
 
 
+def _clusters_table(results) -> str:
+    studies = (results.embeddings or {}).get("clusters") or {}
+    out = []
+    for name, c in studies.items():
+        out.append(f"<h3>{_e(name)}: k = {c['k']} ({_e(c['metric'])}; {_e(c['k_rule'])})</h3>")
+        out.append("<table><tr><th>cluster</th><th>size</th><th>mean norm</th><th class=name>tokens nearest the centroid</th>"
+                   "<th class=name>random members</th></tr>")  # fmt: skip
+        tok = lambda rows: ", ".join(repr(t["token"]) if t.get("token") is not None else f"#{t['id']}" for t in rows)  # noqa: E731
+        for cl in c["clusters"]:
+            out.append(f"<tr><td>{cl['id']}</td><td>{cl['size']}</td><td>{_num(cl['mean_norm'])}</td>"
+                       f"<td class=text>{_e(tok(cl['tokens']))}</td><td class=text>{_e(tok(cl['random_members']))}</td></tr>")  # fmt: skip
+        out.append("</table>")
+    return "\n".join(out)
+
+
 def _tensor_table(results) -> str:
     head = '<th class=name data-col="tensor">tensor</th>' + "".join(f'<th data-col="{_e(k)}">{_e(h)}</th>' for h, _, k in COLUMNS)
     rows = []
@@ -154,7 +169,7 @@ def write_report(results, figures_dir: Path, rendered: list[Rendered], path: Pat
     for r in rendered:
         by_section.setdefault(r.section, []).append(r)
     parts = []
-    extra = {"summary": _summary(results), "embeddings": _embeddings_table(results)}
+    extra = {"summary": _summary(results) if results.tensors else "", "embeddings": _embeddings_table(results) + _clusters_table(results)}
     nav = []
     for key, title in SECTIONS:
         figs = by_section.get(key, [])
@@ -167,10 +182,11 @@ def write_report(results, figures_dir: Path, rendered: list[Rendered], path: Pat
             item = f"<figure>{_img(figures_dir / r.path, r.title)}<figcaption>{_e(r.title)} ({_e(r.path.as_posix())})</figcaption></figure>"
             items.append(f"<details><summary>{_e(r.title)}</summary>{item}</details>" if key == "details" else item)
         parts.append(f'<section id="{key}"><h2>{_e(title)}</h2>{body}{"".join(items)}</section>')
-    nav += ['<a href="#table">All tensors</a>', '<a href="#run">Run</a>']
-    parts.append(f'<section id="table"><h2>All tensors ({len(results.tensors)})</h2><p>Click a column header to sort.</p>{_tensor_table(results)}</section>')
-    options = results.model.get("options") or {}
-    timing = results.model.get("timing") or {}
+    nav += (['<a href="#table">All tensors</a>'] if results.tensors else []) + ['<a href="#run">Run</a>']
+    if results.tensors:
+        parts.append(f'<section id="table"><h2>All tensors ({len(results.tensors)})</h2><p>Click a column header to sort.</p>{_tensor_table(results)}</section>')
+    options = results.model.get("options") or (results.embeddings or {}).get("options") or {}
+    timing = results.model.get("timing") or (results.embeddings or {}).get("timing") or {}
     run = "".join(f"<tr><td class=name>{_e(k)}</td><td class=text>{_e(v)}</td></tr>" for k, v in {**options, **timing}.items())
     parts.append(f'<section id="run"><h2>Run</h2><table>{run}</table></section>')
     title = f"streamscope report: {results.model.get('model_path', results.path)}"

@@ -21,6 +21,7 @@ class Results:
     path: Path
     tensors: dict[str, dict]
     model: dict
+    embeddings: dict | None = None  # embeddings.json of `streamscope embeddings`, when present
     _zarr: object = field(default=None, repr=False)
 
     @classmethod
@@ -31,18 +32,18 @@ class Results:
             StreamscopeError: the directory is not a finished scan's output, naming what is missing.
         """
         path = Path(path)
-        missing = [f for f in ("tensors.json", "model.json") if not (path / f).is_file()]
-        if missing:
-            raise StreamscopeError(f"{path}: not a finished scan's results directory (no {', '.join(missing)}); "
-                                   "run `streamscope scan CHECKPOINT --out DIR` first")  # fmt: skip
-        try:
-            tensors = json.loads((path / "tensors.json").read_text(encoding="utf-8"))
-            model = json.loads((path / "model.json").read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise StreamscopeError(f"{path}: tensors.json or model.json is not valid JSON ({e})") from e
-        if not isinstance(tensors, dict) or not isinstance(model, dict):
-            raise StreamscopeError(f"{path}: tensors.json and model.json must hold JSON objects")
-        return cls(path, tensors, model)
+        scanned = (path / "tensors.json").is_file() and (path / "model.json").is_file()
+        studied = (path / "embeddings.json").is_file()
+        if not scanned and not studied:
+            raise StreamscopeError(f"{path}: not a finished scan's results directory (no tensors.json and model.json, "
+                                   "no embeddings.json); run `streamscope scan CHECKPOINT --out DIR` first")  # fmt: skip
+        tensors = _read(path / "tensors.json") if scanned else {}
+        model = _read(path / "model.json") if scanned else {}
+        embeddings = _read(path / "embeddings.json") if studied else None
+        if embeddings and not model:
+            model = {"model_path": embeddings.get("model_path"), "schema_version": embeddings.get("schema_version"),
+                     "embedding": embeddings.get("norms") or {}}  # fmt: skip
+        return cls(path, tensors, model, embeddings)
 
     @cached_property
     def matrices(self) -> dict[str, dict]:
@@ -57,6 +58,16 @@ class Results:
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 out[n] = float(v)
         return out
+
+    def embedding_array(self, name: str, key: str) -> np.ndarray | None:
+        """An array of the embedding study (``labels``, ``centroids``, ``projection``, ...), or None."""
+        root = self._arrays()
+        if not root or "embeddings" not in root:
+            return None
+        for _, g in root["embeddings"].groups():
+            if g.attrs.get("tensor") == name and key in g:
+                return np.asarray(g[key][:])
+        return None
 
     def _arrays(self):
         if self._zarr is None:
@@ -95,3 +106,13 @@ class Results:
             return None
         g = self._arrays()["tensors"][group]
         return np.asarray(g[key][:]) if key in g else None
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise StreamscopeError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise StreamscopeError(f"{path}: must hold a JSON object")
+    return data

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from streamscope.report.figures import (
-    alpha_histogram, condition_heatmap, embedding_norms, health_dashboard, layer_details, layer_trends, norm_layers,
+    alpha_histogram, condition_heatmap, embedding_clusters, embedding_norms, health_dashboard, layer_details, layer_trends, norm_layers,
     quantization_risk, quantization_schemes, rank_efficiency,
 )  # fmt: skip
 from streamscope.report.figures.style import save
@@ -36,6 +36,8 @@ FIGURES = [
     Figure("alpha_histogram.png", "weights", "Power-law alpha", alpha_histogram.draw),
     Figure("embedding_norms.png", "embeddings", "Embedding row norms", embedding_norms.draw),
     Figure("norm_layers.png", "embeddings", "Norm layers", norm_layers.draw),
+    Figure("embedding_elbow.png", "embeddings", "Embedding clusters: elbow and silhouette", embedding_clusters.elbow),
+    Figure("embedding_clusters.png", "embeddings", "Embedding clusters on the two leading principal axes", embedding_clusters.projection),
 ]
 
 
@@ -50,6 +52,8 @@ def render(results, out: Path, details: str | int = 10, on_figure: Callable[[], 
     """Draw every figure into ``out`` (``figures/``), then the detail figures of the chosen tensors."""
     done = []
     for f in FIGURES:
+        if not results.tensors and f.section == "weights" or (not results.tensors and f.file == "health_dashboard.png"):
+            continue  # an embedding study alone: no weight figures
         fig = f.draw(results)
         if fig is not None:
             save(fig, out / f.file)

@@ -1,0 +1,199 @@
+"""k-means clusters of one embedding matrix's rows, with the elbow over a range of k, silhouettes and a 2-D PCA.
+
+``study`` streams the matrix (``blocks()``: row blocks on the device, each call a new pass):
+1. one pass gathers a seeded sample of rows and the column mean and covariance (float32, for the PCA; when the
+   covariance would not fit the memory left to analyses, the PCA comes from the sample and says so);
+2. for every k of the range, the best of three k-means++ seedings refined on the sample, one mini-batch pass
+   over all rows, then full Lloyd passes over all rows for every k at once until each k's inertia settles
+   (``kernels.kmeans``);
+3. ``auto`` picks k at the knee of the elbow curve (Kneedle: farthest below the chord of the normalised curve);
+4. a last pass labels every row with the chosen k's clusters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamscope.errors import OptionError
+
+KNEE_RULE = "knee of the elbow curve: the k farthest below the chord joining its ends, k and inertia scaled to [0, 1] (Kneedle)"
+METRICS = ("euclidean", "cosine")
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    clusters: str | int = "auto"  # auto, or a fixed k
+    k_range: tuple[int, int] = (2, 32)
+    metric: str = "euclidean"
+    random_state: int = 0
+    sample_rows: int = 20000
+    silhouette_rows: int = 2000
+    max_iter: int = 30
+    tol: float = 1e-4
+
+    @classmethod
+    def parse(cls, clusters: str | int = "auto", k_range: str | tuple = (2, 32), metric: str = "euclidean", random_state: int = 0, **kw) -> "ClusterOptions":
+        if isinstance(k_range, str):
+            try:
+                lo, hi = (int(p) for p in k_range.split(":"))
+            except ValueError:
+                raise OptionError(f"--k-range must be LOW:HIGH, e.g. 2:32; got {k_range!r}") from None
+        else:
+            lo, hi = k_range
+        if not 1 <= lo < hi <= 1024:
+            raise OptionError(f"--k-range must satisfy 1 <= LOW < HIGH <= 1024; got {lo}:{hi}")
+        if metric not in METRICS:
+            raise OptionError(f"--metric must be euclidean or cosine; got {metric!r}")
+        if str(clusters) != "auto":
+            try:
+                clusters = int(clusters)
+            except ValueError:
+                raise OptionError(f"--clusters must be auto or a number; got {clusters!r}") from None
+            if not 1 <= clusters <= 4096:
+                raise OptionError(f"--clusters must be between 1 and 4096; got {clusters}")
+        return cls(clusters, (lo, hi), metric, int(random_state), **kw)
+
+    def ks(self, rows: int) -> list[int]:
+        if self.clusters != "auto":
+            return [min(int(self.clusters), rows)]
+        return list(range(self.k_range[0], min(self.k_range[1], rows) + 1))
+
+
+@dataclass
+class Study:
+    """What ``study`` found for one matrix; ``to_json`` gives its part of ``embeddings.json``."""
+
+    k: int
+    metric: str
+    rule: str
+    elbow: list[dict]
+    labels: np.ndarray  # (rows,) int32
+    distances: np.ndarray  # (rows,) float32, squared distance to the own centroid (in the metric's space)
+    centroids: np.ndarray  # (k, cols) float32
+    sample_rows: np.ndarray  # rows of the 2-D projection
+    projection: np.ndarray  # (len(sample_rows), 2)
+    projection_labels: np.ndarray
+    pca_from: str
+    passes: int
+
+
+def study(blocks, rows: int, cols: int, options: ClusterOptions, device, analysis_bytes: int, on_pass=None) -> Study:
+    import torch
+
+    from streamscope.kernels import kmeans
+
+    gen = torch.Generator().manual_seed(options.random_state)
+    ks = options.ks(rows)
+    n_sample = min(rows, max(options.sample_rows, 20 * max(ks)))
+    chosen_rows = torch.randperm(rows, generator=gen)[:n_sample].sort().values
+    use_cov = cols * cols * 4 + cols * 8 <= analysis_bytes
+    sample, mean, cov = _first_pass(blocks, chosen_rows, cols, options.metric, use_cov, device)
+    passes = 1
+    if on_pass:
+        on_pass(passes)
+    centers = [kmeans.seed_centers(sample, k, gen, options.metric).to(device) for k in ks]
+    centers = kmeans.minibatch(blocks, centers, options.metric)
+    passes += 1
+    if on_pass:
+        on_pass(passes)
+    centers, inertia, iters = kmeans.lloyd(blocks, centers, options.metric, options.max_iter, options.tol,
+                                           on_pass=(lambda i: on_pass(passes + i)) if on_pass else None)  # fmt: skip
+    passes += max(iters)
+    sil_n = min(options.silhouette_rows, n_sample)
+    sil_sample = sample[torch.randperm(n_sample, generator=gen)[:sil_n]].to(device)
+    elbow = []
+    for k, c, v in zip(ks, centers, inertia):
+        lab, _ = kmeans.assign(sil_sample, c, options.metric)
+        elbow.append({"k": k, "inertia": v, "silhouette": kmeans.silhouette(kmeans.prepare(sil_sample, options.metric), lab) if k > 1 else float("nan"),
+                      "lloyd_passes": iters[ks.index(k)]})  # fmt: skip
+    k = kmeans.knee(ks, inertia) if options.clusters == "auto" else ks[0]
+    best = centers[ks.index(k)]
+    labels = np.empty(rows, np.int32)
+    dist = np.empty(rows, np.float32)
+    for r0, r1, block in blocks():
+        lab, d = kmeans.assign(block, best, options.metric)
+        labels[r0:r1] = lab.cpu().numpy()
+        dist[r0:r1] = d.cpu().numpy()
+    passes += 1
+    components, pca_from = _components(cov, mean, sample, use_cov)
+    centred = kmeans.prepare(sample, options.metric) - mean.to(torch.float32)
+    projection = (centred @ components).numpy()  # (n_sample, 2)
+    return Study(k, options.metric, KNEE_RULE if options.clusters == "auto" else "given", elbow, labels, dist,
+                 best.cpu().numpy().astype(np.float32), chosen_rows.numpy(), projection, labels[chosen_rows.numpy()], pca_from, passes)  # fmt: skip
+
+
+def _first_pass(blocks, chosen_rows, cols: int, metric: str, use_cov: bool, device):
+    """(sample rows, column mean, covariance or None) in one pass."""
+    import torch
+
+    from streamscope.kernels.kmeans import prepare
+
+    sample = torch.empty(len(chosen_rows), cols, dtype=torch.float32)
+    total = torch.zeros(cols, dtype=torch.float64, device=device)
+    gram = torch.zeros(cols, cols, dtype=torch.float32, device=device) if use_cov else None
+    n = 0
+    at = 0
+    for r0, r1, block in blocks():
+        x = prepare(block, metric)
+        total += x.sum(0, dtype=torch.float64)
+        if gram is not None:
+            gram.addmm_(x.T, x)
+        n += x.shape[0]
+        hi = int(torch.searchsorted(chosen_rows, r1))
+        if hi > at:
+            sample[at:hi] = x[(chosen_rows[at:hi] - r0).to(x.device)].cpu()
+            at = hi
+    mean = (total / max(n, 1)).cpu()
+    cov = None
+    if gram is not None:
+        cov = gram.double().cpu() / max(n, 1) - torch.outer(mean, mean)
+    return sample, mean, cov
+
+
+def _components(cov, mean, sample, use_cov: bool):
+    """The two leading principal directions (cols, 2) float32, and where they came from."""
+    import torch
+
+    if cov is None:
+        centred = sample.double() - sample.double().mean(0)
+        cov = centred.T @ centred / max(1, centred.shape[0] - 1)
+        source = f"the covariance of a {sample.shape[0]}-row sample (the full covariance would not fit the memory budget)"
+    else:
+        source = "the streamed covariance of all rows"
+    q = min(8, cov.shape[0])
+    v = torch.linalg.qr(torch.randn(cov.shape[0], q, generator=torch.Generator().manual_seed(0), dtype=torch.float64)).Q
+    for _ in range(60):  # subspace iteration on the covariance: only the leading directions are needed
+        v = torch.linalg.qr(cov @ v).Q
+    evals, evecs = torch.linalg.eigh(v.T @ cov @ v)
+    top = v @ evecs[:, evals.argsort(descending=True)[:2]]
+    top = top * torch.sign(top.sum(0) + 1e-300)  # deterministic signs
+    return top.to(torch.float32), source
+
+
+def cluster_table(s: Study, norms: np.ndarray | None, decode, random_state: int, top: int = 5) -> list[dict]:
+    """Per cluster: size, mean row norm, the tokens nearest the centroid and a few random members."""
+    rng = np.random.default_rng(random_state)
+    order = np.argsort(s.labels, kind="stable")
+    bounds = np.searchsorted(s.labels[order], np.arange(s.k + 1))
+    out = []
+    for c in range(s.k):
+        members = order[bounds[c] : bounds[c + 1]]
+        nearest = members[np.argsort(s.distances[members], kind="stable")[:top]]
+        random = rng.choice(members, size=min(top, members.size), replace=False) if members.size else members
+        token = lambda i: {"id": int(i), "token": decode(int(i))}  # noqa: E731
+        out.append({
+            "id": c,
+            "size": int(members.size),
+            "mean_norm": float(norms[members].mean()) if norms is not None and members.size else float("nan"),
+            "mean_distance": float(np.sqrt(np.maximum(s.distances[members], 0)).mean()) if members.size else float("nan"),
+            "tokens": [token(i) for i in nearest],
+            "random_members": [token(i) for i in sorted(random)],
+        })  # fmt: skip
+    return out
+
+
+def finite(v: float) -> float | None:
+    return v if isinstance(v, float) and math.isfinite(v) else None
