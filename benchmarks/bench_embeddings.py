@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from streamscope.bench import machine, warm
+from streamscope.bench import machine, run_timed, warm
 from streamscope.synthetic import save_tensors, write_layout
 from streamscope.units import parse_bytes
 
@@ -25,14 +23,8 @@ CACHE = Path(__file__).resolve().parent / ".cache"
 
 
 def run(path: Path, budget: str, k_range: str, out: Path) -> tuple[int, float]:
-    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "streamscope", "embeddings", str(path), "--out", str(out),
-           "--k-range", k_range, "--memory-budget", budget, "--device", "cpu", "--quiet"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode:
-        raise SystemExit(f"embeddings failed:\n{proc.stderr[-3000:]}")
-    kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", proc.stderr).group(1)
-    return kib * 1024, sum(float(x) * 60**i for i, x in enumerate(reversed(wall.split(":"))))
+    return run_timed([sys.executable, "-m", "streamscope", "embeddings", str(path), "--out", str(out), "--k-range", k_range,
+                      "--memory-budget", budget, "--device", "cpu", "--quiet"])  # fmt: skip
 
 
 def main() -> dict:

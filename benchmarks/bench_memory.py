@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from streamscope.bench import machine, warm
+from streamscope.bench import machine, run_timed, warm
 from streamscope.synthetic import save_tensors, write_layout
 from streamscope.units import parse_bytes
 
@@ -26,15 +24,9 @@ CACHE = Path(__file__).resolve().parent / ".cache"
 
 def peak_rss(path: Path, budget: str, out: Path) -> tuple[int, float, dict]:
     """(peak RSS bytes, wall seconds, model.json) of one CLI scan in a child under /usr/bin/time -v."""
-    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "streamscope", "scan", str(path), "--out", str(out),
-           "--analyses", "all", "--memory-budget", budget, "--device", "cpu", "--quiet", "--no-resume"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode:
-        raise SystemExit(f"scan failed:\n{proc.stderr[-3000:]}")
-    kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", proc.stderr).group(1)
-    seconds = sum(float(x) * 60**i for i, x in enumerate(reversed(wall.split(":"))))
-    return kib * 1024, seconds, json.loads((out / "model.json").read_text())
+    rss, seconds = run_timed([sys.executable, "-m", "streamscope", "scan", str(path), "--out", str(out), "--analyses", "all",
+                              "--memory-budget", budget, "--device", "cpu", "--quiet", "--no-resume"])  # fmt: skip
+    return rss, seconds, json.loads((out / "model.json").read_text())
 
 
 def main() -> dict:

@@ -199,6 +199,18 @@ def run_child(method: str, path: str | Path, **kwargs) -> dict:
     return result
 
 
+def run_timed(cmd: list[str]) -> tuple[int, float]:
+    """Run ``cmd`` under ``/usr/bin/time -v``: (peak RSS in bytes, wall seconds); exits with its stderr on failure."""
+    import re
+
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd[:4])} failed:\n{proc.stderr[-3000:]}")
+    kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", proc.stderr).group(1)
+    return kib * 1024, sum(float(x) * 60**i for i, x in enumerate(reversed(wall.split(":"))))
+
+
 def warm(path: str | Path) -> None:
     """Read every shard once so that all methods start from the page cache."""
     for f in CheckpointIndex.from_path(path).files:

@@ -129,10 +129,13 @@ def test_directory_without_index_and_duplicates(tmp_path):
 def test_paths_that_are_not_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="no such file"):
         CheckpointIndex.from_path(tmp_path / "nope")
-    (tmp_path / "pytorch_model.bin").write_bytes(b"x")
-    with pytest.raises(CheckpointError, match="holds no .safetensors file.*pytorch_model.bin"):
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="holds no checkpoint file.*model.onnx"):
         CheckpointIndex.from_path(tmp_path)
-    with pytest.raises(CheckpointError, match="not a .safetensors file"):
+    with pytest.raises(CheckpointError, match="not a checkpoint file streamscope can read"):
+        CheckpointIndex.from_path(tmp_path / "model.onnx")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch zip checkpoint"):
         CheckpointIndex.from_path(tmp_path / "pytorch_model.bin")
 
 

@@ -256,7 +256,7 @@ def test_results_of_different_checkpoints_never_mix(tmp_path, monkeypatch):
     streamscope.scan(a, **args)
     streamscope.scan(b, **args)
     again = streamscope.scan(a, **args)
-    fresh = streamscope.scan(a, analyses="all", out=tmp_path / "fresh")
+    streamscope.scan(a, analyses="all", out=tmp_path / "fresh")
     assert again.model["timing"]["tensors_reused"] == 2
     mixed, clean = (zarr.open_group(str(d / "arrays.zarr"), mode="r") for d in (out, tmp_path / "fresh"))
     np.testing.assert_array_equal(mixed["histograms/edges"][:], clean["histograms/edges"][:])

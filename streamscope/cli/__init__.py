@@ -37,6 +37,15 @@ SelectOpt = Annotated[Optional[str], typer.Option("--select", "-s", help="Regex:
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse finished tensors of an interrupted run.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors (or set STREAMSCOPE_DEBUG=1).")]
+ReportOpt = Annotated[bool, typer.Option("--report", help="Also draw the figures and write report.html into --out.")]
+
+
+def _report(results: Path, out: Path | None = None, details: str = "10", quiet: bool = False) -> None:
+    from streamscope.report.build import make_report
+
+    page = make_report(results, out, details, progress=not quiet)
+    if not quiet:
+        console.print(f"report: [bold]{page}[/] (figures in {page.parent / 'figures'})")
 
 
 def _version(value: bool) -> None:
@@ -105,7 +114,7 @@ def scan(
     native: Annotated[bool, typer.Option("--native/--no-native", help="Use the C block kernel when built (same results).")] = True,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="dask.distributed scheduler address, or 'local'.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes for --scheduler local.")] = None,
-    report: Annotated[bool, typer.Option("--report", help="Also draw the figures and write report.html into --out.")] = False,
+    report: ReportOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or tables.")] = False,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -142,11 +151,7 @@ def scan(
         print_scan_summary(result.table, result.model, console)
         console.print(f"results in [bold]{result.out}[/]: tensors.json, tensors.csv, tensors.parquet, model.json, arrays.zarr")
     if report:
-        from streamscope.report.build import make_report
-
-        page = make_report(result.out, progress=not (quiet or as_json))
-        if not (quiet or as_json):
-            console.print(f"report: [bold]{page}[/] (figures in {page.parent / 'figures'})")
+        _report(result.out, quiet=quiet or as_json)
     if result.errors:
         raise typer.Exit(1)
 
@@ -165,10 +170,7 @@ def report(
 
     Example: [bold]streamscope report results/Qwen2.5-7B --details 20[/]
     """
-    from streamscope.report.build import make_report
-
-    page = make_report(results, out, details, progress=not quiet)
-    console.print(f"report: [bold]{page}[/] (figures in {page.parent / 'figures'})")
+    _report(results, out, details)
 
 
 @app.command()
@@ -183,7 +185,7 @@ def embeddings(
     random_state: Annotated[int, typer.Option("--random-state", help="Seed of the sample and the k-means++ seeding.")] = 0,
     memory_budget: BudgetOpt = "1GB",
     device: DeviceOpt = "auto",
-    report: Annotated[bool, typer.Option("--report", help="Also draw the figures and write report.html into --out.")] = False,
+    report: ReportOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -211,11 +213,7 @@ def embeddings(
         console.print(t)
         console.print(f"results in [bold]{out}[/]: embeddings.json, clusters.csv, arrays.zarr")
     if report:
-        from streamscope.report.build import make_report
-
-        page = make_report(out, progress=not quiet)
-        if not quiet:
-            console.print(f"report: [bold]{page}[/]")
+        _report(out, quiet=quiet)
 
 
 @app.command()

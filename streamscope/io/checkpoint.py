@@ -65,7 +65,7 @@ class CheckpointIndex:
             if found is None:
                 other = formats.other_files(path)
                 hint = f" (found {', '.join(other[:3])}: convert to safetensors first)" if other else ""
-                raise CheckpointError(f"{path}: the directory holds no .safetensors file{hint}")
+                raise CheckpointError(f"{path}: the directory holds no checkpoint file (.safetensors, .gguf, .bin, .pt){hint}")
             fmt, shard_paths, index_file = found
             if index_file is not None:
                 weight_map = {n: _shard_path(index_file, root, f) for n, f in _read_index(index_file).items()}
@@ -86,7 +86,7 @@ class CheckpointIndex:
                     f"{index_file}: {len(missing)} tensor(s) named in weight_map are not in their shard's header, "
                     f"e.g. {missing[0]!r} (expected in {weight_map[missing[0]].name})"
                 )
-        config = _read_json(root / "config.json")
+        config = _read_json(root / "config.json") or next((f.config for f in files if f.config), None)
         tokenizer = next((root / n for n in TOKENIZER_FILES if (root / n).is_file()), None)
         return cls(path, root, files, tensors, config, tokenizer, {n: classify(n) for n in tensors})
 

@@ -3,9 +3,9 @@
 A format is a ``Format`` entry in ``FORMATS``: how to recognise its files (``suffixes``, ``sniff`` on the first
 16 bytes), how to parse one file's header into a ``ShardFile`` (``open_file``: tensor infos, metadata, no
 tensor byte read), and the suffix of its shard index (``index_suffix``: a JSON ``weight_map`` from tensor
-name to file). ``plain`` formats store each tensor as a little-endian array of its dtype, which
-``io.reader.RawReader`` reads zero-copy; a format that stores blocks otherwise (quantized GGUF, say) sets
-``plain=False`` and gives ``read_float(info, block) -> float tensor``.
+name to file). A tensor whose dtype is one of ``io.tensor.DTYPES`` is a little-endian array, which
+``io.reader.RawReader`` reads zero-copy whatever the format; any other encoding (GGUF's quantized blocks) is
+decoded by its format's ``read_float(info, block) -> float32 tensor`` (``plain=False`` says a format has one).
 
 Adding a format is one file with its header parser plus one ``Format`` line below.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from streamscope.errors import CheckpointError
-from streamscope.io import safetensors
+from streamscope.io import gguf, pytorch, safetensors
 from streamscope.io.tensor import Block, ShardFile, TensorInfo
 
 
@@ -35,13 +35,14 @@ class Format:
 FORMATS: dict[str, Format] = {
     "safetensors": Format("safetensors", (".safetensors",), ".safetensors.index.json", safetensors.sniff,
                           safetensors.SafetensorsFile.from_path),  # fmt: skip
+    "gguf": Format("gguf", (".gguf",), ".gguf.index.json", gguf.sniff, gguf.open_file, plain=False, read_float=gguf.read_float),
+    "pytorch": Format("pytorch", (".bin", ".pt", ".pth"), ".bin.index.json", pytorch.sniff, pytorch.open_file),
 }
 
 #: Recognised but not readable yet: first bytes or suffix -> what to tell the user.
 _OTHER = (
-    (lambda head, p: head[:4] == b"GGUF" or p.suffix == ".gguf", "a GGUF file, which streamscope does not read yet"),
-    (lambda head, p: head[:4] == b"PK\x03\x04" or p.suffix in (".bin", ".pt", ".pth"),
-     "a PyTorch checkpoint, which streamscope does not read yet; save it with "
+    (lambda head, p: head[:1] == b"\x80" or p.suffix in (".bin", ".pt", ".pth"),
+     "a legacy (pre-zip) PyTorch pickle, which streamscope does not unpickle; re-save it with torch.save or "
      "transformers' save_pretrained(safe_serialization=True)"),
 )
 
@@ -81,5 +82,5 @@ def shards_in(directory: Path) -> tuple[Format, list[Path], Path | None] | None:
 
 
 def other_files(directory: Path) -> list[str]:
-    """Names of files in ``directory`` that look like checkpoints of formats not read yet (for hints)."""
-    return sorted(p.name for p in directory.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".gguf"))
+    """Names of files in ``directory`` that look like checkpoints of other kinds (for hints)."""
+    return sorted(p.name for p in directory.iterdir() if p.suffix in (".ckpt", ".h5", ".msgpack", ".onnx"))

@@ -1,6 +1,6 @@
 """Tensor-name classification: layer index, block type, module and role, from the name alone.
 
-Covers Llama, Qwen2/2.5/3, Qwen2.5-VL, Mistral/Mixtral, Qwen-MoE, Gemma, GPT-2 and BERT naming.
+Covers Llama, Qwen2/2.5/3, Qwen2.5-VL, Mistral/Mixtral, Qwen-MoE, Gemma, GPT-2, BERT and GGUF (llama.cpp) naming.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ BLOCK_TYPES = (
     "norm", "output", "bias", "other",
 )  # fmt: skip
 
-_LAYER = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block|decoder\.layers|encoder\.layer)\.(\d+)\.")
+_LAYER = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block|blk|decoder\.layers|encoder\.layer)\.(\d+)\.")
 _FUSED_PARAMS = {"gate_up_proj", "gate_proj", "up_proj", "down_proj"}
 _EXPERT = re.compile(r"\.experts\.(\d+)\.")
 
@@ -22,7 +22,17 @@ _EXPERT = re.compile(r"\.experts\.(\d+)\.")
 _MODULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(p, re.IGNORECASE if m == "norm" else 0), m)
     for p, m in [
-        (r"(?:^|\.)(?:embed_tokens|wte|word_embeddings|tok_embeddings|embed_in|shared)$", "embedding"),
+        (r"(?:^|\.)(?:embed_tokens|wte|word_embeddings|tok_embeddings|embed_in|shared|token_embd)$", "embedding"),
+        (r"(?:^|\.)ffn_(?:gate|up|down)_exps$", "moe_expert"),  # GGUF names from here to the next comment
+        (r"(?:^|\.)ffn_gate_inp$", "moe_router"),
+        (r"(?:^|\.)attn_q$", "q_proj"),
+        (r"(?:^|\.)attn_k$", "k_proj"),
+        (r"(?:^|\.)attn_v$", "v_proj"),
+        (r"(?:^|\.)attn_qkv$", "qkv_proj"),
+        (r"(?:^|\.)attn_output$", "o_proj"),
+        (r"(?:^|\.)ffn_gate$", "mlp_gate"),
+        (r"(?:^|\.)ffn_up$", "mlp_up"),
+        (r"(?:^|\.)ffn_down$", "mlp_down"),  # end of GGUF names
         (r"(?:^|\.)(?:wpe|position_embeddings|token_type_embeddings|embed_positions)$", "embedding"),
         (r"(?:^|\.)(?:lm_head|embed_out)$|^output$", "output"),
         (r"(?:^|\.)(?:[a-z_]*norm|ln(?:_[a-z0-9]+)?)$", "norm"),

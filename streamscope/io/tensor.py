@@ -62,9 +62,16 @@ class TensorInfo:
     format: str = "safetensors"
 
     @property
+    def plain(self) -> bool:
+        """Stored as a little-endian array of one of ``DTYPES`` (read as is); else its format decodes it."""
+        return self.dtype in DTYPES
+
+    @property
     def itemsize(self) -> int:
-        """Bytes per element (sub-byte types round up; they are never read)."""
-        return DTYPES[self.dtype][0] if self.dtype in DTYPES else -(-UNREADABLE_DTYPES[self.dtype] // 8)
+        """Bytes per element of a plain dtype (sub-byte types round up; they are never read)."""
+        if self.dtype in DTYPES:
+            return DTYPES[self.dtype][0]
+        return -(-UNREADABLE_DTYPES[self.dtype] // 8) if self.dtype in UNREADABLE_DTYPES else max(1, self.nbytes // max(self.numel, 1))
 
     @property
     def unreadable(self) -> str | None:
@@ -72,6 +79,8 @@ class TensorInfo:
         if self.dtype in UNREADABLE_DTYPES:
             kind = "complex" if self.dtype.startswith("C") else "sub-byte float"
             return f"dtype {self.dtype} ({kind}) is not analysed"
+        if self.dtype not in DTYPES:  # a format's own encoding (GGUF quantization): the format says
+            return f"{self.format} type {self.dtype.split('_', 1)[-1]} has no decoder here" if self.dtype.startswith("GGUF_") else None
         import torch
 
         if not hasattr(torch, DTYPES[self.dtype][1]):
@@ -146,3 +155,4 @@ class ShardFile:
     metadata: dict[str, str] = field(default_factory=dict)
     size: int = 0
     format: str = "safetensors"
+    config: dict | None = None  # what the file's own metadata says of the model (GGUF), used without a config.json

@@ -1,0 +1,135 @@
+"""Other checkpoint formats through the format seam: GGUF (llama.cpp) and PyTorch ``.bin`` shards."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import streamscope
+from streamscope.cli import app
+from streamscope.errors import CheckpointError, HeaderError
+
+gguf = pytest.importorskip("gguf")
+Q = gguf.GGMLQuantizationType
+runner = CliRunner()
+
+
+def _k_quant(rng, qtype, rows: int, cols: int) -> np.ndarray:
+    """Raw blocks of a k-quant (the gguf package dequantizes them but cannot quantize): random codes, sane scales."""
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    raw = rng.integers(0, 256, size=(rows, cols // block, size), dtype=np.uint8)
+    raw[..., 0:2] = np.frombuffer(np.float16(0.01).tobytes(), np.uint8)  # d
+    raw[..., 2:4] = np.frombuffer(np.float16(0.005).tobytes(), np.uint8)  # dmin
+    return raw.reshape(rows, -1)
+
+
+def write_gguf(path, seed: int = 0) -> dict[str, np.ndarray]:
+    """A tiny Llama-like GGUF with every common type; returns the numpy-dequantized reference of each tensor."""
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(1)
+    w.add_head_count(4)
+    w.add_head_count_kv(2)
+    w.add_embedding_length(256)
+    w.add_context_length(128)
+    ref = {}
+    for name, qtype, shape in [("token_embd.weight", Q.F16, (64, 256)), ("blk.0.attn_q.weight", Q.Q8_0, (256, 256)),
+                               ("blk.0.attn_k.weight", Q.Q4_0, (128, 256)), ("blk.0.ffn_up.weight", Q.Q4_K, (512, 256)),
+                               ("blk.0.attn_norm.weight", Q.F32, (256,)), ("output.weight", Q.BF16, (64, 256))]:  # fmt: skip
+        a = (rng.normal(size=shape) * 0.02).astype(np.float32)
+        if qtype == Q.F32:
+            w.add_tensor(name, a)
+            ref[name] = a
+        elif qtype == Q.F16:
+            w.add_tensor(name, a.astype(np.float16))
+            ref[name] = a.astype(np.float16).astype(np.float32)
+        else:
+            q = _k_quant(rng, qtype, *shape) if qtype == Q.Q4_K else gguf.quants.quantize(a, qtype)
+            w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=qtype)
+            ref[name] = gguf.quants.dequantize(q, qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return ref
+
+
+def test_gguf_statistics_match_the_numpy_dequantized_reference(tmp_path):
+    ref = write_gguf(tmp_path / "m.gguf")
+    r = streamscope.scan(tmp_path / "m.gguf", out=tmp_path / "o", analyses="all", memory_budget="16MB", block_elems=4096)  # many blocks
+    assert not r.errors and set(r.tensors) == set(ref)
+    for name, a in ref.items():
+        a = a.astype(np.float64)
+        b = r.tensors[name]["basic_stats"]
+        assert b["mean"] == pytest.approx(a.mean(), abs=1e-7 * np.abs(a).mean())  # float32 block sums, float64 merge
+        assert b["std"] == pytest.approx(a.std(ddof=1), rel=1e-6)
+        assert b["abs_max"] == pytest.approx(np.abs(a).max(), rel=1e-7)
+    info = {n: rec["info"] for n, rec in r.tensors.items()}
+    assert info["blk.0.ffn_up.weight"]["dtype"] == "Q4_K" and info["blk.0.ffn_up.weight"]["shape"] == [512, 256]
+    assert (info["blk.0.attn_q.weight"]["block_type"], info["blk.0.attn_q.weight"]["layer_index"]) == ("q_proj", 0)
+    assert info["token_embd.weight"]["block_type"] == "embedding" and "token_embd.weight" in r.model["embedding"]
+    spec = r.tensors["blk.0.attn_q.weight"]["spectral"]
+    assert spec["max_singular_value"] == pytest.approx(float(np.linalg.svd(ref["blk.0.attn_q.weight"].astype(np.float64), compute_uv=False)[0]), rel=1e-6)
+
+
+def test_gguf_params_from_its_metadata(tmp_path):
+    write_gguf(tmp_path / "m.gguf")
+    p = streamscope.params(tmp_path / "m.gguf")
+    assert p["model_type"] == "llama" and p["total_params"] == 64 * 256 * 2 + 256 * 256 + 128 * 256 + 512 * 256 + 256
+    att = p["layers"][0]["attention"]
+    assert (att["num_heads"], att["num_kv_heads"]) == (4, 2)
+
+
+def test_bad_gguf_is_one_line(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 40)
+    with pytest.raises(HeaderError, match="invalid GGUF file"):
+        streamscope.open(bad)
+    result = runner.invoke(app, ["params", str(bad)])
+    assert result.exit_code == 1 and str(bad) in result.output.replace("\n", "") and "Traceback" not in result.output
+
+
+def test_pytorch_bin_shards_scan_like_safetensors(tmp_path):
+    """Two ``pytorch_model-*.bin`` shards and their index, as transformers wrote them before safetensors."""
+    from conftest import build_causal_lm
+    from safetensors.torch import load_file
+
+    st = build_causal_lm(tmp_path / "st", "llama", shard="300KB")
+    state = {}
+    for f in sorted(st.glob("*.safetensors")):
+        state.update(load_file(str(f)))
+    (tmp_path / "bin").mkdir()
+    names = sorted(state)
+    weight_map = {}
+    for i, part in enumerate((names[: len(names) // 2], names[len(names) // 2 :])):
+        shard = f"pytorch_model-{i + 1:05d}-of-00002.bin"
+        torch.save({n: state[n] for n in part}, tmp_path / "bin" / shard)
+        weight_map.update({n: shard for n in part})
+    (tmp_path / "bin" / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (tmp_path / "bin" / "config.json").write_text((st / "config.json").read_text())
+    a = streamscope.scan(st, out=tmp_path / "a", analyses="all")
+    b = streamscope.scan(tmp_path / "bin", out=tmp_path / "b", analyses="all")
+    assert set(a.tensors) == set(b.tensors) and not b.errors
+    for name, rec in a.tensors.items():
+        assert b.tensors[name]["basic_stats"] == rec["basic_stats"], name
+    assert streamscope.params(tmp_path / "bin")["total_params"] == streamscope.params(st)["total_params"]
+    shard = sorted((tmp_path / "bin").glob("*.bin"))[0]
+    assert streamscope.open(shard).index.files[0].format == "pytorch"
+
+
+def test_pickles_with_objects_are_refused(tmp_path):
+    import pathlib
+
+    path = tmp_path / "evil.pt"
+    torch.save({"w": torch.ones(2), "extra": pathlib.PurePosixPath("/x")}, path)  # an object weights_only refuses
+    with pytest.raises(HeaderError, match="holds more than tensors"):
+        streamscope.open(path)
+    result = runner.invoke(app, ["scan", str(path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "weights_only" in result.output and "Traceback" not in result.output
+    with pytest.raises(CheckpointError, match="no flat state dict"):
+        torch.save([torch.ones(2)], tmp_path / "list.pt")
+        streamscope.open(tmp_path / "list.pt")
