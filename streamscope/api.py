@@ -214,21 +214,31 @@ def compare(
         from streamscope.engine.options import ScanOptions, resolve_device
 
         options = ScanOptions.build((), memory_budget=memory_budget, device=device)
-        names = [n for n, t in ia.tensors.items() if n in ib.tensors and ib.tensors[n].shape == t.shape and not is_buffer(t)
+        pairs = _pairs(ia, ib)
+        names = [n for n, t in ia.tensors.items() if n in pairs and pairs[n][0].shape == t.shape and not is_buffer(t)
                  and (pattern is None or pattern.search(n))]  # fmt: skip
         if out is not None:
             out = Path(out)
             workdir, partial = out.parent, f".{out.name}.partial"
         else:
             workdir, partial = Path(tempfile.mkdtemp(prefix="streamscope-compare-")), ".partial"
-        deltas, errors = pipeline.compare_weights(ia, ib, names, options, rank=rank, workdir=workdir, partial=partial,
-                                                  resume=resume, progress=progress)  # fmt: skip
+        deltas, errors = pipeline.compare_weights(ia, ib, {n: pairs[n] for n in names}, options, rank=rank, workdir=workdir,
+                                                  partial=partial, resume=resume, progress=progress)  # fmt: skip
         result["weights"] = deltas
         result["unchanged_tensors"] = sorted(n for n, d in deltas.items() if d["frobenius_norm_change"] == 0)
         result["errors"] = errors
         result["options"] = {"memory_budget": options.memory.total, "device": str(resolve_device(device)), "rank": rank}
-        mark_emptied(result, deltas, ib.names)
+        mark_emptied(result, deltas, ia.names)
     return result
+
+
+def _pairs(a: CheckpointIndex, b: CheckpointIndex) -> dict:
+    """``{name in a: (tensor of b, heads or None)}``: same names, or a GGUF ``b`` matched to ``a``'s names."""
+    if b.files and b.files[0].format == "gguf" and not (a.files and a.files[0].format == "gguf"):
+        from streamscope.io.gguf import original_names
+
+        return {n: (b.tensors[g], heads) for n, (g, heads) in original_names(b, list(a.tensors)).items()}
+    return {n: (b.tensors[n], None) for n in a.tensors if n in b.tensors}
 
 
 def compare_frame(result: dict | str | os.PathLike | tuple) -> "pd.DataFrame":

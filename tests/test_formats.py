@@ -133,3 +133,55 @@ def test_pickles_with_objects_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="no flat state dict"):
         torch.save([torch.ones(2)], tmp_path / "list.pt")
         streamscope.open(tmp_path / "list.pt")
+
+
+def _permute(w: np.ndarray, heads: int) -> np.ndarray:
+    """llama.cpp's q/k row order: each head's two rotary halves interleaved (convert_hf_to_gguf's permute)."""
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def to_gguf(src, path, qtype) -> None:
+    """Convert a tiny Hugging Face Llama to GGUF the way llama.cpp does (names, q/k permutation, quantization)."""
+    from safetensors.numpy import load_file
+
+    config = json.loads((src / "config.json").read_text())
+    state = {}
+    for f in sorted(src.glob("*.safetensors")):
+        state.update({k: v.astype(np.float32) for k, v in load_file(str(f)).items()})  # bf16 arrives as float32-able
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config["num_hidden_layers"])
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(config["num_hidden_layers"])
+    w.add_head_count(config["num_attention_heads"])
+    w.add_head_count_kv(config["num_key_value_heads"])
+    w.add_embedding_length(config["hidden_size"])
+    w.add_context_length(config["max_position_embeddings"])
+    for name, a in state.items():
+        if name.endswith("q_proj.weight"):
+            a = _permute(a, config["num_attention_heads"])
+        elif name.endswith("k_proj.weight"):
+            a = _permute(a, config["num_key_value_heads"])
+        target = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        if qtype == Q.F32 or a.ndim < 2:
+            w.add_tensor(target, np.ascontiguousarray(a))
+        else:
+            q = gguf.quants.quantize(np.ascontiguousarray(a), qtype)
+            w.add_tensor(target, q, raw_shape=q.shape, raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_compare_original_with_its_gguf(tmp_path):
+    from conftest import build_causal_lm
+
+    src = build_causal_lm(tmp_path / "hf", "llama", dtype=torch.float32, head_dim=16, hidden_size=64, intermediate_size=192)
+    to_gguf(src, tmp_path / "exact.gguf", Q.F32)
+    exact = streamscope.compare(src, tmp_path / "exact.gguf", weights=True, memory_budget="16MB")
+    assert len(exact["weights"]) == 30 and not exact["errors"]
+    assert exact["unchanged_tensors"] == sorted(exact["weights"])  # names mapped, q/k rows put back: bit-identical
+    to_gguf(src, tmp_path / "q8.gguf", Q.Q8_0)
+    q8 = streamscope.compare(src, tmp_path / "q8.gguf", weights=True)
+    q = q8["weights"]["model.layers.1.self_attn.q_proj.weight"]
+    assert 0 < q["relative_frobenius_change"] < 0.01 and q["sqnr_db"] > 40 and q["cosine_similarity"] > 0.9999
+    assert q8["weights"]["model.layers.0.input_layernorm.weight"]["relative_frobenius_change"] == 0  # F32 vectors stay exact

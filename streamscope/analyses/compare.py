@@ -122,6 +122,7 @@ def weight_delta(pairs: Callable[..., Iterator[tuple[int, int, "torch.Tensor", "
         "cosine_similarity": ab / math.sqrt(aa * bb) if aa and bb else float("nan"),
         "max_abs_change": max_abs,
         "frobenius_norm_change": math.sqrt(dd),
+        "sqnr_db": 10 * (math.log10(aa) - math.log10(dd)) if aa > 0 and dd > 0 else (math.inf if dd == 0 else -math.inf),
         "after_all_zero": b_absmax == 0.0,
     }
     rows = shape[0] if len(shape) >= 2 else 1

@@ -47,6 +47,7 @@ class PairJob:
     before: TensorInfo
     after: TensorInfo
     rank: int = 8
+    heads: int | None = None  # ``after``'s rows are llama.cpp-permuted within this many heads (GGUF q and k)
 
     @property
     def name(self) -> str:
@@ -61,7 +62,7 @@ class PairJob:
         return (self.before, self.after)
 
     def run(self, runner, on_bytes=None):
-        return runner.run_pair(self.before, self.after, self.rank, on_bytes)
+        return runner.run_pair(self.before, self.after, self.rank, on_bytes, heads=self.heads)
 
 
 OnResult = Callable[[object, object, "str | None"], None]

@@ -162,10 +162,12 @@ def model_results(index: CheckpointIndex, records: dict[str, dict], errors: list
     return model
 
 
-def compare_weights(a: CheckpointIndex, b: CheckpointIndex, names: list[str], options: ScanOptions, *, rank: int,
+def compare_weights(a: CheckpointIndex, b: CheckpointIndex, pairs: dict, options: ScanOptions, *, rank: int,
                     workdir: str | os.PathLike, partial: str = ".partial", resume: bool = True,
                     progress: bool = False) -> tuple[dict[str, dict], list[str]]:  # fmt: skip
-    """Stream every named tensor of ``a`` and ``b`` side by side; ``{name: weight change}`` and the errors.
+    """Stream ``a``'s tensors and their partners in ``b`` side by side; ``{name: weight change}`` and the errors.
+
+    ``pairs``: ``{name in a: (TensorInfo in b, heads or None)}`` (``heads``: see ``TensorRunner.run_pair``).
 
     Goes through the same engine as ``scan``: device, memory budget, progress and resume all hold.
     """
@@ -174,9 +176,9 @@ def compare_weights(a: CheckpointIndex, b: CheckpointIndex, names: list[str], op
     resolve_device(options.device)
     fingerprint = repr(("compare", rank, options.memory.total, options.device))
     with ResultStore(workdir, f"{a.path} -> {b.path}", fingerprint, resume=resume, partial=partial) as store:
-        jobs = [PairJob(a.tensors[n], b.tensors[n], rank) for n in names if not (a.tensors[n].unreadable or b.tensors[n].unreadable)]
+        jobs = [PairJob(a.tensors[n], tb, rank, heads) for n, (tb, heads) in pairs.items() if not (a.tensors[n].unreadable or tb.unreadable)]
         stats = run_jobs(jobs, options, store, progress=progress, label="compare")
-        deltas = {n: store.records[n] for n in names if n in store.records}
+        deltas = {n: store.records[n] for n in pairs if n in store.records}
         if not stats.errors:
             store.discard_partial()
         return deltas, stats.errors

@@ -109,12 +109,18 @@ class TensorRunner:
                 ctx.record[a.key] = result
         return TensorResult(info.name, ctx.record, ctx.arrays)
 
-    def run_pair(self, a: TensorInfo, b: TensorInfo, rank: int, on_bytes: Callable[[int], None] | None = None) -> TensorResult:
-        """Weight change from ``a`` to ``b`` (equal shapes), both streamed side by side within the budget."""
+    def run_pair(self, a: TensorInfo, b: TensorInfo, rank: int, on_bytes: Callable[[int], None] | None = None,
+                 heads: int | None = None) -> TensorResult:  # fmt: skip
+        """Weight change from ``a`` to ``b`` (equal shapes), both streamed side by side within the budget.
+
+        ``heads``: ``b`` stores each head's rows with the two rotary halves interleaved (llama.cpp's q/k
+        permutation); blocks then hold whole heads and ``b``'s rows are put back in ``a``'s order.
+        """
         from streamscope.analyses.compare import weight_delta
 
         half = self.memory.halves().block_elems
-        blocks = plan_blocks(a, half)
+        head_dim = a.rows // heads if heads and a.is_matrix and a.rows % heads == 0 and (a.rows // heads) % 2 == 0 else None
+        blocks = plan_blocks(a, half, align=head_dim or 1)
         if self._second is None:
             self._second = self._new_reader()
 
@@ -123,6 +129,9 @@ class TensorRunner:
             for (block, raw_a), (_, raw_b) in zip(self._stored(a, blocks), second):
                 xa = _matrix(self._to_device(raw_a, "pair_a"), a, block)
                 xb = _matrix(self._to_device(raw_b, "pair_b"), b, block)
+                if head_dim:  # (heads, j, c) -> (heads, c, j): the rotary halves back in place
+                    rows = xb.shape[0]
+                    xb = xb.view(rows // head_dim, head_dim // 2, 2, -1).transpose(1, 2).reshape(rows, -1)
                 yield block.row_start, block.row_stop, xa, xb
                 if report and on_bytes:
                     on_bytes(block.numel * (a.itemsize + b.itemsize))

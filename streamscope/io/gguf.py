@@ -104,3 +104,37 @@ def read_float(info: TensorInfo, block: Block):
     if not info.is_matrix:
         values = values.reshape(-1)[block.start : block.stop]
     return torch.from_numpy(np.ascontiguousarray(values))
+
+
+#: Architectures whose converter (llama.cpp's convert_hf_to_gguf) interleaves the two rotary halves of each
+#: q and k head: rows (h, c, j) of the original become (h, j, c) in the GGUF file.
+PERMUTED_QK = ("llama",)
+
+
+def original_names(index, other_names) -> dict[str, tuple[str, int | None]]:
+    """Match a GGUF checkpoint's tensors to another checkpoint's names (Hugging Face naming).
+
+    Returns:
+        ``{original name: (gguf name, heads)}``; ``heads`` is the number of heads whose rows llama.cpp permuted
+        (q: attention heads, k: KV heads), None where the rows are in the original order.
+    """
+    import gguf as gg
+
+    config = index.config or {}
+    arch_name = config.get("model_type")
+    arch = {v: k for k, v in gg.MODEL_ARCH_NAMES.items()}.get(arch_name)
+    if arch is None:
+        return {}
+    layers = int(config.get("num_hidden_layers") or 0) or 1 + max((i.layer_index for i in index.names.values() if i.layer_index is not None), default=0)
+    names = gg.get_tensor_name_map(arch, layers)
+    heads, kv = config.get("num_attention_heads"), config.get("num_key_value_heads") or config.get("num_attention_heads")
+    out = {}
+    for name in other_names:
+        mapped = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        if mapped not in index.tensors:
+            continue
+        permuted = None
+        if arch_name in PERMUTED_QK and mapped.endswith(".weight"):
+            permuted = heads if ".attn_q." in mapped else kv if ".attn_k." in mapped else None
+        out[name] = (mapped, permuted)
+    return out

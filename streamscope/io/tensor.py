@@ -129,8 +129,9 @@ class Block:
         return self.stop - self.start
 
 
-def plan_blocks(info: TensorInfo, max_elems: int) -> list[Block]:
-    """Split a tensor into blocks of at most ``max_elems`` elements (at least one whole row each)."""
+def plan_blocks(info: TensorInfo, max_elems: int, align: int = 1) -> list[Block]:
+    """Split a tensor into blocks of at most ``max_elems`` elements (at least one whole row each; with ``align``,
+    a multiple of that many rows, e.g. whole attention heads)."""
     n = info.numel
     if n == 0:
         return []
@@ -138,7 +139,7 @@ def plan_blocks(info: TensorInfo, max_elems: int) -> list[Block]:
         step = max(1, max_elems)
         return [Block(s, min(n, s + step), 0, 1) for s in range(0, n, step)]
     cols = info.cols
-    rows_per = max(1, max_elems // max(cols, 1))
+    rows_per = max(align, max_elems // max(cols, 1) // align * align)
     return [
         Block(r * cols, min(info.rows, r + rows_per) * cols, r, min(info.rows, r + rows_per))
         for r in range(0, info.rows, rows_per)
