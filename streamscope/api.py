@@ -18,6 +18,23 @@ if TYPE_CHECKING:
 __all__ = ["Checkpoint", "ScanResult", "Tensor", "open", "scan", "embeddings", "build_report", "params", "params_frame", "compare", "compare_frame"]
 
 
+def _local_index(path, revision: str | None = None, progress: bool = False) -> tuple[CheckpointIndex, dict]:
+    """The index of a local path, or of a hub repo's snapshot (downloaded when not cached), with its provenance."""
+    from streamscope.io import hub
+
+    local, origin = hub.resolve(path, revision=revision, progress=progress)
+    return CheckpointIndex.from_path(local), origin
+
+
+def _header_index(path, revision: str | None = None) -> tuple[CheckpointIndex, dict]:
+    """Headers only: a hub repo's safetensors headers over HTTP ranges, or a local checkpoint's."""
+    from streamscope.io import hub
+
+    if hub.parse(path) is not None:
+        return hub.remote_index(str(path), revision)
+    return CheckpointIndex.from_path(path), hub.provenance(Path(path))
+
+
 def open(path: str | os.PathLike) -> Checkpoint:  # noqa: A001 - mirrors the builtin on purpose
     """Open a checkpoint from its headers alone.
 
@@ -26,7 +43,7 @@ def open(path: str | os.PathLike) -> Checkpoint:  # noqa: A001 - mirrors the bui
         >>> for block in ckpt["model.embed_tokens.weight"].blocks("32MB"):  # doctest: +SKIP
         ...     print(block.shape)
     """
-    return Checkpoint(CheckpointIndex.from_path(path))
+    return Checkpoint(_local_index(path)[0])
 
 
 def scan(
@@ -43,12 +60,15 @@ def scan(
     progress: bool = False,
     scheduler: str | None = None,
     workers: int | None = None,
+    revision: str | None = None,
     **analysis_options,
 ) -> ScanResult:
     """Stream every (selected) tensor of a checkpoint once through the requested analyses.
 
     Args:
-        path: checkpoint file or directory (see ``CheckpointIndex.from_path``).
+        path: checkpoint file or directory (see ``CheckpointIndex.from_path``), or a hub repo id
+            (``Qwen/Qwen2.5-7B``, ``hf://Qwen/Qwen2.5-7B@main``): its safetensors, JSON and tokenizer files are
+            downloaded (nothing when cached) and its ``model_id``/``revision`` recorded.
         out: directory for ``tensors.json/csv/parquet``, ``model.json`` and ``arrays.zarr``; a temporary
             directory when None.
         analyses: names or aliases (``basic``, ``sparsity``, ``quantization``, ``spectral``, ...), a
@@ -79,9 +99,10 @@ def scan(
     block_elems = analysis_options.pop("block_elems", None)
     options = ScanOptions.build(analyses, select=select, memory_budget=memory_budget, device=device, reader=reader,
                                 native=native, block_elems=block_elems, **analysis_options)  # fmt: skip
-    index = CheckpointIndex.from_path(path)
+    index, origin = _local_index(path, revision, progress)
     out = out if out is not None else tempfile.mkdtemp(prefix="streamscope-")
-    return pipeline.scan(index, options, out, resume=resume, progress=progress, scheduler=scheduler, workers=workers)
+    return pipeline.scan(index, options, out, resume=resume, progress=progress, scheduler=scheduler, workers=workers,
+                         provenance=origin)  # fmt: skip
 
 
 def build_report(results: str | os.PathLike, *, out: str | os.PathLike | None = None, details: str | int = 10) -> Path:
@@ -107,6 +128,7 @@ def embeddings(
     memory_budget: int | str = "1GB",
     device: str = "auto",
     progress: bool = False,
+    revision: str | None = None,
 ) -> dict:
     """The embedding study: row-norm statistics, the embedding-related norm layers, and k-means clusters.
 
@@ -127,13 +149,16 @@ def embeddings(
 
     options = ScanOptions.build((), memory_budget=memory_budget, device=device)
     cluster_options = ClusterOptions.parse(clusters, k_range, metric, random_state)
-    index = CheckpointIndex.from_path(path)
+    index, _ = _local_index(path, revision, progress)
     out = out if out is not None else tempfile.mkdtemp(prefix="streamscope-embeddings-")
     return study.run(index, options, cluster_options, out, progress=progress)
 
 
-def params(path: str | os.PathLike, *, name: str | None = None) -> dict:
+def params(path: str | os.PathLike, *, name: str | None = None, revision: str | None = None) -> dict:
     """Parameter accounting from headers and ``config.json`` alone (no tensor byte is read).
+
+    A hub repo id (``hf://Qwen/Qwen2.5-72B``) is accounted for from its safetensors headers fetched with HTTP
+    range requests; ``provenance["bytes_transferred"]`` says how many bytes that took.
 
     Returns:
         ``total_params, embedding_params, lm_head_params, tied_embeddings, layer_summary, layers, ...``
@@ -146,7 +171,10 @@ def params(path: str | os.PathLike, *, name: str | None = None) -> dict:
     """
     from streamscope.analyses.params import count_params
 
-    return count_params(CheckpointIndex.from_path(path), name=name)
+    index, origin = _header_index(path, revision)
+    result = count_params(index, name=name or (origin.get("model_id") if origin.get("remote") else None))
+    result["provenance"] = origin
+    return result
 
 
 def params_frame(result: dict | str | os.PathLike) -> "pd.DataFrame":
@@ -206,9 +234,11 @@ def compare(
     from streamscope.io.names import compile_select
 
     pattern = compile_select(select)  # a bad regex fails before any work, with or without --weights
-    ia, ib = CheckpointIndex.from_path(a), CheckpointIndex.from_path(b)
+    open_index = (lambda p: _local_index(p, progress=progress)) if weights else _header_index  # noqa: E731
+    (ia, origin_a), (ib, origin_b) = open_index(a), open_index(b)
     result = compare_structure(count_params(ia), count_params(ib))
     result["tensors"] = tensor_changes(ia, ib)
+    result["provenance"] = {"before": origin_a, "after": origin_b}
     if weights:
         from streamscope.engine import pipeline
         from streamscope.engine.options import ScanOptions, resolve_device

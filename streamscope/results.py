@@ -50,6 +50,7 @@ class ResultStore:
         self._array_files: dict[str, Path] = {}
         self._partial = self.out / partial
         self._lock = _lock(self.out / f"{partial}.lock")
+        self.columns: dict = {}  # constant columns of every table row (provenance of a hub model)
         self._log = None
         try:
             if not resume and self._partial.exists():
@@ -131,7 +132,7 @@ class ResultStore:
         rows = []
         for name in names:
             rec = self.records[name]
-            row = {"model_path": self.model_path, "tensor": name}
+            row = {"model_path": self.model_path, **self.columns, "tensor": name}
             info = rec["info"]
             row.update(layer_index=info["layer_index"], block_type=info["block_type"], shape="x".join(map(str, info["shape"])), dtype=info["dtype"])
             row.update({f"info.{k}": v for k, v in info.items() if k not in ("shape", "dtype", "layer_index", "block_type")})

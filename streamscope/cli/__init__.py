@@ -37,6 +37,8 @@ SelectOpt = Annotated[Optional[str], typer.Option("--select", "-s", help="Regex:
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse finished tensors of an interrupted run.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors (or set STREAMSCOPE_DEBUG=1).")]
+RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Hub revision (branch, tag or commit) of a repo id.")]
+PathArg = Annotated[str, typer.Argument(help="A checkpoint file or directory, or a hub repo id (org/name, hf://org/name@rev).")]
 ReportOpt = Annotated[bool, typer.Option("--report", help="Also draw the figures and write report.html into --out.")]
 
 
@@ -97,8 +99,9 @@ def parse_analysis_options(pairs: list[str]) -> dict:
 @app.command()
 @handles_errors
 def scan(
-    path: Annotated[Optional[Path], typer.Argument(help="A .safetensors file or a checkpoint directory.")] = None,
+    path: Annotated[Optional[str], typer.Argument(help="A checkpoint file or directory, or a hub repo id (org/name, hf://org/name@rev).")] = None,
     *,
+    revision: RevisionOpt = None,
     out: OutOpt = None,
     select: SelectOpt = None,
     memory_budget: BudgetOpt = "1GB",
@@ -131,14 +134,14 @@ def scan(
         raise StreamscopeError("give a checkpoint PATH, or --demo to scan the bundled model")
     if workers is not None and scheduler != "local":
         raise OptionError("--workers sets the size of a local cluster: use it with --scheduler local")
-    out = out or Path("results") / (path.stem if path.is_file() else path.resolve().name)
+    out = out or Path("results") / _default_name(path)
     names = list(REGISTRY.resolve(analyses))
     if spectral and spectral != "off" and "spectral" not in names:
         names.append("spectral")
     extra = parse_analysis_options(option or [])
     result = streamscope.scan(
         path, out=out, analyses=names, select=select, memory_budget=memory_budget, device=device, reader=reader,
-        native=native, resume=resume, progress=not (quiet or as_json), scheduler=scheduler, workers=workers,
+        native=native, resume=resume, progress=not (quiet or as_json), scheduler=scheduler, workers=workers, revision=revision,
         **{"spectral": spectral or "auto", "rank": rank, "quant_schemes": quant_schemes, **extra},
     )  # fmt: skip
     if as_json:
@@ -176,8 +179,9 @@ def report(
 @app.command()
 @handles_errors
 def embeddings(
-    path: Annotated[Path, typer.Argument(help="A .safetensors file or a checkpoint directory.")],
+    path: PathArg,
     *,
+    revision: RevisionOpt = None,
     out: OutOpt = None,
     clusters: Annotated[str, typer.Option("--clusters", help="auto (the knee of the elbow curve) or a number of clusters.")] = "auto",
     k_range: Annotated[str, typer.Option("--k-range", help="LOW:HIGH, the k of the elbow curve.")] = "2:32",
@@ -195,9 +199,9 @@ def embeddings(
     """
     from streamscope.api import embeddings as study
 
-    out = out or Path("results") / f"{path.stem if path.is_file() else path.resolve().name}-embeddings"
+    out = out or Path("results") / f"{_default_name(path)}-embeddings"
     result = study(path, out=out, clusters=clusters, k_range=k_range, metric=metric, random_state=random_state,
-                   memory_budget=memory_budget, device=device, progress=not quiet)  # fmt: skip
+                   memory_budget=memory_budget, device=device, progress=not quiet, revision=revision)  # fmt: skip
     if not quiet:
         from rich.table import Table
 
@@ -219,8 +223,9 @@ def embeddings(
 @app.command()
 @handles_errors
 def params(
-    path: Annotated[Path, typer.Argument(help="A .safetensors file or a checkpoint directory.")],
+    path: PathArg,
     *,
+    revision: RevisionOpt = None,
     as_json: JsonOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One block per layer.")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the JSON report here.")] = None,
@@ -228,20 +233,22 @@ def params(
 ) -> None:
     """Count parameters from safetensors headers and config.json alone: no tensor data is read.
 
-    Example: [bold]streamscope params Llama-2-7b-hf/ --verbose --out params.json[/]
+    A hub repo id is counted from its headers fetched with HTTP range requests (kilobytes for a 72B model).
+
+    Example: [bold]streamscope params hf://Qwen/Qwen2.5-72B-Instruct --verbose --out params.json[/]
     """
     from streamscope.api import params as count
     from streamscope.report.accounting import print_params
 
-    result = count(path)
+    result = count(path, revision=revision)
     _emit(result, out, as_json, lambda: print_params(result, console, verbose))
 
 
 @app.command()
 @handles_errors
 def compare(
-    before: Annotated[Path, typer.Argument(help="The checkpoint before the change.")],
-    after: Annotated[Path, typer.Argument(help="The checkpoint after it (pruned, fine-tuned, quantized).")],
+    before: Annotated[str, typer.Argument(help="The checkpoint before the change (path or hub repo id).")],
+    after: Annotated[str, typer.Argument(help="The checkpoint after it: pruned, fine-tuned, quantized (a .gguf too).")],
     *,
     weights: Annotated[bool, typer.Option("--weights", help="Also stream both and compare every shared tensor.")] = False,
     select: SelectOpt = None,
@@ -306,6 +313,38 @@ def bench(
         console.print(f"cold cache: {fig['cold_cache']}")
         console.print(format_table(fig), markup=False)
     _emit(fig, out, as_json, lambda: None)
+
+
+@app.command()
+@handles_errors
+def download(
+    repo: Annotated[str, typer.Argument(help="A hub repo id, e.g. Qwen/Qwen2.5-7B.")],
+    *,
+    revision: RevisionOpt = None,
+    local_dir: Annotated[Optional[Path], typer.Option("--local-dir", help="Copy the files here instead of the hub cache only.")] = None,
+    include: Annotated[Optional[list[str]], typer.Option("--include", help="Glob of files to fetch (repeatable); default: safetensors, JSON, tokenizer.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Download a hub repo's weights, configs and tokenizer (into the hub cache, or --local-dir).
+
+    Example: [bold]streamscope download Qwen/Qwen2.5-0.5B --revision main --local-dir models/qwen0.5b[/]
+    """
+    from streamscope.io import hub
+
+    if hub.parse(repo) is None:
+        raise OptionError(f"{repo!r} is not a hub repo id (org/name, or hf://org/name@revision)")
+    local, origin = hub.resolve(repo if repo.startswith("hf://") else f"hf://{repo}", revision=revision, allow=include or None, local_dir=local_dir)
+    console.print(f"{origin['model_id']}@{origin['revision']}: [bold]{local}[/]")
+
+
+def _default_name(path: str) -> str:
+    from streamscope.io import hub
+
+    parsed = hub.parse(path)
+    if parsed:
+        return parsed[0].replace("/", "--")
+    p = Path(path)
+    return p.stem if p.is_file() else p.resolve().name
 
 
 def _emit(result: dict, out: Path | None, as_json: bool, show) -> None:

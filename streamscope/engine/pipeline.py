@@ -114,8 +114,8 @@ def run_jobs(jobs: list, options: ScanOptions, store: "ResultStore", *, tokenize
     return RunStats(errors, time.perf_counter() - t0, total, len(jobs) - len(todo))
 
 
-def scan(index: CheckpointIndex, options: ScanOptions, out: str | os.PathLike, *, resume: bool = True,
-         progress: bool = False, scheduler: str | None = None, workers: int | None = None) -> ScanResult:  # fmt: skip
+def scan(index: CheckpointIndex, options: ScanOptions, out: str | os.PathLike, *, resume: bool = True, progress: bool = False,
+         scheduler: str | None = None, workers: int | None = None, provenance: dict | None = None) -> ScanResult:  # fmt: skip
     """Scan ``index`` into ``out``: every selected tensor once through every active analysis, then the model."""
     from streamscope.results import ResultStore
 
@@ -137,6 +137,9 @@ def scan(index: CheckpointIndex, options: ScanOptions, out: str | os.PathLike, *
         model["skipped"] = skipped
         model["timing"] = {"seconds": stats.seconds, "bytes_scanned": stats.bytes_streamed, "tensors_reused": stats.reused}
         model["options"] = {**options.summary(), "device": device}
+        if provenance and provenance.get("model_id"):  # a hub model: where it came from, in model.json and every row
+            model["provenance"] = provenance
+            store.columns = {k: provenance[k] for k in ("model_id", "revision", "created_at")}
         table = store.write_tables(model, order)
         if not stats.errors:
             store.discard_partial()

@@ -57,6 +57,13 @@ class SafetensorsFile(ShardFile):
                 raw = f.read(n)
         except OSError as e:
             raise HeaderError(f"{path}: cannot read the safetensors header: {e.strerror or e}") from e
+        return cls.from_header(path, raw, size)
+
+    @classmethod
+    def from_header(cls, path: Path, raw: bytes, size: int) -> "SafetensorsFile":
+        """Validate header bytes ``raw`` (the JSON after the 8-byte length) of a ``size``-byte file at ``path``
+        (a local path, or a remote file's name when only its header was fetched)."""
+        n = len(raw)
         try:
             header = json.loads(raw.decode("utf-8"))
         except RecursionError as e:

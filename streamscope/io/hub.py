@@ -1,0 +1,152 @@
+"""Hub ids: ``Qwen/Qwen2.5-7B``, ``hf://Qwen/Qwen2.5-7B@main`` resolved through ``huggingface_hub``.
+
+- ``resolve`` downloads what a command needs (``snapshot_download`` with ``ALLOW``: safetensors, JSON and tokenizer
+  files; nothing when the snapshot is cached) and returns the local snapshot with its provenance.
+- ``remote_index`` reads only the safetensors headers with HTTP range requests (8 bytes, then the header) plus
+  the small JSON files, so ``params`` of a 72B model transfers kilobytes; it counts the bytes it fetched.
+- A hub-cache snapshot given as a path (``models--org--name/snapshots/<rev>/``) carries the same provenance.
+
+``HF_ENDPOINT`` points at another hub (the tests run a local stand-in), ``HF_HUB_OFFLINE=1`` uses the cache only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+from streamscope.errors import CheckpointError
+
+REPO_ID = re.compile(r"^(?:hf://)?([A-Za-z0-9][\w.-]*/[\w.-]+)(?:@([\w./-]+))?$")
+#: What ``scan``-like commands download of a repo.
+ALLOW = ["*.safetensors", "*.json", "tokenizer*", "*.model", "vocab.*", "merges.txt"]
+_CACHE_SNAPSHOT = re.compile(r"models--([^/]+)--([^/]+)/snapshots/([0-9a-f]{7,64})/?$")
+
+
+def parse(text: str | Path) -> tuple[str, str | None] | None:
+    """``(repo_id, revision)`` when ``text`` names a hub repo rather than an existing local path."""
+    s = str(text)
+    if Path(s).expanduser().exists() and not s.startswith("hf://"):
+        return None
+    m = REPO_ID.match(s)
+    return (m.group(1), m.group(2)) if m else None
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def provenance(path: Path, repo: str | None = None, revision: str | None = None) -> dict:
+    """``model_id``, ``revision`` (a commit) and ``created_at`` (this run); a hub-cache path names its repo."""
+    m = _CACHE_SNAPSHOT.search(str(path.resolve() if path.exists() else path).replace("\\", "/"))
+    if repo is None and m:
+        repo, revision = f"{m.group(1)}/{m.group(2)}", m.group(3)
+    return {"model_id": repo, "revision": revision, "created_at": now()}
+
+
+def _hub_error(repo: str, e: Exception) -> CheckpointError:
+    from huggingface_hub import constants
+
+    cause = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}" if str(e) else type(e).__name__
+    return CheckpointError(f"{repo}: no such local path, and the hub at {constants.ENDPOINT} cannot give it ({cause}); "
+                           "use a local path, or a snapshot already in the hub cache (HF_HUB_OFFLINE=1)")  # fmt: skip
+
+
+def resolve(text: str | Path, revision: str | None = None, allow: list[str] | None = None, local_dir: str | Path | None = None,
+            progress: bool = True) -> tuple[Path, dict]:  # fmt: skip
+    """A local checkpoint path for ``text`` (downloaded when it is a repo id) and its provenance."""
+    parsed = parse(text)
+    if parsed is None:
+        path = Path(text).expanduser()
+        return path, provenance(path)
+    repo, rev = parsed
+    rev = revision or rev
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+
+    (enable_progress_bars if progress else disable_progress_bars)()
+    try:
+        local = Path(snapshot_download(repo, revision=rev, allow_patterns=allow or ALLOW, local_dir=local_dir))
+    except Exception as e:  # noqa: BLE001 - offline, unknown repo, HTTP errors: one line
+        raise _hub_error(repo, e) from e
+    commit = local.name if re.fullmatch(r"[0-9a-f]{40}", local.name) else rev
+    return local, {"model_id": repo, "revision": commit, "created_at": now()}
+
+
+def _fetch(url: str, start: int | None = None, stop: int | None = None) -> tuple[bytes, dict]:
+    from huggingface_hub.utils import build_hf_headers
+
+    headers = dict(build_hf_headers())
+    headers["Accept-Encoding"] = "identity"
+    if start is not None:
+        headers["Range"] = f"bytes={start}-{stop - 1}"
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - the hub endpoint the user chose
+        return response.read(), {k.lower(): v for k, v in response.headers.items()}
+
+
+def remote_index(text: str, revision: str | None = None):
+    """A ``CheckpointIndex`` of a hub repo from its safetensors headers alone (no tensor byte is fetched).
+
+    Returns:
+        ``(index, provenance)``; ``provenance["bytes_transferred"]`` counts every byte fetched.
+    """
+    from huggingface_hub import hf_hub_url
+
+    from streamscope.io.checkpoint import CheckpointIndex
+    from streamscope.io.names import classify
+    from streamscope.io.safetensors import MAX_HEADER_BYTES, SafetensorsFile
+
+    parsed = parse(text) or (str(text), None)
+    repo, rev = parsed
+    rev = revision or rev or "main"
+    fetched = 0
+    try:
+        from huggingface_hub import HfApi
+
+        info = HfApi().model_info(repo, revision=rev)
+        commit = info.sha or rev
+        files = sorted(s.rfilename for s in info.siblings or [])
+
+        def get_json(name: str) -> dict | None:
+            nonlocal fetched
+            if name not in files:
+                return None
+            data, _ = _fetch(hf_hub_url(repo, name, revision=commit))
+            fetched += len(data)
+            value = json.loads(data)
+            return value if isinstance(value, dict) else None
+
+        config = get_json("config.json")
+        index_name = next((f for f in files if f.endswith(".safetensors.index.json")), None)
+        weight_map = (get_json(index_name) or {}).get("weight_map") if index_name else None
+        shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else [f for f in files if f.endswith(".safetensors")]
+        if not shards:
+            raise CheckpointError(f"{repo}@{rev}: the repo holds no .safetensors file")
+        parsed_files = []
+        for shard in shards:
+            url = hf_hub_url(repo, shard, revision=commit)
+            prefix, headers = _fetch(url, 0, 8)
+            n = int.from_bytes(prefix, "little")
+            size = int(headers.get("content-range", "/0").rsplit("/", 1)[-1] or 0)
+            if n > MAX_HEADER_BYTES or 8 + n > size:
+                raise CheckpointError(f"hf://{repo}@{commit}/{shard}: header length {n} does not fit the {size}-byte file")
+            raw, _ = _fetch(url, 8, 8 + n)
+            fetched += len(prefix) + len(raw)
+            parsed_files.append(SafetensorsFile.from_header(Path(f"hf://{repo}@{commit}/{shard}"), raw, size))
+    except CheckpointError:
+        raise
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise _hub_error(repo, e) from e
+    except Exception as e:  # noqa: BLE001 - huggingface_hub's own errors (repo or revision not found, HTTP)
+        raise _hub_error(repo, e) from e
+    tensors = {}
+    for f in parsed_files:
+        for t in sorted(f.tensors.values(), key=lambda t: t.begin):
+            tensors.setdefault(t.name, t)
+    index = CheckpointIndex(Path(f"hf://{repo}@{commit}"), Path(f"hf://{repo}@{commit}"), parsed_files, tensors, config, None,
+                            {n: classify(n) for n in tensors})  # fmt: skip
+    return index, {"model_id": repo, "revision": commit, "created_at": now(), "bytes_transferred": fetched, "remote": True}

@@ -1,0 +1,107 @@
+"""Hub ids against a stand-in hub on 127.0.0.1 (``HF_ENDPOINT``): download, cache reuse, revisions, header-only
+``params`` over HTTP ranges, provenance, offline errors. Each case runs in a child process, so that
+``huggingface_hub`` reads ``HF_ENDPOINT`` fresh and nothing can reach another host."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+
+
+def run_child(body: str, tmp_path: Path, llama_dir: Path, endpoint: str | None = None) -> dict:
+    script = textwrap.dedent(f"""
+        import json, os, sys
+        sys.path.insert(0, {str(TESTS)!r})
+        from pathlib import Path
+        from hubserver import StandInHub
+        out = {{}}
+        with StandInHub() as hub:
+            commit = hub.add("org/tiny-llama", Path({str(llama_dir)!r}))
+            os.environ["HF_ENDPOINT"] = {endpoint!r} or hub.endpoint
+            import streamscope
+        {textwrap.indent(textwrap.dedent(body), " " * 12)}
+        print(json.dumps(out, default=str))
+    """)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+           "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,localhost"}  # fmt: skip
+    env.pop("HF_ENDPOINT", None)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_scan_downloads_once_then_uses_the_cache(tmp_path, llama_dir):
+    out = run_child("""
+        r = streamscope.scan("org/tiny-llama", out="first")
+        out["tensors"], out["provenance"], out["commit"] = len(r.tensors), r.model["provenance"], commit
+        out["columns"] = list(r.table.columns[:5])
+        first = [p for m, p, _ in hub.requests if m == "GET" and p.endswith(".safetensors")]
+        hub.requests.clear()
+        again = streamscope.scan("hf://org/tiny-llama@" + commit, out="second")
+        out["again_tensors"] = len(again.tensors)
+        out["downloads"] = [len(first), len([p for m, p, _ in hub.requests if m == "GET" and p.endswith(".safetensors")])]
+        out["cache"] = sorted(p.name for p in Path(os.environ["HF_HOME"]).rglob("*.safetensors"))
+    """, tmp_path, llama_dir)
+    assert out["tensors"] == out["again_tensors"] == 30
+    assert out["provenance"]["model_id"] == "org/tiny-llama" and out["provenance"]["revision"] == out["commit"]
+    assert out["columns"] == ["model_path", "model_id", "revision", "created_at", "tensor"]
+    assert out["downloads"] == [2, 0]  # both shards once, then the cache
+    assert out["cache"] == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+
+
+def test_remote_params_read_headers_only(tmp_path, llama_dir):
+    out = run_child("""
+        hub.body_bytes = 0
+        p = streamscope.params("hf://org/tiny-llama")
+        out["total"], out["bytes"], out["served"] = p["total_params"], p["provenance"]["bytes_transferred"], hub.body_bytes
+        out["unranged"] = [p for m, p, r in hub.requests if p.endswith(".safetensors") and (m == "HEAD" or r is None)]
+        out["heads"] = p["layers"][0]["attention"]["num_heads"]
+        c = streamscope.compare("hf://org/tiny-llama", "hf://org/tiny-llama")
+        out["compare"] = c["total_params"]["reduced"]
+    """, tmp_path, llama_dir)
+    import streamscope
+
+    local = streamscope.params(llama_dir)
+    shards = sum(f.stat().st_size for f in llama_dir.glob("*.safetensors"))
+    assert out["total"] == local["total_params"] and out["heads"] == 8 and out["compare"] == 0
+    assert out["unranged"] == [] and out["bytes"] < 16_000 < shards
+    assert out["served"] >= out["bytes"]  # the stand-in also served the model-info JSON
+
+
+def test_revision_and_offline_errors_are_one_line(tmp_path, llama_dir):
+    out = run_child("""
+        for name, target in (("revision", "hf://org/tiny-llama@no-such-branch"), ("repo", "org/absent")):
+            try:
+                streamscope.scan(target, out="o")
+            except streamscope.StreamscopeError as e:
+                out[name] = str(e)
+    """, tmp_path, llama_dir)
+    assert "hf://org/tiny-llama@no-such-branch" not in out["revision"] and out["revision"].startswith("org/tiny-llama: no such local path")
+    assert "use a local path" in out["repo"]
+    offline = run_child("""
+        try:
+            streamscope.params("hf://org/tiny-llama")
+        except streamscope.StreamscopeError as e:
+            out["error"] = str(e)
+    """, tmp_path, llama_dir, endpoint="http://127.0.0.1:9")
+    assert offline["error"].startswith("org/tiny-llama: no such local path, and the hub at http://127.0.0.1:9 cannot give it")
+
+
+def test_download_command(tmp_path, llama_dir):
+    out = run_child("""
+        from typer.testing import CliRunner
+        from streamscope.cli import app
+        result = CliRunner().invoke(app, ["download", "org/tiny-llama", "--local-dir", "local", "--include", "*.json"])
+        out["code"], out["output"] = result.exit_code, result.output
+        out["files"] = sorted(p.name for p in Path("local").iterdir() if p.is_file())
+    """, tmp_path, llama_dir)
+    assert out["code"] == 0, out["output"]
+    assert out["files"] == ["config.json", "generation_config.json", "model.safetensors.index.json"]
