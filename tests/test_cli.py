@@ -55,3 +55,28 @@ def test_errors_are_one_red_line(tmp_path):
 def test_help_has_an_example():
     result = runner.invoke(app, ["scan", "--help"])
     assert result.exit_code == 0 and "Example" in result.output and "--memory-budget" in result.output
+
+
+def test_batch_scan_writes_a_summary(llama_dir, qwen2_dir, tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "batch"
+    result = runner.invoke(app, ["scan", str(llama_dir), str(qwen2_dir), str(tmp_path / "absent"), "--out", str(out), "--analyses", "all"])
+    assert result.exit_code == 1  # one of three failed, and said so; the other two are kept
+    assert "no such file or directory" in result.output and "2 models" in result.output
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["model"]) == [llama_dir.name, qwen2_dir.name]
+    assert (summary["parameters"] > 0).all() and summary["lowest INT8 SQNR (dB)"].notna().all()
+    assert (out / llama_dir.name / "tensors.json").is_file() and (out / qwen2_dir.name / "model.json").is_file()
+
+
+def test_hub_cache_path_carries_provenance(llama_dir, tmp_path):
+    import shutil
+
+    snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots" / ("a" * 40)
+    shutil.copytree(llama_dir, snapshot)
+    import streamscope
+
+    r = streamscope.scan(snapshot, out=tmp_path / "o", select="norm")
+    assert r.model["provenance"]["model_id"] == "org/tiny" and r.model["provenance"]["revision"] == "a" * 40
+    assert {"model_id", "revision", "created_at"} <= set(r.table.columns)

@@ -13,12 +13,13 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from streamscope.analyses import REGISTRY
 from streamscope.analyses.quantization import SCHEMES as QUANT_SCHEMES
 from streamscope.analyses.spectral import METHODS as SPECTRAL_METHODS
 from streamscope.analyses.spectral import SpectralOptions
-from streamscope.cli.errors import handles_errors
+from streamscope.cli.errors import err_console, handles_errors
 from streamscope.errors import OptionError, StreamscopeError
 
 app = typer.Typer(
@@ -99,7 +100,7 @@ def parse_analysis_options(pairs: list[str]) -> dict:
 @app.command()
 @handles_errors
 def scan(
-    path: Annotated[Optional[str], typer.Argument(help="A checkpoint file or directory, or a hub repo id (org/name, hf://org/name@rev).")] = None,
+    paths: Annotated[Optional[list[str]], typer.Argument(help="Checkpoint files or directories, or hub repo ids (org/name, hf://org/name@rev); several: one subdirectory of --out each and a summary.", show_default=False)] = None,
     *,
     revision: RevisionOpt = None,
     out: OutOpt = None,
@@ -129,9 +130,15 @@ def scan(
     import streamscope
 
     if demo:
-        path = demo_checkpoint()
-    if path is None:
+        paths = [str(demo_checkpoint())]
+    if not paths:
         raise StreamscopeError("give a checkpoint PATH, or --demo to scan the bundled model")
+    if len(paths) > 1:
+        return _scan_batch(paths, out, quiet or as_json, report, dict(
+            select=select, memory_budget=memory_budget, device=device, reader=reader, native=native, resume=resume,
+            scheduler=scheduler, workers=workers, revision=revision, analyses=None, spectral=spectral, rank=rank,
+            quant_schemes=quant_schemes, option=option, raw_analyses=analyses))  # fmt: skip
+    path = paths[0]
     if workers is not None and scheduler != "local":
         raise OptionError("--workers sets the size of a local cluster: use it with --scheduler local")
     out = out or Path("results") / _default_name(path)
@@ -335,6 +342,42 @@ def download(
         raise OptionError(f"{repo!r} is not a hub repo id (org/name, or hf://org/name@revision)")
     local, origin = hub.resolve(repo if repo.startswith("hf://") else f"hf://{repo}", revision=revision, allow=include or None, local_dir=local_dir)
     console.print(f"{origin['model_id']}@{origin['revision']}: [bold]{local}[/]")
+
+
+def _scan_batch(paths: list[str], out: Path | None, quiet: bool, report: bool, kw: dict) -> None:
+    """Scan several models into ``OUT/<name>/`` one after another; a failure is reported and the others go on."""
+    import pandas as pd
+
+    import streamscope
+    from streamscope.report.batch import print_batch, summary_row
+
+    out = out or Path("results")
+    names = list(REGISTRY.resolve(kw.pop("raw_analyses")))
+    spectral = kw.pop("spectral")
+    if spectral and spectral != "off" and "spectral" not in names:
+        names.append("spectral")
+    extra = parse_analysis_options(kw.pop("option") or [])
+    kw.pop("analyses")
+    rows, failed = [], []
+    for path in paths:
+        name = _default_name(path)
+        try:
+            result = streamscope.scan(path, out=out / name, analyses=names, progress=not quiet,
+                                      **{**kw, "spectral": spectral or "auto", **extra})  # fmt: skip
+        except StreamscopeError as e:
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            failed.append(path)
+            continue
+        rows.append(summary_row(name, result))
+        if report:
+            _report(result.out, quiet=quiet)
+    if rows:
+        pd.DataFrame(rows).to_csv(out / "summary.csv", index=False)
+        if not quiet:
+            print_batch(rows, console)
+            console.print(f"summary: [bold]{out / 'summary.csv'}[/]")
+    if failed:
+        raise typer.Exit(1)
 
 
 def _default_name(path: str) -> str:
