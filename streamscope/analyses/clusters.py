@@ -87,9 +87,12 @@ def study(blocks, rows: int, cols: int, options: ClusterOptions, device, analysi
 
     gen = torch.Generator().manual_seed(options.random_state)
     ks = options.ks(rows)
-    n_sample = min(rows, max(options.sample_rows, 20 * max(ks)))
+    # memory left to this study: every k's centres (float32), their float64 sums and a float32 block of sums,
+    # then the sample (at most a third of what analyses may hold), then the covariance if it still fits
+    centres = sum(ks) * cols * (4 + 8 + 4)
+    n_sample = min(rows, max(options.sample_rows, 20 * max(ks)), max(4 * max(ks), analysis_bytes // 3 // (cols * 4)))
     chosen_rows = torch.randperm(rows, generator=gen)[:n_sample].sort().values
-    use_cov = cols * cols * 4 + cols * 8 <= analysis_bytes
+    use_cov = cols * cols * 4 <= analysis_bytes - centres - n_sample * cols * 4
     sample, mean, cov = _first_pass(blocks, chosen_rows, cols, options.metric, use_cov, device)
     passes = 1
     if on_pass:
@@ -148,8 +151,9 @@ def _first_pass(blocks, chosen_rows, cols: int, metric: str, use_cov: bool, devi
             at = hi
     mean = (total / max(n, 1)).cpu()
     cov = None
-    if gram is not None:
-        cov = gram.double().cpu() / max(n, 1) - torch.outer(mean, mean)
+    if gram is not None:  # in place, in float32: a second copy of a (cols, cols) matrix would double its memory
+        m32 = mean.to(gram.device, torch.float32)
+        cov = gram.div_(max(n, 1)).addr_(m32, m32, alpha=-1).cpu()
     return sample, mean, cov
 
 
@@ -158,13 +162,14 @@ def _components(cov, mean, sample, use_cov: bool):
     import torch
 
     if cov is None:
-        centred = sample.double() - sample.double().mean(0)
+        centred = sample - sample.mean(0)
         cov = centred.T @ centred / max(1, centred.shape[0] - 1)
         source = f"the covariance of a {sample.shape[0]}-row sample (the full covariance would not fit the memory budget)"
     else:
         source = "the streamed covariance of all rows"
+    cov = cov.to(torch.float32)
     q = min(8, cov.shape[0])
-    v = torch.linalg.qr(torch.randn(cov.shape[0], q, generator=torch.Generator().manual_seed(0), dtype=torch.float64)).Q
+    v = torch.linalg.qr(torch.randn(cov.shape[0], q, generator=torch.Generator().manual_seed(0), dtype=torch.float32)).Q
     for _ in range(60):  # subspace iteration on the covariance: only the leading directions are needed
         v = torch.linalg.qr(cov @ v).Q
     evals, evecs = torch.linalg.eigh(v.T @ cov @ v)
