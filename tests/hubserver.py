@@ -17,6 +17,8 @@ class StandInHub:
         self.repos: dict[str, dict] = {}  # repo id -> {"sha": commit, "dir": Path, "branches": {name: commit}}
         self.body_bytes = 0
         self.requests: list[tuple[str, str, str | None]] = []
+        self.served: list[tuple[str, int]] = []  # (path, body bytes) of every response
+        self._count = threading.Lock()  # handlers run on threads: no lost updates
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -64,8 +66,10 @@ class StandInHub:
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()
         if not head:
+            with self._count:  # counted before the client can see the response
+                self.body_bytes += len(body)
+                self.served.append((unquote(urlparse(h.path).path), len(body)))
             h.wfile.write(body)
-            self.body_bytes += len(body)
 
     def _json(self, h, value, head=False):
         self._send(h, 200, json.dumps(value).encode(), {"Content-Type": "application/json"}, head)
@@ -76,7 +80,8 @@ class StandInHub:
     def _handle(self, h, head: bool) -> None:
         url = urlparse(h.path)
         path = unquote(url.path)
-        self.requests.append((h.command, path, h.headers.get("Range")))
+        with self._count:
+            self.requests.append((h.command, path, h.headers.get("Range")))
         m = re.match(r"^/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?/?$", path)
         if m:
             repo, rev = m.group(1), m.group(2) or "main"

@@ -59,9 +59,9 @@ def test_scan_downloads_once_then_uses_the_cache(tmp_path, llama_dir):
 
 def test_remote_params_read_headers_only(tmp_path, llama_dir):
     out = run_child("""
-        hub.body_bytes = 0
         p = streamscope.params("hf://org/tiny-llama")
-        out["total"], out["bytes"], out["served"] = p["total_params"], p["provenance"]["bytes_transferred"], hub.body_bytes
+        out["total"], out["bytes"] = p["total_params"], p["provenance"]["bytes_transferred"]
+        out["served"] = sum(n for path, n in hub.served if path.endswith(".safetensors"))
         out["unranged"] = [p for m, p, r in hub.requests if p.endswith(".safetensors") and (m == "HEAD" or r is None)]
         out["heads"] = p["layers"][0]["attention"]["num_heads"]
         c = streamscope.compare("hf://org/tiny-llama", "hf://org/tiny-llama")
@@ -72,8 +72,9 @@ def test_remote_params_read_headers_only(tmp_path, llama_dir):
     local = streamscope.params(llama_dir)
     shards = sum(f.stat().st_size for f in llama_dir.glob("*.safetensors"))
     assert out["total"] == local["total_params"] and out["heads"] == 8 and out["compare"] == 0
-    assert out["unranged"] == [] and out["bytes"] < 16_000 < shards
-    assert out["served"] >= out["bytes"]  # the stand-in also served the model-info JSON
+    headers = sum(8 + int.from_bytes(f.read_bytes()[:8], "little") for f in llama_dir.glob("*.safetensors"))
+    assert out["unranged"] == [] and out["served"] == headers  # exactly the length prefixes and headers of the shards
+    assert headers <= out["bytes"] < 16_000 < shards  # plus config.json and the index
 
 
 def test_revision_and_offline_errors_are_one_line(tmp_path, llama_dir):
