@@ -39,7 +39,8 @@ def fit_alpha(evals: np.ndarray, min_tail: int = MIN_TAIL) -> dict:
             continue
         alpha = 1.0 + n / denom
         tail = x[i:]
-        fitted = 1.0 - (tail / x[i]) ** (1.0 - alpha)
+        with np.errstate(over="ignore", divide="ignore"):  # (tail / xmin) ** (1 - alpha) -> 0 for huge ratios: right
+            fitted = 1.0 - (tail / x[i]) ** (1.0 - alpha)
         empirical_hi = np.arange(1, n + 1) / n
         empirical_lo = np.arange(0, n) / n
         d = max(np.max(np.abs(empirical_hi - fitted)), np.max(np.abs(fitted - empirical_lo)))
