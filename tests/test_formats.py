@@ -185,3 +185,12 @@ def test_compare_original_with_its_gguf(tmp_path):
     q = q8["weights"]["model.layers.1.self_attn.q_proj.weight"]
     assert 0 < q["relative_frobenius_change"] < 0.01 and q["sqnr_db"] > 40 and q["cosine_similarity"] > 0.9999
     assert q8["weights"]["model.layers.0.input_layernorm.weight"]["relative_frobenius_change"] == 0  # F32 vectors stay exact
+
+
+def test_gguf_tensors_through_the_python_api(tmp_path):
+    ref = write_gguf(tmp_path / "m.gguf")
+    t = streamscope.open(tmp_path / "m.gguf")["blk.0.ffn_up.weight"]
+    blocks = list(t.blocks(max_bytes=64 * 256 * 4))
+    assert [b.shape for b in blocks] == [(64, 256)] * 8
+    np.testing.assert_array_equal(torch.cat(blocks).numpy(), ref["blk.0.ffn_up.weight"])
+    assert float(t.to_dask(max_bytes="64KB").std().compute()) == pytest.approx(float(ref["blk.0.ffn_up.weight"].std()), rel=1e-5)

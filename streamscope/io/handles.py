@@ -54,12 +54,10 @@ class Tensor:
         """
         import torch
 
-        from streamscope.io.reader import read_block_float
-
         dtype = dtype or torch.float32
         max_elems = max(1, parse_bytes(max_bytes, "max_bytes") // torch.empty((), dtype=dtype).element_size())
         for block in plan_blocks(self.info, max_elems):
-            yield read_block_float(self.info, block, dtype)
+            yield read_rows(self.info, block, dtype)
 
     def read(self, dtype: "torch.dtype | None" = None) -> "torch.Tensor":
         """The whole tensor in ``dtype`` (float32 by default) with its own shape, for tensors that fit in memory."""
@@ -99,8 +97,6 @@ class LazyRows:
     def __getitem__(self, key):
         import numpy as np
 
-        from streamscope.io.reader import read_block_float
-
         key = key if isinstance(key, tuple) else (key,)
         rows = key[0] if isinstance(key[0], slice) else slice(key[0], key[0] + 1)
         start, stop, _ = rows.indices(self.shape[0])
@@ -109,11 +105,26 @@ class LazyRows:
             cols = self.shape[1]
             if stop == start:
                 return np.empty((0, cols), np.float32)[(slice(None), *key[1:])]
-            out = read_block_float(self.info, Block(start * cols, stop * cols, start, stop)).numpy().reshape(stop - start, cols)
+            out = read_rows(self.info, Block(start * cols, stop * cols, start, stop)).numpy().reshape(stop - start, cols)
             return out[(slice(None), *key[1:])]
         if stop == start:
             return np.empty(0, np.float32)
-        return read_block_float(self.info, Block(start, stop, 0, 1)).numpy().reshape(-1)
+        return read_rows(self.info, Block(start, stop, 0, 1)).numpy().reshape(-1)
+
+
+def read_rows(info: TensorInfo, block: Block, dtype=None):
+    """One block as a fresh float tensor, ``(rows, cols)`` for matrices: read as stored, or decoded by the format."""
+    import torch
+
+    dtype = dtype or torch.float32
+    if info.plain:
+        from streamscope.io.reader import read_block_float
+
+        return read_block_float(info, block, dtype)
+    from streamscope.io.formats import FORMATS
+
+    values = FORMATS[info.format].read_float(info, block).to(dtype)
+    return values.view(block.row_stop - block.row_start, info.cols) if info.is_matrix else values.reshape(-1)
 
 
 @dataclass
