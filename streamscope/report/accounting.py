@@ -38,6 +38,10 @@ def print_params(p: dict, console: Console, verbose: bool = False) -> None:
     dtypes = ", ".join(f"{d}: {v['params']:,} ({v['bytes'] / 1e9:.3f} GB)" for d, v in p["by_dtype"].items())
     console.print(f"By dtype:             {dtypes}")
     console.print(f"On disk:              {p['bytes_on_disk'] / 1e9:.3f} GB")
+    origin = p.get("provenance") or {}
+    if origin.get("remote"):
+        console.print(f"From the hub:         {escape(str(origin['model_id']))}@{str(origin['revision'])[:12]}, "
+                      f"{origin['bytes_transferred']:,} bytes of headers and JSON fetched (no tensor data)")
     zero = [l["layer_idx"] for l in p["layers"] if l["is_zero_layer"]]
     if verbose:
         console.print("-" * 60)

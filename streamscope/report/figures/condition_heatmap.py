@@ -69,8 +69,7 @@ def _grid(results, names, kappa):
             grid[i, j] = v if math.isnan(grid[i, j]) else max(grid[i, j], v)  # experts: the worst of them
     fig = figure(max(6.0, 0.9 * len(types) + 3), max(4.0, 0.12 * len(layers) + 2))
     ax = fig.add_subplot()
-    cmap = ListedColormap(BAND_COLORS)
-    cmap.set_bad("#eeeeee")
+    cmap = ListedColormap(BAND_COLORS).with_extremes(bad="#eeeeee")  # grey: no such matrix in that layer
     ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=cmap, norm=BoundaryNorm([-1, *BAND_EDGES, 99], cmap.N), interpolation="nearest")
     ax.set_xticks(range(len(types)), types, rotation=45, ha="right", fontsize=8)
     step = tick_step(len(layers), 50)
