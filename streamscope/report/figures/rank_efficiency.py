@@ -36,7 +36,7 @@ def draw(results):
     sc.scatter([total[n] for n in names], [stable[n] for n in names], s=14,
                c=[type_color(results.tensors[n]["info"]["block_type"]) for n in names])  # fmt: skip
     top = max(total[n] for n in names)
-    sc.plot([0, top], [0, top], color="#999999", lw=0.8, ls=":", label="full rank")
+    sc.plot([1, top], [1, top], color="#999999", lw=0.8, ls=":", label="stable rank = total rank")  # from 1: log axis
     sc.set_xlabel("total rank (min side)")
     sc.set_ylabel("stable rank")
     sc.set_yscale("log")
