@@ -89,15 +89,12 @@ def read_float(info: TensorInfo, block: Block):
         shape = (block.row_stop - block.row_start, row_bytes)
     else:  # a quantized vector: whole tensor at once (vectors are small)
         start, count, shape = info.begin, info.nbytes, (1, info.nbytes)
+    from streamscope.io.reader import read_exact
+
     raw = np.empty(count, np.uint8)
     fd = os.open(info.shard, os.O_RDONLY)
     try:
-        done = 0
-        while done < count:
-            got = os.preadv(fd, [memoryview(raw)[done:]], start + done)
-            if got <= 0:
-                raise OSError(f"{info.shard}: unexpected end of file at byte {start + done}")
-            done += got
+        read_exact(fd, memoryview(raw), start)
     finally:
         os.close(fd)
     values = quants.dequantize(raw.reshape(shape), qtype).astype(np.float32, copy=False)  # (rows, cols)
