@@ -7,7 +7,8 @@ setup(
         Extension(
             "streamscope.kernels._native",
             ["streamscope/kernels/_native.c"],
-            extra_compile_args=["-O3"],
+            # fp-contract off: the quantization kernel must round exactly as torch does, element by element
+            extra_compile_args=["-O3", "-fopenmp-simd", "-ffp-contract=off"],
             optional=True,
         )
     ]

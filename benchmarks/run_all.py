@@ -28,6 +28,8 @@ def runs(smoke: bool) -> dict[str, list[str]]:
             "svd_small": ["bench_svd.py", "--smoke"],
             "memory_small": ["bench_memory.py", "--smoke"],
             "embeddings_small": ["bench_embeddings.py", "--smoke"],
+            "alpha_small": ["bench_alpha.py", "--smoke"],
+            "activations_small": ["bench_activations.py", "--smoke"],
             "bench_small": ["-m", "streamscope.cli", "bench", "--size", "4MB", "--layout", "small", "--device", "cpu", "--json"],
         }
     return {
@@ -39,7 +41,9 @@ def runs(smoke: bool) -> dict[str, list[str]]:
         "embeddings_72b_1GB": ["bench_embeddings.py", "--layout", "qwen2.5-72b-embedding", "--budget", "1GB", "--k-range", "2:32"],
         "svd_4096x11008": ["bench_svd.py"],
         "weightwatcher": ["bench_weightwatcher.py"],
-        "bench_cpu": ["-m", "streamscope.cli", "bench", "--size", "1GB", "--device", "cpu", "--memory-budget", "512MB", "--json",
+        "alpha_full_spectrum": ["bench_alpha.py"],
+        "activations": ["bench_activations.py"],
+        "bench_cpu": ["-m", "streamscope.cli", "bench", "--size", "1GB", "--device", "cpu", "--memory-budget", "512MB", "--json", "--repeat", "3",
                       "--analyses", "basic,sparsity;quantization;spectral;" + ALL],
     }  # fmt: skip
 
@@ -108,7 +112,9 @@ def readme(results: Path) -> str:
         s = f["seconds"]
         lines += ["", f"## Singular values of a {f['shape'][0]} x {f['shape'][1]} matrix (top-{f['k']})", "", "| method | seconds | speedup vs svdvals | max rel. error |", "| --- | ---: | ---: | ---: |",
                   f"| svdvals | {s['svdvals']:.2f} | 1.0x | reference |",
-                  f"| randomized ({f['randomized_iterations']} iterations) | {s['randomized']:.2f} | {s['svdvals'] / s['randomized']:.1f}x | {f['randomized_top10_rel_error']:.1e} (top 10) |",
+                  f"| randomized subspace iteration ({f['randomized_iterations']} iterations) | {s['randomized']:.2f} | {s['svdvals'] / s['randomized']:.1f}x | {f['randomized_top10_rel_error']:.1e} (top 10) |",
+                  *([f"| block Krylov, bf16 products (depth {f['block_krylov_depth']}; what `randomized` runs) | {s['block_krylov']:.2f} | {s['svdvals'] / s['block_krylov']:.1f}x | {f['block_krylov_top10_rel_error']:.1e} (top 10) |"]
+                    if "block_krylov" in s else []),
                   f"| gram | {s['gram']:.2f} | {s['svdvals'] / s['gram']:.1f}x | {f['gram_rel_error']:.1e} (resolved values) |"]  # fmt: skip
     f = load("bench_cpu")
     if f:
@@ -116,12 +122,36 @@ def readme(results: Path) -> str:
 
         lines += ["", f"## Cost per analysis (`streamscope bench`, {f['checkpoint']['layout']}, {f['checkpoint']['bytes'] / 1e9:.2f} GB, device {f['device']}, budget {f['budget']})", "",
                   f"Cold cache: {f['cold_cache']}.", "", format_table(f)]  # fmt: skip
-    f = load("weightwatcher")
+    f = load("activations")
     if f:
-        lines += ["", "## streamscope vs WeightWatcher (all-MiniLM-L6-v2, exact spectra)", "", "| tool | seconds | peak RSS (MiB) |", "| --- | ---: | ---: |",
-                  f"| streamscope | {f['streamscope']['seconds']:.2f} | {f['streamscope']['peak_rss'] / 2**20:.0f} |",
-                  f"| WeightWatcher | {f['weightwatcher']['seconds']:.2f} | {f['weightwatcher']['peak_rss'] / 2**20:.0f} |", "",
-                  f"Over the {f['layers']} layers both analyse: largest alpha difference {f['max_alpha_diff']:.3f}, largest relative stable-rank difference {f['max_stable_rank_rel_diff']:.1e}."]  # fmt: skip
+        m = f["methods"]
+        lines += ["", f"## Activation analysis: streamed forward vs in-memory and disk offload ({f['checkpoint_bytes'] / 1e9:.2f} GB Llama-style, "
+                  f"{f['samples']} x {f['seq_len']} tokens, float32, CPU)", "",
+                  f"One decoder layer in float32: {f['layer_bytes_f32'] / 2**20:.0f} MiB; hidden states {f['hidden_states_bytes'] / 2**20:.0f} MiB.", "",
+                  "| method | tokens/s | forward s | wall s | peak RSS (MiB) | bytes read |", "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        for name, r in m.items():
+            read = f"{r['bytes_read'] / 1e9:.2f} GB" if "bytes_read" in r else "-"
+            lines.append(f"| {name} | {r['tokens_per_second']:.1f} | {r['forward_seconds']:.2f} | {r['wall_seconds']:.1f} | {r['peak_rss'] / 2**20:.0f} | {read} |")
+        lines += ["", f"Streamed forward: {f['streamed_vs_in_memory']:.2f}x the in-memory forward's tokens/s and {f['streamed_vs_disk_offload']:.1f}x "
+                  f"disk offload's; with every statistic and file, {f['profile_vs_in_memory']:.2f}x."]  # fmt: skip
+    f = load("weightwatcher")
+    if f and "models" in f:
+        lines += ["", "## streamscope vs WeightWatcher 0.7.7 (spectral analysis, each tool a process from start to exit)", "",
+                  "| model | layers | streamscope s | WeightWatcher s | speedup | streamscope RSS (MiB) | WeightWatcher RSS (MiB) | RSS ratio | alpha within 0.05 | largest alpha diff |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        for m in f["models"]:
+            lines.append(f"| {m['model']} | {m['layers']} | {m['streamscope']['seconds']:.2f} | {m['weightwatcher']['seconds']:.2f} | {m['speedup']:.1f}x | "
+                         f"{m['streamscope']['peak_rss'] / 2**20:.0f} | {m['weightwatcher']['peak_rss'] / 2**20:.0f} | {m['rss_ratio']:.2f}x | "
+                         f"{m['within_tolerance']}/{m['layers']} | {m['max_alpha_diff']:.4f} |")  # fmt: skip
+    f = load("alpha_full_spectrum")
+    if f:
+        lines += ["", f"## alpha of large matrices: full Gram spectra vs a top-k tail ({f['layout']}, one decoder layer)", "",
+                  "| matrix | shape | Gram + eigvalsh (float32) s | alpha (full) | fitted tail | alpha from top 32 | alpha from top 256 |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        for r in f["matrices"]:
+            lines.append(f"| {r['name']} | {r['shape'][0]} x {r['shape'][1]} | {r['seconds']:.2f} | {r['alpha']:.3f} | {r['tail_size']} | {r['alpha_top32']:.3f} | {r['alpha_top256']:.3f} |")
+        lines += ["", f"Full spectra of every matrix: {f['layer_seconds']:.0f} s per decoder layer here; {f['extrapolated_7b_minutes']:.0f} min for a 7B layout "
+                  f"(32 layers), {f['extrapolated_72b_hours']:.1f} h for a 72B layout (80 layers, hidden 8192, MLP 29568; from the same per-flop rate)."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -285,3 +285,38 @@ def compare_frame(result: dict | str | os.PathLike | tuple) -> "pd.DataFrame":
         return compare(*paths)
 
     return pd.json_normalize(_result(result, structural)["layers"])
+
+
+def activations(
+    path: str | os.PathLike | None,
+    *,
+    config: str | os.PathLike | None = None,
+    out: str | os.PathLike = "results/activations",
+    overrides: dict | None = None,
+    progress: bool = False,
+    revision: str | None = None,
+    echo=print,
+) -> dict:
+    """Activation analysis by a forward pass streamed from the shards, one decoder layer in memory at a time.
+
+    ``path``: the model directory (or hub repo id); None takes ``model.path`` of the config.
+    ``config`` is a YAML file with the Quant Smooth Ana keys (optional; defaults in ``activations.config``);
+    ``overrides`` sets dotted keys, e.g. ``{"data.num_samples": 128, "outlier.threshold": 100}``.
+
+    Returns:
+        The ``activations.json`` record: ``{"run", "modules", "weights", "outliers", "distribution", "config"}``.
+        ``out`` also receives ``activations.csv``/``.parquet``, ``outliers.csv``, ``act_scales.pt``,
+        ``imatrix.gguf`` and ``arrays.zarr``.
+
+    Example:
+        >>> streamscope.activations("Qwen2.5-7B/", out="results/qwen-act", overrides={"data.num_samples": 8})  # doctest: +SKIP
+    """
+    from streamscope.activation.profile import load_config, profile
+    from streamscope.io import hub
+
+    if path is not None and hub.parse(str(path)) is not None:
+        local, _ = hub.resolve(str(path), revision=revision, progress=progress)
+        path = local
+    cfg = load_config(config, overrides, path)
+    return profile(cfg["model"]["path"], cfg, out, echo=echo, progress=progress)
+

@@ -16,6 +16,7 @@ import json
 import mmap
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,8 @@ import torch
 from streamscope.io.checkpoint import CheckpointIndex
 
 BLOCK_BYTES = 64 << 20
+#: A 72B-parameter checkpoint in bf16, in GB (the extrapolation's scale).
+SIZE_72B_GB = 145.0
 
 
 def method_raw(path: str, **_) -> dict:
@@ -129,12 +132,17 @@ def run_bench(
     budget: str = "1GB",
     naive: bool = True,
     cold: bool = True,
+    repeat: int = 1,
     echo=print,
 ) -> dict:
     """Build (or reuse) a synthetic checkpoint and measure raw, naive and streamscope on it, in child processes.
 
+    ``repeat``: warm-cache methods run this many times, in turns (raw, each analysis set, raw, ...), and the
+    median counts: on a shared machine one run of each can land on a busy second.
+
     Returns the figures: ``{"machine", "checkpoint", "rows": [{method, analyses, cache, seconds, gbs,
-    vs_raw, vs_naive, peak_rss}], "host_to_device_gbs", "cold_cache"}``.
+    vs_raw, vs_naive, peak_rss, runs, seconds_per_gb, extrapolated_72b_seconds}], "host_to_device_gbs",
+    "cold_cache"}``; the extrapolation is seconds per GB times the 145 GB of a 72B bf16 checkpoint.
     """
     from streamscope.engine.options import resolve_device
     from streamscope.synthetic import write_sized
@@ -146,23 +154,35 @@ def run_bench(
     warm(path)
     rows = []
 
-    def add(method: str, cache: str, label: str = "", **kwargs) -> dict:
-        r = run_child(method, path, **kwargs)
-        row = {"method": method, "analyses": label, "cache": cache, "seconds": r["seconds"], "gbs": total / r["seconds"] / 1e9, "peak_rss": r["peak_rss"]}
-        rows.append(row)
-        echo(f"  {method:6s} {label:28s} {cache:5s} {row['seconds']:8.2f} s {row['gbs']:7.2f} GB/s  peak RSS {row['peak_rss'] / 2**20:6.0f} MiB")
-        return row
+    def row(method: str, cache: str, label: str, runs: list[float], peak: int) -> dict:
+        seconds = statistics.median(runs)
+        per_gb = seconds / (total / 1e9)
+        return {"method": method, "analyses": label, "cache": cache, "seconds": seconds, "gbs": total / seconds / 1e9, "peak_rss": peak,
+                "runs": runs, "seconds_per_gb": per_gb, "extrapolated_72b_seconds": per_gb * SIZE_72B_GB}  # fmt: skip
 
-    echo(f"checkpoint: {layout}, {total / 1e9:.2f} GB bf16 in {path}; device {dev}")
-    raw = add("raw", "warm")
-    base = add("naive", "warm") if naive else None
-    for a in analyses:
-        add("scan", "warm", a, analyses=a, budget=budget, device=dev)
+    echo(f"checkpoint: {layout}, {total / 1e9:.2f} GB bf16 in {path}; device {dev}; {repeat} run(s) each, median")
+    warm_jobs = [("raw", "", {})] + ([("naive", "", {})] if naive else []) + [("scan", a, {"analyses": a, "budget": budget, "device": dev}) for a in analyses]
+    timings: dict[int, list[float]] = {i: [] for i in range(len(warm_jobs))}
+    peaks: dict[int, int] = {i: 0 for i in range(len(warm_jobs))}
+    for _ in range(max(1, repeat)):  # in turns, so that a busy spell spreads over all methods
+        for i, (method, label, kwargs) in enumerate(warm_jobs):
+            r = run_child(method, path, **kwargs)
+            timings[i].append(r["seconds"])
+            peaks[i] = max(peaks[i], r["peak_rss"])
+    for i, (method, label, _) in enumerate(warm_jobs):
+        rows.append(row(method, "warm", label, timings[i], peaks[i]))
+        r = rows[-1]
+        echo(f"  {method:6s} {label:28s} warm  {r['seconds']:8.2f} s {r['gbs']:7.2f} GB/s  peak RSS {r['peak_rss'] / 2**20:6.0f} MiB"
+             f"  72B: {r['extrapolated_72b_seconds'] / 60:5.1f} min")  # fmt: skip
+    raw = rows[0]
+    base = rows[1] if naive else None
     cold_how = drop_cache(path) if cold else None
     if cold_how:
-        add("raw", "cold")
-        drop_cache(path)
-        add("scan", "cold", analyses[0], analyses=analyses[0], budget=budget, device=dev)
+        for method, label, kwargs in (("raw", "", {}), ("scan", analyses[0], {"analyses": analyses[0], "budget": budget, "device": dev})):
+            drop_cache(path)
+            r = run_child(method, path, **kwargs)
+            rows.append(row(method, "cold", label, [r["seconds"]], r["peak_rss"]))
+            echo(f"  {method:6s} {label:28s} cold  {rows[-1]['seconds']:8.2f} s {rows[-1]['gbs']:7.2f} GB/s")
     for row in rows:
         ref_raw = raw["seconds"] if row["cache"] == "warm" else next(r["seconds"] for r in rows if r["method"] == "raw" and r["cache"] == "cold")
         row["vs_raw"] = ref_raw / row["seconds"]
@@ -178,10 +198,12 @@ def run_bench(
 
 def format_table(fig: dict) -> str:
     """A markdown table of ``run_bench`` figures."""
-    lines = ["| method | analyses | cache | GB/s | vs raw | vs naive | peak RSS (MiB) |", "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    lines = ["| method | analyses | cache | GB/s | vs raw | vs naive | peak RSS (MiB) | 72B (145 GB) |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for r in fig["rows"]:
         vs_naive = f"{r['vs_naive']:.1f}x" if r.get("vs_naive") else "-"
-        lines.append(f"| {r['method']} | {r['analyses'] or '-'} | {r['cache']} | {r['gbs']:.2f} | {r['vs_raw']:.2f}x | {vs_naive} | {r['peak_rss'] / 2**20:.0f} |")
+        ext = f"{r['extrapolated_72b_seconds'] / 60:.1f} min" if r.get("extrapolated_72b_seconds") else "-"
+        lines.append(f"| {r['method']} | {r['analyses'] or '-'} | {r['cache']} | {r['gbs']:.2f} | {r['vs_raw']:.2f}x | {vs_naive} | {r['peak_rss'] / 2**20:.0f} | {ext} |")
     return "\n".join(lines)
 
 
@@ -243,7 +265,10 @@ def _child_main(argv: list[str]) -> None:
     method, path = argv[0], argv[1]
     kwargs = json.loads(argv[2]) if len(argv) > 2 else {}
     if method == "scan":  # imports are not part of the measured time of any method
+        import pandas  # noqa: F401
         import pyarrow.parquet  # noqa: F401
+        import zarr  # noqa: F401
+
         import streamscope  # noqa: F401
     t0 = time.perf_counter()
     out = METHODS[method](path, **kwargs)

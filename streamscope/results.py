@@ -4,8 +4,8 @@ While a scan runs, every finished tensor is appended to ``.partial/records.jsonl
 ``.npz`` beside it; a later scan of the same checkpoint with the same options reuses what it finds there.
 ``arrays.zarr`` is written once at the end: value histograms stacked as ``histograms/counts`` (tensors x
 bins) and ``histograms/edges``, row i belonging to ``histograms.attrs["tensor_names"][i]``, and other arrays (embedding row norms,
-singular values) under ``tensors/<name>/`` (a hashed node name for names that are not plain file names; each
-group's ``tensor`` attribute holds the real name).
+singular values) as one ragged array per kind, ``tensors/<kind>/values``, indexed by the group's
+``tensor_names`` and ``offsets`` attributes (``report.load.Results.array`` reads one tensor's).
 """
 
 from __future__ import annotations
@@ -155,28 +155,39 @@ class ResultStore:
             return {k: data[k] for k in data.files}
 
     def write_arrays(self, names: list[str]) -> None:
-        """Write ``arrays.zarr`` from the stored per-tensor arrays, in a handful of zarr writes."""
+        """Write ``arrays.zarr`` from the stored per-tensor arrays, in a handful of zarr writes.
+
+        Layout: ``histograms/counts`` and ``histograms/edges`` (one row per tensor, names in the group's
+        ``tensor_names``); every other per-tensor array (``singular_values``, ``row_norms``: 1-D) is one
+        ragged array ``tensors/<key>/values``, all tensors' values end to end, with the group's attributes
+        ``tensor_names`` and ``offsets`` (tensor i holds ``values[offsets[i]:offsets[i + 1]]``). A zarr array
+        per tensor cost about 10 ms each to create here (2.4 s for a 135M model's 211 matrices).
+        """
         import zarr
 
         root = zarr.open_group(str(self.out / "arrays.zarr"), mode="w")
         hist_names, counts, edges = [], [], []
-        per_tensor = root.require_group("tensors")
+        ragged: dict[str, tuple[list[str], list[np.ndarray]]] = {}
         for name in names:
             arrays = self.arrays(name)
             if "histogram_counts" in arrays:
                 hist_names.append(name)
                 counts.append(arrays.pop("histogram_counts"))
                 edges.append(arrays.pop("histogram_edges"))
-            if arrays:
-                group = per_tensor.require_group(_key(name))
-                group.attrs["tensor"] = name
-                for key, value in arrays.items():
-                    group.create_array(key, data=value, overwrite=True)
+            for key, value in arrays.items():
+                entry = ragged.setdefault(key, ([], []))
+                entry[0].append(name)
+                entry[1].append(np.asarray(value).reshape(-1))
         if hist_names:
             h = root.require_group("histograms")
             h.create_array("counts", data=np.stack(counts), overwrite=True)
             h.create_array("edges", data=np.stack(edges), overwrite=True)
             h.attrs["tensor_names"] = hist_names
+        per_tensor = root.require_group("tensors")
+        for key, (tensor_names, values) in ragged.items():
+            offsets = np.concatenate([[0], np.cumsum([v.size for v in values])]).astype(int).tolist()
+            g = per_tensor.create_group(key, attributes={"tensor_names": tensor_names, "offsets": offsets})
+            g.create_array("values", data=np.concatenate(values) if values else np.zeros(0), overwrite=True)
 
     def write_tables(self, model: dict, order: list[str] | None = None) -> "pd.DataFrame":
         """Write ``tensors.json/csv/parquet``, ``model.json`` and ``arrays.zarr``; each file appears whole or not at all."""
@@ -200,14 +211,6 @@ def _atomic(path: Path, write) -> None:
 
 
 _SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-
-
-def _key(name: str) -> str:
-    """A zarr node name for a tensor: the name itself when it is a plain file name, else a hash of it."""
-    plain = name.replace("/", "__")
-    if _SAFE_KEY.fullmatch(plain):
-        return plain
-    return "tensor-" + hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 
 
 def _lock(path: Path):
@@ -284,3 +287,12 @@ def json_safe(obj):
     if isinstance(obj, np.bool_):
         return bool(obj)
     return obj
+
+
+def _key(name: str) -> str:
+    """A zarr node name for a tensor: the name itself when it is a plain file name, else a hash of it."""
+    plain = name.replace("/", "__")
+    if _SAFE_KEY.fullmatch(plain):
+        return plain
+    return "tensor-" + hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+

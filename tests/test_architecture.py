@@ -178,9 +178,9 @@ def test_version_short_help_and_one_line_os_errors(llama_dir, tmp_path):
 
 def test_outputs_carry_schema_version(llama_dir, tmp_path):
     r = streamscope.scan(llama_dir, out=tmp_path / "o", select="norm")
-    assert json.loads((tmp_path / "o" / "model.json").read_text())["schema_version"] == 2
+    assert json.loads((tmp_path / "o" / "model.json").read_text())["schema_version"] == 3
     assert r.model["options"]["histogram_bins"] == 256
-    assert streamscope.params(llama_dir)["schema_version"] == 2
+    assert streamscope.params(llama_dir)["schema_version"] == 3
     assert len(streamscope.params_frame(llama_dir)) == 3  # a path works as well as a result
 
 

@@ -179,7 +179,7 @@ def make_pruned(src: Path, dst: Path) -> Path:
 def test_compare_structurally_pruned_pair(llama_dir, tmp_path):
     pruned = make_pruned(llama_dir, tmp_path / "pruned")
     c = streamscope.compare(llama_dir, pruned)
-    assert c["schema_version"] == 2 and (c["before_name"], c["after_name"]) == (llama_dir.name, "pruned")
+    assert c["schema_version"] == 3 and (c["before_name"], c["after_name"]) == (llama_dir.name, "pruned")
     layer_orig = 64 * 64 * 2 + 16 * 64 * 2 + 3 * 176 * 64 + 2 * 64  # attention + mlp + norms = 44160
     l0_attn = 48 * 64 + 8 * 64 * 2 + 64 * 48
     l0_mlp = 3 * 120 * 64

@@ -12,6 +12,7 @@ import zarr
 from safetensors.torch import load_file
 
 import streamscope
+from streamscope.report.load import Results
 from streamscope.synthetic import save_tensors
 
 
@@ -67,7 +68,7 @@ def test_output_files(minilm_dir, tmp_path):
     assert counts.shape == (len(names), 256)
     i = names.index("encoder.layer.0.output.dense.weight")
     assert counts[i].sum() == 384 * 1536
-    norms = root["tensors/embeddings.word_embeddings.weight/row_norms"][:]
+    norms = Results.open(out).array("embeddings.word_embeddings.weight", "row_norms")
     assert norms.shape == (30522,)
     np.testing.assert_allclose(norms.mean(), model["embedding"]["embeddings.word_embeddings.weight"]["norm_mean"], rtol=1e-12)
 

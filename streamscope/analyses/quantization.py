@@ -45,16 +45,20 @@ class QuantOptions:
 
 
 class QuantState:
-    def __init__(self, info: TensorInfo, options: QuantOptions):
+    def __init__(self, info: TensorInfo, options: QuantOptions, native: bool = False):
         from streamscope.kernels.quant import ErrorSums
 
         self.schemes = options.quant_schemes
         self.matrix = info.is_matrix and info.numel > 0
         self.sums = {s: ErrorSums() for s in self.schemes}
+        self.native = native
 
 
 def start(ctx, options: QuantOptions) -> QuantState:
-    return QuantState(ctx.info, options)
+    from streamscope.kernels import native
+
+    use_native = ctx.runner is not None and ctx.runner.options.native and ctx.device.type == "cpu" and native.available()
+    return QuantState(ctx.info, options, use_native)
 
 
 def update(state: QuantState, x: torch.Tensor, block: Block, scratch) -> None:
@@ -63,13 +67,15 @@ def update(state: QuantState, x: torch.Tensor, block: Block, scratch) -> None:
         return
     import torch
 
-    from streamscope.kernels.quant import block_schemes
+    from streamscope.kernels.quant import block_schemes, block_schemes_native
+
+    if state.native and x.dtype == torch.float32 and block_schemes_native(x.contiguous(), state.schemes, state.sums):
+        return
+    if not (x.dtype == torch.float32 and math.isfinite(float(x.sum()))):
+        # float64 working precision, or NaN/Inf present: simulate on a finite float32 copy
+        x = torch.nan_to_num(x.to(torch.float32), nan=0.0, posinf=0.0, neginf=0.0)
     n = x.numel()
-    buffers = scratch("quant_q", n), scratch("quant_err", n), scratch("quant_tmp", n)
-    if x.dtype == torch.float32 and math.isfinite(float(x.sum())):
-        block_schemes(x, state.schemes, state.sums, *buffers)
-    else:  # float64 working precision, or NaN/Inf present: simulate on a finite float32 copy
-        block_schemes(torch.nan_to_num(x.to(torch.float32), nan=0.0, posinf=0.0, neginf=0.0), state.schemes, state.sums, *buffers)
+    block_schemes(x, state.schemes, state.sums, scratch("quant_q", n), scratch("quant_err", n), scratch("quant_tmp", n))
 
 
 def finish(state: QuantState, ctx) -> dict:

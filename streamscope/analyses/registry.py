@@ -10,7 +10,9 @@ Kinds and what the engine calls (``ctx`` is the engine's ``TensorContext`` or ``
 - ``block``: sees every block of the tensor's single pass. ``start(ctx, options) -> state`` (``ctx.info``,
   ``ctx.memory``: what the budget leaves to analyses, ``ctx.device``);
   ``update(state, x, block, scratch)`` folds a ``(rows, cols)`` float block in (``scratch(key, n)`` is a reused
-  float32 buffer); ``finish(state, ctx) -> dict | None``. ``ctx.row_blocks()`` streams the tensor again where
+  float32 buffer); with ``stored=True`` it is called as ``update(state, x, block, scratch, stored=values)``
+  with the block as stored too (a typed view of its bytes, or the decoded float32 of a quantized format);
+  ``finish(state, ctx) -> dict | None``. ``ctx.row_blocks()`` streams the tensor again where
   a method needs more passes.
 - ``tensor``: runs once the pass is over, from ``ctx.acc`` (the statistics accumulator), ``ctx.record`` (what
   the analyses registered before it wrote) and ``ctx.arrays`` (arrays for ``arrays.zarr``):
@@ -46,6 +48,7 @@ class Analysis:
     #: block types whose per-row sums of squares this analysis reads (``ctx.acc.row_sumsq``)
     row_norms_for: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()  # arrays it adds to ``arrays.zarr`` (documentation and the developer guide)
+    stored: bool = False  # ``update`` also receives the block as stored (``stored=``)
     start: Callable[..., Any] | None = None
     update: Callable[..., None] | None = None
     finish: Callable[..., dict | None] | None = None

@@ -1,15 +1,22 @@
 """Spectral analysis of one weight matrix (2-D, or higher-D flattened to rows x the rest), from streamed blocks.
 
 Methods, chosen per matrix (``spectral.method`` in the output):
-- ``exact``: ``svdvals`` in float64 of the matrix gathered in memory; small matrices, or when asked.
-- ``gram``: the full spectrum from the Gram matrix of the smaller side, accumulated over blocks in float64,
-  then ``eigvalsh``. Singular values below about ``sqrt(eps64) * sigma_max`` (``resolution`` in the output)
-  are not resolved: the minimum singular value and condition number are then a bound.
-- ``randomized``: top-``k`` singular values by randomized subspace iteration (``svd_compressed``); stable
-  rank from the exact Frobenius norm. The small end of the spectrum is not computed (condition number,
-  effective rank beyond ``k`` and ``alpha`` are reported as unavailable).
-``auto`` takes ``exact`` when the smaller side is at most 1024, else ``gram`` when the smaller side is at most
-2048 (a Gram spectrum costs rows x cols x side flops in float64: hours on a 70B model), else ``randomized``.
+- ``gram``: the full spectrum from the Gram matrix of the smaller side, accumulated over blocks, then
+  ``eigvalsh``: in float64 up to a smaller side of 2048, in float32 above (a 4096 x 11008 Gram matrix in
+  float32 takes 2 s here, in float64 9 s). Singular values below about ``sqrt(eps * larger side) *
+  sigma_max`` (``resolution`` in the output) are not resolved: the minimum singular value and condition
+  number are then a bound; the power-law tail that ``alpha`` fits lies far above it.
+- ``exact``: LAPACK's divide-and-conquer SVD (numpy ``gesdd``) in float64 of the matrix gathered in memory;
+  resolves the smallest singular values too. Only when asked: on this class of machine it is 5x slower than
+  ``gram`` on a 1536 x 576 matrix, and torch's ``svdvals`` was erratic on trained weights (up to 20x).
+- ``randomized``: top-``k`` singular values by randomized block Krylov iteration (``svd_block_krylov``);
+  stable rank from the exact Frobenius norm. When the matrix fits the analysis memory as bfloat16 it is
+  kept there during the pass, so that the Krylov products (bfloat16, float32 accumulation) read no bytes
+  again; the final Rayleigh-Ritz product is float32. The top ``krylov_converge`` values (ten) converge and are
+  reported; the Ritz values after them, up to ``rank``, are lower bounds of the true ones
+  (``singular_value_lower_bounds``). The small end of the spectrum, and so ``alpha``, is not computed.
+``auto`` takes ``gram`` when the smaller side is at most 2048, else ``randomized``: a Gram spectrum costs
+rows x cols x side flops (hours on a 70B model on CPU), see ``benchmarks/README.md`` for measured costs.
 Every method must fit the memory that the budget leaves to analyses (``ctx.memory``, see
 ``engine.budget``): a method that would not fit, asked for or chosen, gives way to the next cheaper one, and
 ``method_note`` says so.
@@ -32,20 +39,28 @@ if TYPE_CHECKING:
     from streamscope.io.tensor import Block, TensorInfo
 
 METHODS = ("auto", "exact", "gram", "randomized", "off")
-EXACT_MAX_SIDE = 1024
 GRAM_MAX_SIDE = 2048
+#: Why the randomized method gives no alpha. Fitted to the top 32 eigenvalues alone, alpha was off by 1.0 on
+#: a 4096 x 4096 matrix whose fitted tail holds 1462 eigenvalues (benchmarks/README.md): the tail that
+#: WeightWatcher fits reaches far below any top-k.
+ALPHA_NOTE = "alpha needs the full spectrum: --spectral gram computes it (cost: benchmarks/README.md)"
 EPS32 = float(np.finfo(np.float32).eps)
 
 
 @dataclass(frozen=True)
 class SpectralOptions:
     """``spectral``: the method (``auto``, ``exact``, ``gram``, ``randomized``, ``off``); ``rank``: top singular
-    values reported; ``n_oversamples``, ``n_power_iter``, ``seed``: the randomized method's sketch."""
+    values reported; ``krylov_block``, ``krylov_depth``, ``krylov_tol``, ``krylov_converge``, ``seed``: the
+    randomized method's block size, most depth steps, stopping tolerance (relative change of the top
+    ``krylov_converge`` values, which are reported; the rest up to ``rank`` are reported as lower bounds)
+    and sketch seed."""
 
     spectral: str = "auto"
     rank: int = 32
-    n_oversamples: int = 20
-    n_power_iter: int = 10
+    krylov_block: int = 16
+    krylov_depth: int = 12
+    krylov_tol: float = 1e-3
+    krylov_converge: int = 10
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -53,28 +68,34 @@ class SpectralOptions:
             raise OptionError(f"--spectral must be one of {', '.join(METHODS)}; got {self.spectral!r}")
         if not 1 <= int(self.rank) <= 4096:
             raise OptionError(f"--rank must be between 1 and 4096; got {self.rank}")
-        if self.n_oversamples < 0 or self.n_power_iter < 1:
-            raise OptionError("n_oversamples must be >= 0 and n_power_iter >= 1")
+        if min(self.krylov_block, self.krylov_depth, self.krylov_converge) < 1 or not self.krylov_tol > 0:
+            raise OptionError("krylov_block, krylov_depth and krylov_converge must be >= 1 and krylov_tol > 0")
+
+    @property
+    def krylov_columns(self) -> int:
+        return max(self.krylov_block * self.krylov_depth, self.rank + self.krylov_block)
 
 
-def method_bytes(method: str, rows: int, cols: int, k: int = 32, oversamples: int = 20, block_elems: int = 0) -> int:
-    """Memory a method holds beyond the block buffers, in bytes (float64 throughout).
+def method_bytes(method: str, rows: int, cols: int, columns: int = 192, block_elems: int = 0) -> int:
+    """Memory a method holds beyond the block buffers, in bytes.
 
-    exact: the gathered matrix and LAPACK's copy of it, plus the small side squared for its workspace;
-    gram: the Gram matrix and ``eigvalsh``'s copy, plus a float64 copy of one block;
-    randomized: the sketches ``W @ Q`` and ``W.T @ Q`` (rows and cols x (k + oversamples)), each about three times.
+    exact: the gathered matrix in float64 and LAPACK's copy of it, plus the small side squared for its workspace;
+    gram: the Gram matrix and ``eigvalsh``'s copy (float64, float32 above ``GRAM_MAX_SIDE``), plus a float64
+    copy of one block;
+    randomized: the Krylov basis (small side x ``columns``, float32, twice) and the final product (large
+    side x ``columns``, float32 and its float64 copy). The bfloat16 copy of the matrix comes on top, when it fits.
     """
-    small = min(rows, cols)
+    small, large = min(rows, cols), max(rows, cols)
     if method == "exact":
         return 2 * rows * cols * 8 + 3 * small * small * 8
     if method == "gram":
-        return 2 * small * small * 8 + block_elems * 8
+        return 2 * small * small * (8 if small <= GRAM_MAX_SIDE else 4) + block_elems * 8
     if method == "randomized":
-        return 3 * (rows + cols) * (k + oversamples) * 8
+        return 2 * small * columns * 4 + large * columns * 12
     return 0
 
 
-def choose_method(rows: int, cols: int, method: str, available: int, k: int = 32, oversamples: int = 20,
+def choose_method(rows: int, cols: int, method: str, available: int, columns: int = 192,
                   block_elems: int = 0) -> tuple[str, str | None]:  # fmt: skip
     """The method to run and, when it is not the one asked for or ``auto``'s usual pick, why.
 
@@ -84,19 +105,19 @@ def choose_method(rows: int, cols: int, method: str, available: int, k: int = 32
     if method == "off":
         return "off", None
     if method == "auto":
-        wanted = "exact" if small <= EXACT_MAX_SIDE else "gram" if small <= GRAM_MAX_SIDE else "randomized"
+        wanted = "gram" if small <= GRAM_MAX_SIDE else "randomized"
     else:
         wanted = method
     order = ("exact", "gram", "randomized")
     for candidate in order[order.index(wanted):]:
-        need = method_bytes(candidate, rows, cols, k, oversamples, block_elems)
+        need = method_bytes(candidate, rows, cols, columns, block_elems)
         if need <= available:
             if candidate == wanted:
                 return candidate, None
-            first = method_bytes(wanted, rows, cols, k, oversamples, block_elems)
+            first = method_bytes(wanted, rows, cols, columns, block_elems)
             return candidate, (f"{wanted} needs {first / 2**20:.0f} MiB, over the {available / 2**20:.0f} MiB the memory "
                                f"budget leaves to analyses; used {candidate}")  # fmt: skip
-    need = method_bytes("randomized", rows, cols, k, oversamples, block_elems)
+    need = method_bytes("randomized", rows, cols, columns, block_elems)
     return "off", f"even the randomized method needs {need / 2**20:.0f} MiB, over the {available / 2**20:.0f} MiB left; raise --memory-budget"
 
 
@@ -109,31 +130,71 @@ class SpectralState:
         self.note = None
         self.method = "off"
         if self.active:
-            self.method, self.note = choose_method(self.rows, self.cols, options.spectral, available, self.k,
-                                                   options.n_oversamples, block_elems)  # fmt: skip
+            self.method, self.note = choose_method(self.rows, self.cols, options.spectral, available,
+                                                   options.krylov_columns, block_elems)  # fmt: skip
         self.dense: list[torch.Tensor] = []
         self.gram: torch.Tensor | None = None
-        if self.method == "gram" and self.cols <= self.rows:
-            import torch
+        self.low: torch.Tensor | None = None  # the matrix as bfloat16, for the Krylov products
+        self.low_exact = info.dtype == "BF16"  # the bfloat16 copy is the matrix itself
+        import torch
 
-            self.gram = torch.zeros(self.cols, self.cols, dtype=torch.float64)
+        self.gram_dtype = torch.float64 if min(self.rows, self.cols) <= GRAM_MAX_SIDE else torch.float32
+        if self.method == "gram" and self.cols <= self.rows:
+            self.gram = torch.zeros(self.cols, self.cols, dtype=self.gram_dtype)
+        # Small float64 Gram matrices on CPU go through numpy's BLAS and LAPACK: measured here on a 576-wide
+        # matrix, torch's eigvalsh took 74 ms where numpy's took 13.5 ms, and the float64 product 15 ms vs 9 ms.
+        self.numpy_gram = self.gram_dtype == torch.float64
+        left = available - method_bytes(self.method, self.rows, self.cols, options.krylov_columns, block_elems)
+        if self.method == "randomized" and self.rows * self.cols * 2 <= left:
+            self.low = torch.empty(self.rows, self.cols, dtype=torch.bfloat16)
+        self.sketch: torch.Tensor | None = None  # the first Krylov product, made during the pass
+        self.omega: torch.Tensor | None = None
+        if self.low is not None:
+            from streamscope.kernels.linalg import krylov_start
+
+            block = max(1, min(options.krylov_block, self.rows, self.cols))
+            self.omega = krylov_start(max(self.rows, self.cols), block, options.seed).to(torch.bfloat16)
+            self.sketch = torch.zeros(min(self.rows, self.cols), block, dtype=torch.float32)
 
 
 def start(ctx, options: SpectralOptions) -> SpectralState:
-    return SpectralState(ctx.info, options, ctx.memory.analysis_bytes, ctx.memory.block_elems)
+    state = SpectralState(ctx.info, options, ctx.memory.analysis_bytes, ctx.memory.block_elems)
+    if state.low is not None and ctx.runner is not None:  # reuse one buffer across tensors: fresh pages fault slowly
+        import torch
+
+        state.low = ctx.runner.kernel.buffer("spectral_low", state.rows * state.cols, torch.bfloat16).view(state.rows, state.cols)
+    return state
 
 
-def update(state: SpectralState, x: torch.Tensor, block: Block, scratch) -> None:
+def update(state: SpectralState, x: torch.Tensor, block: Block, scratch, stored: torch.Tensor | None = None) -> None:
     if state.method == "exact":
         import torch
 
         state.dense.append(x.detach().to("cpu", torch.float64, copy=True))
+    elif state.low is not None:
+        import torch
+
+        r0, r1 = block.row_start, block.row_stop
+        rows = state.low[r0:r1]
+        if stored is not None and stored.dtype == torch.bfloat16:  # a plain copy: float32 -> bfloat16 is 10x slower
+            rows.view(-1).copy_(stored)
+        else:
+            rows.copy_(x)
+        if state.rows <= state.cols:  # the Krylov space on the row side: W @ Omega, block by block
+            state.sketch[r0:r1] = (rows @ state.omega).float()
+        else:  # on the column side: W.T @ Omega
+            state.sketch += (rows.T @ state.omega[r0:r1]).float()
     elif state.gram is not None:
         import torch
 
-        b = x.to(torch.float64)
+        if state.numpy_gram and x.device.type == "cpu":
+            b = x.numpy().astype(np.float64)
+            with np.errstate(over="ignore", invalid="ignore"):  # extreme values: finish() reports the tensor's Inf/NaN
+                state.gram.numpy()[...] += b.T @ b  # (cols, cols) += block.T @ block
+            return
+        b = x.to(state.gram_dtype)
         state.gram = state.gram.to(b.device)
-        state.gram.addmm_(b.T, b)  # (cols, cols) += block.T @ block
+        state.gram.addmm_(b.T, b)
 
 
 def finish(state: SpectralState, ctx) -> dict | None:
@@ -141,7 +202,6 @@ def finish(state: SpectralState, ctx) -> dict | None:
         return None
     import torch
 
-    from streamscope.kernels.linalg import svd_compressed
     from streamscope.kernels.powerlaw import fit_alpha
 
     if state.method == "off":
@@ -154,21 +214,22 @@ def finish(state: SpectralState, ctx) -> dict | None:
     total_rank = min(state.rows, state.cols)
     resolution = 0.0
     if state.method == "exact":
-        sv = torch.linalg.svdvals(torch.cat(state.dense).reshape(state.rows, state.cols)).numpy()
+        sv = np.linalg.svd(torch.cat(state.dense).reshape(state.rows, state.cols).numpy(), compute_uv=False)
         state.dense.clear()
         iterations = None
     elif state.method == "gram":
-        g = state.gram if state.gram is not None else _row_gram(ctx, state.rows)
-        ev = torch.linalg.eigvalsh(g).flip(0).clamp_min(0).cpu().numpy()
+        g = state.gram if state.gram is not None else _row_gram(ctx, state.rows, state.gram_dtype)
+        if g.device.type == "cpu":
+            ev = np.linalg.eigvalsh(g.numpy())[::-1].astype(np.float64).clip(min=0)
+        else:
+            ev = torch.linalg.eigvalsh(g).flip(0).clamp_min(0).cpu().double().numpy()
         sv = np.sqrt(ev)
-        # eigenvalues carry an absolute error of about eps64 * ||G|| = eps64 * sigma_max^2
-        resolution = math.sqrt(np.finfo(np.float64).eps * max(state.rows, state.cols)) * float(sv[0]) if sv.size else 0.0
+        # eigenvalues carry an absolute error of about eps * ||G|| = eps * sigma_max^2
+        eps = float(torch.finfo(state.gram_dtype).eps)
+        resolution = math.sqrt(eps * max(state.rows, state.cols)) * float(sv[0]) if sv.size else 0.0
         iterations = None
     else:
-        o = state.options
-        values, iterations = svd_compressed(ctx.row_blocks, (state.rows, state.cols), k, n_oversamples=o.n_oversamples,
-                                            n_power_iter=o.n_power_iter, seed=o.seed, device=ctx.device)  # fmt: skip
-        sv = values.numpy()
+        sv, iterations = _krylov(state, ctx, k)
     full = state.method in ("exact", "gram")
     smax = float(sv[0]) if sv.size else 0.0
     out = {
@@ -176,7 +237,7 @@ def finish(state: SpectralState, ctx) -> dict | None:
         "max_singular_value": smax,
         "stable_rank": _stable_rank(frob2, smax, sv if state.method in ("exact", "gram") else None),
         "total_rank": total_rank,
-        "top_singular_values": [float(v) for v in sv[:k]],
+        "top_singular_values": [float(v) for v in sv[: k if full else min(k, state.options.krylov_converge)]],
         "log_spectral_norm": 2 * math.log10(smax) if smax > 0 else float("nan"),
     }
     out["stable_rank_utilization"] = out["stable_rank"] / total_rank if total_rank else 0.0
@@ -199,8 +260,9 @@ def finish(state: SpectralState, ctx) -> dict | None:
         out["alpha_xmin"], out["alpha_ks_distance"], out["alpha_tail_size"] = fit["xmin"], fit["ks_distance"], fit["tail_size"]
     else:
         kth = float(sv[-1]) if sv.size else 0.0
-        out.update(min_singular_value=None, condition_number=None, singular_value_ratio=None, alpha=None, alpha_weighted=None,
-                   approximate_rank=None, iterations=iterations,
+        out["singular_value_lower_bounds"] = [float(v) for v in sv[len(out["top_singular_values"]) :]]
+        out.update(min_singular_value=None, condition_number=None, singular_value_ratio=None, approximate_rank=None,
+                   alpha=None, alpha_weighted=None, alpha_note=ALPHA_NOTE, iterations=iterations,
                    effective_rank=None if kth > 0.01 * smax else int((sv > 0.01 * smax).sum()),  # known only if the top k reach below 1%
                    effective_rank_lower_bound=int((sv > 0.01 * smax).sum()))  # fmt: skip
     ctx.arrays["singular_values"] = np.asarray(sv, dtype=np.float64)
@@ -216,13 +278,49 @@ def _stable_rank(frob2: float, smax: float, full: np.ndarray | None) -> float:
     return frob2 / (smax * smax) if smax * smax > 0 else float("nan")
 
 
-def _row_gram(ctx, rows: int) -> torch.Tensor:
+def _krylov(state: SpectralState, ctx, k: int) -> tuple[np.ndarray, int]:
+    """Top-``k`` singular values by block Krylov: products on the bfloat16 copy when one was kept, else
+    one pass over the (page-cached) blocks per product; the final product in float32."""
+    from streamscope.kernels.linalg import StreamedOperator, svd_block_krylov
+
+    o = state.options
+    shape = (state.rows, state.cols)
+    streamed = StreamedOperator.from_blocks(ctx.row_blocks, shape)
+    if state.low is None:
+        op = exact = streamed
+    else:
+        op = StreamedOperator.from_matrix(state.low)
+        exact = StreamedOperator.from_blocks(_float_rows(state.low, ctx.memory.block_elems), shape) if state.low_exact else streamed
+    values, depth = svd_block_krylov(op, k, block=o.krylov_block, max_depth=o.krylov_depth, tol=o.krylov_tol,
+                                     seed=o.seed, converge_k=o.krylov_converge, exact=exact, sketch=state.sketch)  # fmt: skip
+    state.low = state.sketch = state.omega = None
+    return values.numpy(), depth
+
+
+def _float_rows(low: torch.Tensor, block_elems: int):
+    """Row blocks of a bfloat16 matrix as float32, each at most ``block_elems`` values."""
+    import torch
+
+    step = max(1, block_elems // max(low.shape[1], 1))
+    buf = torch.empty(min(step, low.shape[0]), low.shape[1], dtype=torch.float32)
+
+    def blocks():
+        for r0 in range(0, low.shape[0], step):
+            r1 = min(low.shape[0], r0 + step)
+            out = buf[: r1 - r0]
+            out.copy_(low[r0:r1])
+            yield r0, r1, out
+
+    return blocks
+
+
+def _row_gram(ctx, rows: int, dtype) -> torch.Tensor:
     """``W @ W.T`` (rows x rows) for a wide matrix, accumulated over column slabs in one more pass."""
     import torch
 
-    g = torch.zeros(rows, rows, dtype=torch.float64, device=ctx.device)
+    g = torch.zeros(rows, rows, dtype=dtype, device=ctx.device)
     for slab in ctx.column_slabs():
-        b = slab.to(ctx.device, torch.float64)  # (rows, slab cols)
+        b = slab.to(ctx.device, dtype)  # (rows, slab cols)
         g.addmm_(b, b.T)
     return g
 
@@ -233,6 +331,7 @@ ANALYSIS = Analysis(
     help="singular values (exact, Gram or randomized), condition number, stable/effective rank, power-law alpha",
     options=SpectralOptions,
     writes=("singular_values",),
+    stored=True,
     start=start,
     update=update,
     finish=finish,

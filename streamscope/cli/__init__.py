@@ -111,7 +111,7 @@ def scan(
     spectral: Annotated[str, typer.Option("--spectral", help=f"{', '.join(SPECTRAL_METHODS)} (adds the spectral analysis unless off).")] = "",
     rank: Annotated[int, typer.Option("--rank", help="Top singular values reported.")] = SpectralOptions.rank,
     quant_schemes: Annotated[str, typer.Option("--quant-schemes", help="Quantization schemes simulated.")] = ",".join(QUANT_SCHEMES),
-    option: Annotated[Optional[list[str]], typer.Option("--option", help="Any analysis option as KEY=VALUE, e.g. n_power_iter=4, histogram_bins=128.")] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--option", help="Any analysis option as KEY=VALUE, e.g. krylov_depth=8, histogram_bins=128.")] = None,
     demo: Annotated[bool, typer.Option("--demo", help="Scan the bundled all-MiniLM-L6-v2 weights.")] = False,
     resume: ResumeOpt = True,
     reader: Annotated[str, typer.Option("--reader", help="auto (mmap on CPU, pinned pread on GPUs), mmap or pread.")] = "auto",
@@ -227,6 +227,70 @@ def embeddings(
         _report(out, quiet=quiet)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@handles_errors
+def activations(
+    ctx: typer.Context,
+    path: Annotated[Optional[str], typer.Argument(help="Model directory (config.json + safetensors), or a hub repo id; or model.path in --config.")] = None,
+    *,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (Quant Smooth Ana keys); optional.")] = None,
+    out: OutOpt = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps (memory.device).")] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="Compute dtype: auto (float32 on CPU, the checkpoint's on GPUs), float32, bfloat16, float16.")] = None,
+    memory_budget: Annotated[Optional[str], typer.Option("--memory-budget", "-m", help="Memory for the hidden states; past it they spill to a memory-mapped file.")] = None,
+    revision: RevisionOpt = None,
+    report: ReportOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Activation statistics from a forward pass streamed layer by layer from the shards.
+
+    Any config key can be set as a dotted option: --data.num_samples 128 --outlier.threshold 100
+    --data.source custom:calib.txt (sources: random, custom:PATH, hf:NAME[:CONFIG[:SPLIT]], pile, wikitext2,
+    c4, redpajama). Writes activations.json/.csv/.parquet, outliers.csv, act_scales.pt, imatrix.gguf, arrays.zarr.
+
+    Example: [bold]streamscope activations Qwen2.5-7B/ --out results/qwen-act --data.num_samples 16 --data.seq_len 512[/]
+    """
+    from streamscope.activation.config import parse_overrides
+    from streamscope.api import activations as run
+
+    overrides = parse_overrides(list(ctx.args))
+    for key, value in (("memory.device", device), ("model.dtype", dtype), ("memory.budget", memory_budget)):
+        if value is not None:
+            overrides[key] = value
+    if path is None and config is None:
+        raise OptionError("give a model PATH, or a --config with model.path")
+    out = out or Path("results") / f"{_default_name(path or str(config))}-activations"
+    echo = (lambda s: None) if quiet else (lambda s: console.print(escape(s), highlight=False))
+    record = run(path, config=config, out=out, overrides=overrides, progress=not quiet, revision=revision, echo=echo)
+    if not quiet:
+        _activation_table(record, out)
+    if report:
+        _report(out, quiet=quiet)
+
+
+def _activation_table(record: dict, out: Path) -> None:
+    from rich.table import Table
+
+    run = record["run"]
+    t = Table(title=f"Activations: {run['num_samples']} x {run['seq_len']} tokens, {run['dtype']} on {run['device']}")
+    t.add_column("module", overflow="fold")
+    for c in ("dir", "top1", "top2", "top3", "median", "min", "mean |x|"):
+        t.add_column(c, justify="left" if c == "dir" else "right")
+    rows = [(n, d, r) for n, dirs in record["modules"].items() for d, r in dirs.items()]
+    rows.sort(key=lambda x: -(x[2]["top1"] or 0))
+    for n, d, r in rows[:15]:
+        t.add_row(n, d, *(f"{r[k]:.4g}" for k in ("top1", "top2", "top3", "median", "min", "mean_abs")))
+    console.print(t)
+    outl = record["outliers"]
+    total = sum(r["count"] for r in outl["layers"].values())
+    chans = ", ".join(list(outl.get("massive_channels", {}))[:8]) or "none"
+    console.print(f"outlier tokens (|x| > {outl['threshold']:g} x median, {outl['pattern']}): {total}; channels most often: {chans}")
+    console.print(f"{run['seconds']:.1f} s, {run['tokens_per_second']:.0f} tokens/s, read {run['bytes_read'] / 1e9:.2f} GB of "
+                  f"{run['checkpoint_bytes'] / 1e9:.2f} GB, peak RSS {run['peak_rss_bytes'] / 2**30:.2f} GiB")  # fmt: skip
+    console.print(f"results in [bold]{out}[/]: activations.json, activations.csv, outliers.csv, act_scales.pt, imatrix.gguf, arrays.zarr")
+
+
 @app.command()
 @handles_errors
 def params(
@@ -292,6 +356,7 @@ def bench(
     memory_budget: BudgetOpt = "1GB",
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where the synthetic checkpoint is kept.")] = None,
     naive: Annotated[bool, typer.Option("--naive/--no-naive", help="Time the naive load_file approach too.")] = True,
+    repeat: Annotated[int, typer.Option("--repeat", min=1, help="Runs of each warm-cache method, in turns; the median counts.")] = 1,
     as_json: JsonOpt = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the figures as JSON here.")] = None,
     debug: DebugOpt = False,
@@ -311,7 +376,7 @@ def bench(
         REGISTRY.resolve(s)  # unknown names fail before the checkpoint is built
     echo = (lambda *a: None) if as_json else (lambda s: console.print(s, soft_wrap=True))
     fig = run_bench(device=device, size=parse_bytes(size, "--size"), layout=layout, analyses=sets, cache_dir=cache_dir,
-                    budget=memory_budget, naive=naive, echo=echo)  # fmt: skip
+                    budget=memory_budget, naive=naive, repeat=repeat, echo=echo)  # fmt: skip
     m = fig["machine"]
     if not as_json:
         console.print(f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GiB, torch {m['torch']}" + (f", {m['cuda_device']}" if m.get("cuda_device") else ""))

@@ -117,11 +117,17 @@ def _write_arrays(out: Path, scan_results, studies, key) -> None:
         for k, v in (("labels", s.labels), ("centroids", s.centroids), ("projection", s.projection),
                      ("projection_rows", s.sample_rows.astype(np.int64)), ("projection_labels", s.projection_labels)):  # fmt: skip
             g.create_array(k, data=v, overwrite=True)
-        norms = scan_results.array(name, "row_norms")
-        if norms is not None:
-            t = root.require_group("tensors").require_group(key(name))
-            t.attrs["tensor"] = name
-            t.create_array("row_norms", data=norms, overwrite=True)
+    names, norms = [], []
+    for name in studies:
+        n = scan_results.array(name, "row_norms")
+        if n is not None:
+            names.append(name)
+            norms.append(np.asarray(n).reshape(-1))
+    if names:  # the ragged layout of ResultStore.write_arrays
+        offsets = np.concatenate([[0], np.cumsum([n.size for n in norms])]).astype(int).tolist()
+        t = root.require_group("tensors").require_group("row_norms")
+        t.attrs.update({"tensor_names": names, "offsets": offsets})
+        t.create_array("values", data=np.concatenate(norms), overwrite=True)
 
 
 def _write_csv(path: Path, result: dict) -> None:

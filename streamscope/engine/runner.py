@@ -94,7 +94,10 @@ class TensorRunner:
             if block_analyses:
                 x = _matrix(x if x is not None else self.kernel.convert(raw, info), info, block)
                 for a in block_analyses:
-                    a.update(states[a.name], x, block, self._scratch)
+                    if a.stored:
+                        a.update(states[a.name], x, block, self._scratch, stored=raw)
+                    else:
+                        a.update(states[a.name], x, block, self._scratch)
             if on_bytes:
                 on_bytes(info.nbytes * block.numel // max(info.numel, 1))
         ctx.acc, ctx.record, ctx.arrays = acc, {"info": tensor_info_dict(info, ctx.name_info)}, {}

@@ -119,7 +119,8 @@ class RawReader:
             mm = mmap.mmap(fh.fileno(), info.end - lo, access=mmap.ACCESS_COPY, offset=lo)
         try:
             whole = torch.frombuffer(mm, dtype=torch.uint8, count=info.nbytes, offset=info.begin - lo).view(info.torch_dtype)
-            slab = whole.view(info.rows, info.cols)[:, c0:c1].contiguous()
+            # a copy even when the slab is every column: the map is released below
+            slab = whole.view(info.rows, info.cols)[:, c0:c1].clone(memory_format=torch.contiguous_format)
             del whole
             if _CAN_MADVISE:
                 mm.madvise(mmap.MADV_DONTNEED)

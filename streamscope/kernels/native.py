@@ -29,6 +29,8 @@ def _lib():
     for fn, mask in ((lib.ss_scan16, ctypes.c_uint16), (lib.ss_scan8, ctypes.c_uint8)):
         fn.argtypes = [vp, i64, i64, vp, vp, vp, mask, vp, vp, ctypes.c_int]
         fn.restype = ctypes.c_int
+    lib.ss_quant_rows.argtypes = [vp, i64, i64, i64, vp, vp, vp]
+    lib.ss_quant_rows.restype = None
     return lib
 
 
@@ -84,6 +86,41 @@ def scan_patterns(
     _run(fn, keys, rows, cols, hist, rowmax, colmax, rowsq, mask, values, int(kind == "BF16"))
 
 
+#: Order of ``quant_sums``' output: ``xx``, then ``(xq, qq, ee, ae)`` for each of these schemes.
+QUANT_SCHEMES = ("int8_channel", "int4_g128", "int4_g128_asym")
+
+
+def quant_sums(x: np.ndarray, group: int) -> np.ndarray:
+    """Error sums of the per-channel INT8 and group INT4 schemes over a finite float32 ``(rows, cols)`` block.
+
+    Returns 13 float64 sums (see ``QUANT_SCHEMES``); rows are split over the kernel's threads.
+    """
+    lib = _lib()
+    rows, cols = x.shape
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n_threads = min(threads(), rows)
+    bounds = np.linspace(0, rows, n_threads + 1).astype(np.int64)
+    outs = np.zeros((n_threads, 13), np.float64)
+    scratch = np.empty((n_threads, 2, cols // group), np.float32)
+
+    def work(i: int) -> None:
+        r0, r1 = int(bounds[i]), int(bounds[i + 1])
+        lib.ss_quant_rows(x[r0:r1].ctypes.data, r1 - r0, cols, group, outs[i].ctypes.data, scratch[i, 0].ctypes.data, scratch[i, 1].ctypes.data)
+
+    _on_threads(work, n_threads)
+    return outs.sum(axis=0)
+
+
+def _on_threads(work, n: int) -> list:
+    if n == 1:
+        return [work(0)]
+    futures = [_pool().submit(work, i) for i in range(n)]
+    try:
+        return [f.result() for f in futures]
+    finally:  # an interrupt must not free the block while a worker still reads it
+        _wait_all(futures)
+
+
 def _wait_all(futures) -> None:
     while True:
         try:
@@ -107,14 +144,7 @@ def _run(fn, keys, rows, cols, hist, rowmax, colmax, rowsq, mask, values, bf16) 
         rs = rowsq[r0:r1] if rowsq is not None else None
         return fn(ptr(sub), r1 - r0, cols, ptr(hists[i]), ptr(rm), ptr(colmaxes[i]), mask, ptr(values), ptr(rs), bf16)
 
-    if n_threads == 1:
-        codes = [work(0)]
-    else:
-        futures = [_pool().submit(work, i) for i in range(n_threads)]
-        try:
-            codes = [f.result() for f in futures]
-        finally:  # an interrupt must not unmap the block while a worker still reads it
-            _wait_all(futures)
+    codes = _on_threads(work, n_threads)
     if any(codes):
         raise MemoryError("the native block kernel could not allocate its counters")
     for h in hists[1:]:

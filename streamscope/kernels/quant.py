@@ -92,6 +92,23 @@ def _sums(x: torch.Tensor, q: torch.Tensor, err: torch.Tensor, tmp: torch.Tensor
     return xx, xq, qq, ee, _segment_sum(err.abs_())
 
 
+def block_schemes_native(x: torch.Tensor, schemes: tuple[str, ...], sums: dict[str, ErrorSums]) -> bool:
+    """``block_schemes`` in one read of a float32 CPU block by the C kernel: the same float32 operations per
+    element, about 20x faster than the torch passes. Returns False, adding nothing, when the block holds NaN
+    or Inf (its sum of squares is not finite); the caller then takes the torch path on a cleaned copy."""
+    from streamscope.kernels import native
+
+    rows, cols = x.shape
+    g = GROUP if cols % GROUP == 0 else cols
+    out = native.quant_sums(x.numpy(), g)
+    if not math.isfinite(out[0]):
+        return False
+    for i, scheme in enumerate(native.QUANT_SCHEMES):
+        if scheme in schemes:
+            sums[scheme].add(x.numel(), out[0], *out[1 + 4 * i : 5 + 4 * i])
+    return True
+
+
 def block_schemes(x: torch.Tensor, schemes: tuple[str, ...], sums: dict[str, ErrorSums], q: torch.Tensor, err: torch.Tensor, tmp: torch.Tensor) -> None:
     """Fold one (rows, cols) float32 block into the error sums of the per-channel and group schemes.
 

@@ -163,13 +163,32 @@ def _tensor_table(results) -> str:
             f'<table id="tensors"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')  # fmt: skip
 
 
+def _activations_summary(results) -> str:
+    act = results.activations
+    if not act:
+        return ""
+    run = act["run"]
+    cards = [("samples", f"{run['num_samples']} x {run['seq_len']} tokens"), ("source", run["source"]), ("compute", f"{run['dtype']} on {run['device']}"),
+             ("layers", f"{run['n_layers']} ({run['decoder_layers']})"), ("read", f"{run['bytes_read'] / 1e9:.2f} of {run['checkpoint_bytes'] / 1e9:.2f} GB"),
+             ("peak RSS", f"{run['peak_rss_bytes'] / 2**30:.2f} GiB"), ("time", f"{run['seconds']:.1f} s")]  # fmt: skip
+    out = ['<div class="cards">'] + [f'<div class="card">{_e(k)}<b>{_e(v)}</b></div>' for k, v in cards] + ["</div>"]
+    o = act.get("outliers") or {}
+    total = sum(r["count"] for r in (o.get("layers") or {}).values())
+    chans = ", ".join(f"{c} ({n})" for c, n in list((o.get("massive_channels") or {}).items())[:10]) or "none"
+    out.append(f"<p>Outlier tokens (|x| &gt; {_e(o.get('threshold'))} x median, modules <code>{_e(o.get('pattern'))}</code>): {total}. "
+               f"Channels most often among them (occurrences): {_e(chans)}. Files: activations.json, activations.csv, outliers.csv, "
+               "act_scales.pt (SmoothQuant), imatrix.gguf (llama.cpp).</p>")  # fmt: skip
+    return "".join(out)
+
+
 def write_report(results, figures_dir: Path, rendered: list[Rendered], path: Path) -> Path:
     """Write the self-contained HTML report of ``results`` with the ``rendered`` figures inlined."""
     by_section: dict[str, list[Rendered]] = {}
     for r in rendered:
         by_section.setdefault(r.section, []).append(r)
     parts = []
-    extra = {"summary": _summary(results) if results.tensors else "", "embeddings": _embeddings_table(results) + _clusters_table(results)}
+    extra = {"summary": _summary(results) if results.tensors else "", "embeddings": _embeddings_table(results) + _clusters_table(results),
+             "activations": _activations_summary(results)}  # fmt: skip
     nav = []
     for key, title in SECTIONS:
         figs = by_section.get(key, [])
@@ -186,7 +205,7 @@ def write_report(results, figures_dir: Path, rendered: list[Rendered], path: Pat
     if results.tensors:
         parts.append(f'<section id="table"><h2>All tensors ({len(results.tensors)})</h2><p>Click a column header to sort.</p>{_tensor_table(results)}</section>')
     options = results.model.get("options") or (results.embeddings or {}).get("options") or {}
-    timing = results.model.get("timing") or (results.embeddings or {}).get("timing") or {}
+    timing = results.model.get("timing") or (results.embeddings or {}).get("timing") or (results.activations or {}).get("run") or {}
     run = "".join(f"<tr><td class=name>{_e(k)}</td><td class=text>{_e(v)}</td></tr>" for k, v in {**options, **timing}.items())
     parts.append(f'<section id="run"><h2>Run</h2><table>{run}</table></section>')
     title = f"streamscope report: {results.model.get('model_path', results.path)}"

@@ -22,6 +22,7 @@ class Results:
     tensors: dict[str, dict]
     model: dict
     embeddings: dict | None = None  # embeddings.json of `streamscope embeddings`, when present
+    activations: dict | None = None  # activations.json of `streamscope activations`, when present
     _zarr: object = field(default=None, repr=False)
 
     @classmethod
@@ -34,16 +35,20 @@ class Results:
         path = Path(path)
         scanned = (path / "tensors.json").is_file() and (path / "model.json").is_file()
         studied = (path / "embeddings.json").is_file()
-        if not scanned and not studied:
+        profiled = (path / "activations.json").is_file()
+        if not scanned and not studied and not profiled:
             raise StreamscopeError(f"{path}: not a finished scan's results directory (no tensors.json and model.json, "
-                                   "no embeddings.json); run `streamscope scan CHECKPOINT --out DIR` first")  # fmt: skip
+                                   "no embeddings.json, no activations.json); run `streamscope scan CHECKPOINT --out DIR` first")  # fmt: skip
         tensors = _read(path / "tensors.json") if scanned else {}
         model = _read(path / "model.json") if scanned else {}
         embeddings = _read(path / "embeddings.json") if studied else None
         if embeddings and not model:
             model = {"model_path": embeddings.get("model_path"), "schema_version": embeddings.get("schema_version"),
                      "embedding": embeddings.get("norms") or {}}  # fmt: skip
-        return cls(path, tensors, model, embeddings)
+        activations = _read(path / "activations.json") if profiled else None
+        if activations and not model:
+            model = {"model_path": activations["run"].get("model")}
+        return cls(path, tensors, model, embeddings, activations)
 
     @cached_property
     def matrices(self) -> dict[str, dict]:
@@ -69,6 +74,13 @@ class Results:
                 return np.asarray(g[key][:])
         return None
 
+    def activation_heatmaps(self) -> dict[str, np.ndarray]:
+        """``{module: |x| (tokens x channels)}`` of the activation run's heatmap sample."""
+        root = self._arrays()
+        if not root or "activations" not in root or "heatmap" not in root["activations"]:
+            return {}
+        return {a.attrs["module"]: np.asarray(a[:]) for _, a in root["activations"]["heatmap"].arrays()}
+
     def _arrays(self):
         if self._zarr is None:
             import zarr
@@ -93,19 +105,23 @@ class Results:
         return np.asarray(h["counts"][i]), np.asarray(h["edges"][i])
 
     @cached_property
-    def _array_groups(self) -> dict[str, str]:
+    def _array_index(self) -> dict[str, dict[str, tuple[int, int]]]:
+        """``{key: {tensor: (start, stop)}}`` of the ragged per-tensor arrays (see ``ResultStore.write_arrays``)."""
         root = self._arrays()
         if not root or "tensors" not in root:
             return {}
-        return {g.attrs.get("tensor", key): key for key, g in root["tensors"].groups()}
+        index = {}
+        for key, g in root["tensors"].groups():
+            names, offsets = g.attrs.get("tensor_names", []), g.attrs.get("offsets", [])
+            index[key] = {n: (offsets[i], offsets[i + 1]) for i, n in enumerate(names)}
+        return index
 
     def array(self, name: str, key: str) -> np.ndarray | None:
         """A per-tensor array (``singular_values``, ``row_norms``), or None."""
-        group = self._array_groups.get(name)
-        if group is None:
+        span = self._array_index.get(key, {}).get(name)
+        if span is None:
             return None
-        g = self._arrays()["tensors"][group]
-        return np.asarray(g[key][:]) if key in g else None
+        return np.asarray(self._arrays()["tensors"][key]["values"][span[0] : span[1]])
 
 
 def _read(path: Path) -> dict:

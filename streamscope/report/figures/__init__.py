@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Callable
 
 from streamscope.report.figures import (
-    alpha_histogram, condition_heatmap, embedding_clusters, embedding_norms, health_dashboard, layer_details, layer_trends, norm_layers,
-    quantization_risk, quantization_schemes, rank_efficiency,
+    activation_distribution, activation_heatmap, activation_magnitude, activation_outliers, alpha_histogram, condition_heatmap,
+    embedding_clusters, embedding_norms, health_dashboard, layer_details, layer_trends, norm_layers, quantization_risk,
+    quantization_schemes, rank_efficiency,
 )  # fmt: skip
 from streamscope.report.figures.style import save
 
@@ -38,6 +39,14 @@ FIGURES = [
     Figure("norm_layers.png", "embeddings", "Norm layers", norm_layers.draw),
     Figure("embedding_elbow.png", "embeddings", "Embedding clusters: elbow and silhouette", embedding_clusters.elbow),
     Figure("embedding_clusters.png", "embeddings", "Embedding clusters on the two leading principal axes", embedding_clusters.projection),
+    Figure("magnitude_input.png", "activations", "Magnitude of module inputs", activation_magnitude.draw_input),
+    Figure("magnitude_output.png", "activations", "Magnitude of module outputs", activation_magnitude.draw_output),
+    Figure("magnitude_weight.png", "activations", "Magnitude of weights", activation_magnitude.draw_weight),
+    Figure("outlier_layer_wise.png", "activations", "Outlier tokens per layer", activation_outliers.layer_wise),
+    Figure("outlier_position.png", "activations", "Outlier token positions", activation_outliers.position),
+    Figure("outlier_token.png", "activations", "Outlier tokens", activation_outliers.token),
+    Figure("heatmap_3d.png", "activations", "3D heatmap of |x|", activation_heatmap.draw),
+    Figure("distribution.png", "activations", "Activation distributions", activation_distribution.draw),
 ]
 
 
@@ -53,7 +62,9 @@ def render(results, out: Path, details: str | int = 10, on_figure: Callable[[], 
     done = []
     for f in FIGURES:
         if not results.tensors and f.section == "weights" or (not results.tensors and f.file == "health_dashboard.png"):
-            continue  # an embedding study alone: no weight figures
+            continue  # an embedding study or an activation run alone: no weight figures
+        if f.section == "embeddings" and not results.tensors and not results.embeddings:
+            continue
         fig = f.draw(results)
         if fig is not None:
             save(fig, out / f.file)

@@ -1,0 +1,135 @@
+"""Calibration samples: ``num_samples`` windows of ``seq_len`` token ids, chosen with ``data.seed``.
+
+Sources (``data.source``):
+- ``random``: seeded random token ids over the model's vocabulary; always works offline, needs no tokenizer.
+- ``custom:PATH``: ``.txt`` is tokenized as one stream; ``.json`` (a list of records or of strings),
+  ``.jsonl`` and ``.csv`` give their ``data.custom.text_column`` (default ``text``), documents joined by a
+  blank line.
+- ``hf:NAME[:CONFIG[:SPLIT]]``: a dataset through the ``datasets`` library (split ``train`` by default).
+- the seed's builtin names, mapped to hub datasets: ``pile``, ``wikitext2``, ``c4``, ``redpajama``.
+Windows start at seeded random offsets of the token stream (so a stream shorter than ``seq_len`` is an error).
+Without network a hub source fails at once with one line that suggests ``custom:`` or ``random``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from streamscope.errors import OptionError, StreamscopeError
+
+BUILTIN = {
+    "pile": ("monology/pile-uncopyrighted", None, "train"),
+    "wikitext2": ("wikitext", "wikitext-2-raw-v1", "train"),
+    "c4": ("allenai/c4", "en", "validation"),
+    "redpajama": ("togethercomputer/RedPajama-Data-1T-Sample", None, "train"),
+}
+MAX_TEXT_CHARS = 200_000_000  # a calibration text larger than this is cut (tokenizing it all would take hours)
+
+
+class DataError(StreamscopeError, ValueError):
+    """The data source cannot give the samples asked for."""
+
+
+def samples(source: str, num_samples: int, seq_len: int, seed: int, vocab_size: int, tokenizer=None,
+            text_column: str = "text", fmt: str | None = None):  # fmt: skip
+    """``(num_samples, seq_len)`` int64 token ids."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    if source == "random":
+        return torch.randint(0, vocab_size, (num_samples, seq_len), generator=gen, dtype=torch.int64)
+    text = read_text(source, text_column, fmt)
+    if tokenizer is None:
+        raise DataError(f"data.source {source!r} is text, and the model directory has no tokenizer; use data.source random")
+    ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.int64)
+    if ids.numel() < seq_len:
+        raise DataError(f"{source}: {ids.numel()} tokens, fewer than data.seq_len {seq_len}; give more text or a smaller seq_len")
+    starts = torch.randint(0, ids.numel() - seq_len + 1, (num_samples,), generator=gen)
+    return torch.stack([ids[s : s + seq_len] for s in starts.tolist()])
+
+
+def read_text(source: str, text_column: str = "text", fmt: str | None = None) -> str:
+    if source.startswith("custom:"):
+        return _custom(Path(source[len("custom:") :]), text_column, fmt)
+    if source.startswith("hf:") or source in BUILTIN:
+        return _hub(source, text_column)
+    raise OptionError(f"data.source {source!r}: use random, custom:PATH, hf:NAME[:CONFIG[:SPLIT]] or one of {', '.join(BUILTIN)}")
+
+
+def _custom(path: Path, column: str, fmt: str | None) -> str:
+    if not path.is_file():
+        raise DataError(f"{path}: no such data file")
+    kind = (fmt or path.suffix.lstrip(".")).lower()
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read as UTF-8 text ({e})") from e
+    if kind == "txt" or kind not in ("json", "jsonl", "csv"):
+        docs = [raw]
+    elif kind == "jsonl":
+        try:
+            records = [json.loads(line) for line in raw.splitlines() if line.strip()]
+        except ValueError as e:
+            raise DataError(f"{path}: not JSON Lines ({e})") from e
+        docs = [_field(r, column, path) for r in records]
+    elif kind == "json":
+        try:
+            data = json.loads(raw)
+        except ValueError as e:
+            raise DataError(f"{path}: not valid JSON ({e})") from e
+        if isinstance(data, dict) and isinstance(data.get(column), list):
+            data = data[column]
+        if not isinstance(data, list):
+            raise DataError(f"{path}: a JSON data file must hold a list of records (or of strings)")
+        docs = [_field(r, column, path) for r in data]
+    else:
+        rows = list(csv.DictReader(raw.splitlines()))
+        if rows and column not in rows[0]:
+            raise DataError(f"{path}: no column {column!r} (columns: {', '.join(rows[0])}); set data.custom.text_column")
+        docs = [r[column] or "" for r in rows]
+    text = "\n\n".join(d for d in docs if d)
+    if not text.strip():
+        raise DataError(f"{path}: holds no text")
+    return text[:MAX_TEXT_CHARS]
+
+
+def _field(record, column: str, path: Path) -> str:
+    if isinstance(record, str):
+        return record
+    if isinstance(record, dict) and column in record:
+        return str(record[column] or "")
+    keys = ", ".join(record) if isinstance(record, dict) else type(record).__name__
+    raise DataError(f"{path}: a record has no {column!r} field (has: {keys}); set data.custom.text_column")
+
+
+def _hub(source: str, column: str) -> str:
+    if source in BUILTIN:
+        name, config, split = BUILTIN[source]
+    else:
+        parts = source[len("hf:") :].split(":")
+        name, config, split = parts[0], (parts[1] or None) if len(parts) > 1 else None, parts[2] if len(parts) > 2 else "train"
+    hint = "; offline, use data.source custom:PATH (a text file) or random"
+    try:
+        from huggingface_hub import HfApi
+
+        HfApi().dataset_info(name, timeout=10)
+    except Exception as e:  # noqa: BLE001 - any failure to reach the hub is the same message to the user
+        raise DataError(f"data.source {source}: the hub dataset {name!r} cannot be reached ({type(e).__name__}){hint}") from e
+    try:
+        import datasets
+    except ImportError as e:
+        raise DataError(f"data.source {source}: needs the datasets package (pip install 'streamscope[activations]'){hint}") from e
+    try:
+        ds = datasets.load_dataset(name, config, split=split, streaming=True)
+        texts, size = [], 0
+        for row in ds:
+            t = str(row.get(column) or row.get("text") or "")
+            texts.append(t)
+            size += len(t)
+            if size >= 4_000_000:
+                break
+    except Exception as e:  # noqa: BLE001
+        raise DataError(f"data.source {source}: loading failed ({str(e).splitlines()[0][:200]}){hint}") from e
+    return "\n\n".join(texts)

@@ -1,0 +1,292 @@
+"""The streamed forward pass: one decoder layer in memory at a time, every weight read once.
+
+1. Capture: the weights before the decoder layers (embeddings) are loaded; each sample runs through the model
+   until a pre-hook on the first decoder layer stops it, keeping the layer's inputs: the hidden states and
+   every keyword argument (attention mask, position ids, rotary ``position_embeddings``; the cache is off),
+   so no per-family code builds them. Those weights are freed.
+2. Layers, outer loop: layer i's weights are loaded (layer i+1's bytes are read meanwhile on a helper
+   thread), every sample runs through it (inner loop) and its output replaces its input; then it is freed.
+   Hooks registered on the selected modules feed the statistics as the samples pass.
+3. Tail (``tail=True``): the weights after the layers (final norm, head) are loaded and the model's own
+   forward runs with the layers replaced by the outputs already computed, giving the logits and the tail
+   modules' statistics. Untied models read every byte once; a head tied to the embeddings reads the table
+   again.
+
+Hidden states live on the offload device, in a memory-mapped file when they would not fit the budget.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from streamscope.activation.weights import WeightLoader
+
+
+class _Captured(Exception):
+    """Raised by the first layer's pre-hook: the inputs are kept, the rest of the forward is not needed."""
+
+
+@dataclass
+class LayerInputs:
+    """What the first decoder layer receives besides the hidden states, shared by all samples when equal."""
+
+    args: list = field(default_factory=list)  # per sample: positional args after the hidden states
+    kwargs: list = field(default_factory=list)  # per sample: keyword args
+    shared: bool = True
+
+    def for_sample(self, s: int) -> tuple[tuple, dict]:
+        i = 0 if self.shared else s
+        return self.args[i], self.kwargs[i]
+
+
+@dataclass
+class ForwardResult:
+    hidden: object  # (num_samples, seq, hidden) final hidden states
+    logits: object | None  # the model's output (logits, or the last hidden state of an encoder)
+    layer_outputs: list | None  # per layer (num_samples, seq, hidden) when kept (tests)
+    seconds: float
+    bytes_read: int
+    spilled_to: str | None
+
+
+def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, object], None] | None = None,
+        hidden_budget: int | None = None, keep_layer_outputs: bool = False, tail: bool = True,
+        progress: Callable[[str, int, int], None] | None = None, spill_dir: Path | None = None) -> ForwardResult:  # fmt: skip
+    """Stream ``input_ids`` (num_samples x seq) through the model of ``skeleton``.
+
+    ``on_layer(i, module)`` runs after layer i is loaded and before its samples (weight statistics);
+    ``progress(stage, done, total)`` reports.
+    """
+    import torch
+
+    t0 = time.perf_counter()
+    model, layers = skeleton.model, skeleton.layers
+    n_layers = len(layers)
+    loader = WeightLoader(model, index, skeleton.layers_name, n_layers, dtype)
+    loader.plan()
+    before, after = _split_rest(model, skeleton.layers_name, loader)
+    n, seq = input_ids.shape
+    pool = ThreadPoolExecutor(1, thread_name_prefix="streamscope-weights")
+    pending = pool.submit(loader.fetch_names, before)
+    try:
+        # 1. capture the first layer's inputs
+        loader.load(pending.result())
+        pending = pool.submit(loader.fetch, "layer 0")
+        hidden, inputs, spilled = _capture(model, layers[0], input_ids, dtype, device, hidden_budget, spill_dir)
+        loader.free_names(before)
+        if progress:
+            progress("layers", 0, n_layers)
+        outputs = [] if keep_layer_outputs else None
+        returns_tuple = False
+        # 2. layer-outer, sample-inner
+        for i, layer in enumerate(layers):
+            loader.load(pending.result())
+            if i + 1 < n_layers:
+                pending = pool.submit(loader.fetch, f"layer {i + 1}")
+            layer.to(device)
+            if on_layer:
+                on_layer(i, layer)
+            with torch.no_grad():
+                for s in range(n):
+                    args, kwargs = inputs.for_sample(s)
+                    out = layer(hidden[s : s + 1].to(device), *args, **kwargs)
+                    returns_tuple = isinstance(out, tuple)
+                    h = out[0] if returns_tuple else out
+                    hidden[s : s + 1] = h.to(hidden.device)
+            loader.free(layer)
+            if outputs is not None:
+                outputs.append(hidden.clone())
+            if progress:
+                progress("layers", i + 1, n_layers)
+        result_logits = _logits(model, layers, loader, before, after, hidden, input_ids, device, returns_tuple) if tail else None
+    finally:
+        pool.shutdown(wait=True)
+    return ForwardResult(hidden, result_logits, outputs, time.perf_counter() - t0, loader.bytes_read, spilled)
+
+
+def _split_rest(model, layers_name: str, loader: WeightLoader) -> tuple[list[str], list[str]]:
+    """The checkpoint tensors outside the layers, split into those of modules registered before the layer
+    list (embeddings: needed to capture) and after it (final norm, head: needed only for logits)."""
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    layers_at = order[layers_name]
+    targets = loader._target_names()
+    before, after = [], []
+    for name in loader.parts.get("rest", []):
+        module = targets[name].rsplit(".", 1)[0] if "." in targets[name] else ""
+        while module and module not in order:
+            module = module.rsplit(".", 1)[0] if "." in module else ""
+        (before if order.get(module, 0) < layers_at else after).append(name)
+    return before, after
+
+
+def _capture(model, first, input_ids, dtype, device, budget, spill_dir):
+    import torch
+
+    inputs = LayerInputs()
+    state = {}
+
+    def hook(module, args, kwargs):
+        state["args"], state["kwargs"] = args, kwargs
+        raise _Captured
+
+    handle = first.register_forward_pre_hook(hook, with_kwargs=True)
+    hidden = None
+    spilled = None
+    try:
+        with torch.no_grad():
+            for s in range(input_ids.shape[0]):
+                try:
+                    model(input_ids=input_ids[s : s + 1].to(device), use_cache=False)
+                except _Captured:
+                    pass
+                else:
+                    raise RuntimeError("the model's forward never reached its first decoder layer")
+                args, kwargs = state["args"], dict(state["kwargs"])
+                h = args[0] if args else kwargs.pop("hidden_states")
+                rest = tuple(args[1:])
+                if hidden is None:
+                    hidden, spilled = _hidden_store((input_ids.shape[0], *h.shape[1:]), dtype, budget, spill_dir)
+                hidden[s : s + 1] = h.to(hidden.device, dtype)
+                rest, kwargs = _detach((rest, kwargs))
+                if inputs.args and inputs.shared and not _same((rest, kwargs), (inputs.args[0], inputs.kwargs[0])):
+                    inputs.shared = False
+                    inputs.args *= s
+                    inputs.kwargs *= s
+                if not inputs.args or not inputs.shared:
+                    inputs.args.append(rest)
+                    inputs.kwargs.append(kwargs)
+    finally:
+        handle.remove()
+    return hidden, inputs, spilled
+
+
+def _hidden_store(shape, dtype, budget, spill_dir):
+    """A tensor for every sample's hidden states: in memory, or a memory-mapped file past ``budget`` bytes."""
+    import torch
+
+    nbytes = int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
+    if budget is None or nbytes <= budget or dtype == torch.bfloat16:
+        return torch.empty(shape, dtype=dtype), None
+    spill_dir = Path(spill_dir or tempfile.gettempdir())
+    spill_dir.mkdir(parents=True, exist_ok=True)
+    f = tempfile.NamedTemporaryFile(dir=spill_dir, prefix="hidden-", suffix=".bin", delete=False)
+    f.close()
+    np_dtype = {torch.float32: np.float32, torch.float16: np.float16}[dtype]
+    arr = np.memmap(f.name, dtype=np_dtype, mode="w+", shape=shape)
+    return torch.from_numpy(arr), f.name
+
+
+def _detach(obj):
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach()
+    if isinstance(obj, tuple):
+        return tuple(_detach(o) for o in obj)
+    if isinstance(obj, list):
+        return [_detach(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _detach(v) for k, v in obj.items()}
+    return obj
+
+
+def _same(a, b) -> bool:
+    import torch
+
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
+    if isinstance(a, (tuple, list)):
+        return isinstance(b, (tuple, list)) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    try:
+        return a is b or bool(a == b)
+    except Exception:  # noqa: BLE001 - objects without a usable ==
+        return False
+
+
+def _tail_needs_before(model, layers) -> bool:
+    """True when a module after the layers still has a parameter on the meta device (a tied head)."""
+    order = list(model.named_modules())
+    at = next(i for i, (_, m) in enumerate(order) if m is layers)
+    inside = {id(m) for m in layers.modules()}
+    return any(p.device.type == "meta" for _, m in order[at + 1 :] if id(m) not in inside for p in m.parameters(recurse=False))
+
+
+class _Replay:
+    """Stands in for a decoder layer when computing logits: returns the outputs already computed."""
+
+    def __init__(self, hidden, as_tuple: bool):
+        self.hidden, self.as_tuple, self.sample = hidden, as_tuple, 0
+
+    def module(self, last: bool):
+        import torch
+
+        replay = self
+
+        class Replay(torch.nn.Module):
+            def forward(self, hidden_states, *args, **kwargs):
+                h = replay.hidden[replay.sample : replay.sample + 1].to(hidden_states.device, hidden_states.dtype) if last else hidden_states
+                return (h,) if replay.as_tuple else h
+
+        return Replay()
+
+
+def _logits(model, layers, loader, before, after, hidden, input_ids, device, as_tuple):
+    """The model's own forward over the computed layer outputs: final norm, head (and their hooks).
+
+    Only the weights after the layers are loaded, and the model is fed zero ``inputs_embeds`` (the layers
+    ignore their inputs here). A model whose embedding module works on the inputs itself (BERT adds position
+    embeddings) fails that way; then the embeddings are read again and the token ids fed.
+    """
+    import torch
+
+    loader.load(loader.fetch_names(after))
+    replay = _Replay(hidden, as_tuple)
+    originals = list(layers)
+    for i in range(len(layers)):
+        layers[i] = replay.module(last=i == len(layers) - 1)
+
+    def one(s: int, embeds: bool):
+        replay.sample = s
+        ids = input_ids[s : s + 1].to(device)
+        if embeds:
+            zeros = torch.zeros(1, ids.shape[1], hidden.shape[-1], dtype=hidden.dtype, device=device)
+            r = model(inputs_embeds=zeros, use_cache=False)
+        else:
+            r = model(input_ids=ids, use_cache=False)
+        return (r.logits if hasattr(r, "logits") else r.last_hidden_state).to("cpu")
+
+    out = []
+    loaded = list(after)
+    try:
+        with torch.no_grad():
+            embeds = not _tail_needs_before(model, layers)
+            if not embeds:  # a head tied to the embeddings: the table is read again
+                loader.load(loader.fetch_names(before))
+                loaded += before
+                if hasattr(model, "tie_weights"):
+                    model.tie_weights()
+                out.append(one(0, embeds))
+            else:
+                try:
+                    out.append(one(0, embeds))
+                except (RuntimeError, NotImplementedError, TypeError, ValueError, AttributeError):
+                    embeds = False
+                    loader.load(loader.fetch_names(before))
+                    loaded += before
+                    out.append(one(0, embeds))
+            for s in range(1, input_ids.shape[0]):
+                out.append(one(s, embeds))
+    finally:
+        for i, m in enumerate(originals):
+            layers[i] = m
+        loader.free_names(loaded)
+    return torch.cat(out)

@@ -1,0 +1,162 @@
+"""Mergeable statistics of activations, fed one module call (one sample) at a time.
+
+- ``Magnitude``: top-1/2/3, median, min and mean of |x| (the seed's magnitude statistics). ``reduce_dim``:
+  ``None`` takes every value; ``-1`` first takes each token's largest |x| over channels, ``-2`` each
+  channel's largest |x| over tokens (per call), and the statistics run over those.
+- ``Distribution``: a count per bfloat16 bit pattern of the values (x truncated toward zero to bf16, 65,536
+  bins merged by addition), from which quantiles and histograms follow to bf16 precision (2^-8 relative).
+- ``Outliers``: per call (one sample), the tokens whose largest |x| exceeds ``threshold`` times the median
+  |x| of that sample's output, their positions and the channels they occur in.
+- ``ChannelStats``: per input channel of a Linear layer, the largest |x| (SmoothQuant's act scales) and the
+  sum of squares with the token count (llama.cpp's importance matrix).
+The median of ``Magnitude`` comes from the same pattern counts (|x| truncated to bf16).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+N_PATTERNS = 1 << 16
+
+
+@lru_cache(maxsize=1)
+def pattern_values() -> np.ndarray:
+    """The float value of each bfloat16 bit pattern (NaN patterns NaN)."""
+    bits = (np.arange(N_PATTERNS, dtype=np.uint32) << 16).view(np.float32)
+    with np.errstate(invalid="ignore"):  # NaN patterns stay NaN
+        return bits.astype(np.float64)
+
+
+def pattern_counts(x) -> np.ndarray:
+    """Counts of ``x``'s values per bfloat16 pattern (truncation of the float32 bits)."""
+    import torch
+
+    keys = (x.detach().to(torch.float32).reshape(-1).view(torch.int32) >> 16) & 0xFFFF
+    return torch.bincount(keys, minlength=N_PATTERNS).numpy().astype(np.int64)
+
+
+def quantiles(counts: np.ndarray, qs) -> list[float]:
+    """Quantiles of the values counted in ``counts`` (pattern counts), lower edge of the bf16 bin."""
+    values = pattern_values()
+    ok = (counts > 0) & np.isfinite(values)
+    v, c = values[ok], counts[ok]
+    order = np.argsort(v, kind="stable")
+    v, cum = v[order], np.cumsum(c[order])
+    total = cum[-1] if cum.size else 0
+    if not total:
+        return [float("nan")] * len(qs)
+    return [float(v[min(np.searchsorted(cum, q * (total - 1), side="right"), v.size - 1)]) for q in qs]
+
+
+class Magnitude:
+    def __init__(self, reduce_dim: int | None = None):
+        self.reduce_dim = reduce_dim
+        self.top: list[float] = []
+        self.min = float("inf")
+        self.sum = 0.0
+        self.count = 0
+        self.counts = np.zeros(N_PATTERNS, np.int64)
+
+    def add(self, x) -> None:
+        import torch
+
+        a = x.detach().abs().to(torch.float32)
+        if self.reduce_dim is not None and a.dim() >= 2:
+            a = a.amax(dim=self.reduce_dim)
+        flat = a.reshape(-1)
+        if flat.numel() == 0:
+            return
+        k = min(3, flat.numel())
+        self.top = sorted(self.top + torch.topk(flat, k).values.tolist(), reverse=True)[:3]
+        self.min = min(self.min, float(flat.min()))
+        self.sum += float(flat.double().sum())
+        self.count += flat.numel()
+        self.counts += pattern_counts(flat)
+
+    def result(self) -> dict:
+        top = self.top + [float("nan")] * (3 - len(self.top))
+        (median,) = quantiles(self.counts, [0.5])
+        return {"top1": top[0], "top2": top[1], "top3": top[2], "median": median, "min": self.min if self.count else float("nan"),
+                "mean_abs": self.sum / self.count if self.count else float("nan"), "count": self.count}  # fmt: skip
+
+
+class Distribution:
+    BOX = (0.0, 0.01, 0.25, 0.5, 0.75, 0.99, 1.0)
+
+    def __init__(self):
+        self.counts = np.zeros(N_PATTERNS, np.int64)
+
+    def add(self, x) -> None:
+        self.counts += pattern_counts(x)
+
+    def result(self, bins: int = 64) -> dict:
+        q = quantiles(self.counts, self.BOX)
+        out = dict(zip(("min", "p01", "q1", "median", "q3", "p99", "max"), q))
+        lo, hi = q[0], q[-1]
+        values = pattern_values()
+        ok = (self.counts > 0) & np.isfinite(values)
+        if np.isfinite(lo) and np.isfinite(hi) and hi > lo:
+            hist, edges = np.histogram(values[ok], bins=bins, range=(lo, hi), weights=self.counts[ok])
+            out["histogram"] = {"counts": hist.astype(int).tolist(), "edges": edges.tolist()}
+        return out
+
+
+class Outliers:
+    """Outlier tokens of one module's output (the seed: |x| above ``threshold`` x the median |x|)."""
+
+    MAX_POSITIONS = 1000  # positions kept per module; the count covers all
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self.count = 0
+        self.positions: list[tuple[int, int]] = []
+        self.channels: dict[int, int] = {}
+        self.max_ratio = 0.0
+
+    def add(self, x, sample: int) -> None:
+        import torch
+
+        a = x.detach().abs().to(torch.float32)
+        a = a.reshape(-1, a.shape[-1])  # (tokens, channels)
+        median = float(a.reshape(-1).median())
+        if median <= 0:
+            median = float(a[a > 0].median()) if bool((a > 0).any()) else 0.0
+        if median <= 0:
+            return
+        self.max_ratio = max(self.max_ratio, float(a.max()) / median)
+        mask = a > self.threshold * median
+        tokens = torch.nonzero(mask.any(dim=1)).reshape(-1).tolist()
+        self.count += len(tokens)
+        room = self.MAX_POSITIONS - len(self.positions)
+        self.positions.extend((sample, t) for t in tokens[: max(room, 0)])
+        for c in torch.nonzero(mask.any(dim=0)).reshape(-1).tolist():
+            self.channels[c] = self.channels.get(c, 0) + int(mask[:, c].sum())
+
+    def result(self) -> dict:
+        return {"count": self.count, "positions": [list(p) for p in self.positions], "positions_truncated": self.count > len(self.positions),
+                "channels": {str(c): n for c, n in sorted(self.channels.items(), key=lambda kv: -kv[1])}, "max_ratio_to_median": self.max_ratio}  # fmt: skip
+
+
+class ChannelStats:
+    """Per input channel: max |x| and sum of x^2 over every token, and the token count."""
+
+    def __init__(self):
+        self.absmax = None
+        self.sum2 = None
+        self.tokens = 0
+
+    def add(self, x) -> None:
+        import torch
+
+        x = x.detach()
+        flat = x.reshape(-1, x.shape[-1])
+        amax = flat.abs().amax(dim=0).to(torch.float32)
+        sq = flat.to(torch.float64).square().sum(dim=0)
+        if self.absmax is None:
+            self.absmax, self.sum2 = amax, sq
+        else:
+            torch.maximum(self.absmax, amax, out=self.absmax)
+            self.sum2 += sq
+        self.tokens += flat.shape[0]

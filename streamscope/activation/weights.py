@@ -1,0 +1,153 @@
+"""Weights of one part of the model at a time, read from the original shards and freed after use.
+
+``WeightLoader.plan`` assigns every checkpoint tensor to a part: ``"layer N"`` for the N-th decoder layer, or
+``"rest"`` (embeddings, final norm, head). Checkpoint names become model names through transformers' own
+conversion rules where the installed version has them (renamed modules, fused MoE experts, base-model
+prefixes), so each family loads exactly as ``from_pretrained`` would load it. ``fetch(part)`` reads the
+part's bytes with streamscope's reader (``pread`` into fresh tensors, no map kept) and may run on a helper
+thread; ``load(part, tensors)`` puts them into the model; ``free(part)`` sends the part back to the meta
+device. Every byte of the checkpoint is read once per run (``bytes_read``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+from streamscope.errors import CheckpointError
+
+
+@dataclass
+class WeightLoader:
+    model: object
+    index: object  # io.checkpoint.CheckpointIndex
+    layers_name: str
+    n_layers: int
+    dtype: object  # compute dtype
+    parts: dict[str, list[str]] = field(default_factory=dict)  # part -> checkpoint tensor names
+    bytes_read: int = 0
+    _mapping: list | None = None
+
+    def plan(self) -> None:
+        """Assign every checkpoint tensor to a part; tensors the model has no place for are left out."""
+        targets = self._target_names()
+        prefix = re.compile(rf"^{re.escape(self.layers_name)}\.(\d+)\.")
+        params = set(self.model.state_dict().keys())
+        for name, target in targets.items():
+            if target is None:
+                continue
+            m = prefix.match(target)
+            part = f"layer {int(m.group(1))}" if m and int(m.group(1)) < self.n_layers else "rest"
+            if part == "rest" and target not in params and not any(p.startswith(target) for p in params):
+                continue  # e.g. a vision tower's or an MTP head's weights: no module here to take them
+            self.parts.setdefault(part, []).append(name)
+        for i in range(self.n_layers):
+            if f"layer {i}" not in self.parts:
+                raise CheckpointError(f"{self.index.root}: no weights found for {self.layers_name}.{i}; "
+                                      "the checkpoint's tensor names do not match the model built from config.json")  # fmt: skip
+
+    def fetch(self, part: str) -> dict:
+        """The part's tensors as stored (a fresh tensor each), read with ``pread``."""
+        return self.fetch_names(self.parts.get(part, []))
+
+    def fetch_names(self, names: list[str]) -> dict:
+        """These checkpoint tensors as stored (a fresh tensor each), read with ``pread``."""
+        import torch
+
+        from streamscope.io.reader import read_exact
+
+        out = {}
+        for name in names:
+            info = self.index.tensors[name]
+            if not info.plain:
+                raise CheckpointError(f"{info.shard}: {info.format} tensors cannot feed a forward pass yet; use the safetensors checkpoint")
+            t = torch.empty(info.numel, dtype=info.torch_dtype)
+            if info.nbytes:
+                fd = os.open(info.shard, os.O_RDONLY)
+                try:
+                    read_exact(fd, memoryview(t.view(torch.uint8).numpy()), info.begin)
+                finally:
+                    os.close(fd)
+            self.bytes_read += info.nbytes
+            out[name] = t.view(info.shape)
+        return out
+
+    def load(self, tensors: dict) -> None:
+        """Put fetched tensors into the model, converted as transformers converts them, in the compute dtype."""
+        if not tensors:
+            return
+        if self._mapping is not None:
+            from transformers.core_model_loading import convert_and_load_state_dict_in_model
+            from transformers.modeling_utils import LoadStateDictConfig
+
+            convert_and_load_state_dict_in_model(self.model, tensors, LoadStateDictConfig(dtype=self.dtype, weight_mapping=self._mapping))
+            return
+        from accelerate.utils import set_module_tensor_to_device
+
+        targets = self._target_names()
+        for name, t in tensors.items():
+            set_module_tensor_to_device(self.model, targets[name], "cpu", value=t, dtype=self.dtype)
+
+    def free(self, module) -> None:
+        """Release a module's parameters (back to the meta device); buffers stay."""
+        _to_meta(module)
+
+    def free_names(self, names: list[str]) -> None:
+        """Release the parameters these checkpoint tensors were loaded into, wherever they are shared (tied)."""
+        import torch
+
+        params = dict(self.model.named_parameters(remove_duplicate=False))
+        targets = self._target_names()
+        doomed = {id(params[targets[n]]) for n in names if targets.get(n) in params}
+        for sub in self.model.modules():
+            for key, p in list(sub._parameters.items()):
+                if p is not None and id(p) in doomed and p.device.type != "meta":
+                    sub._parameters[key] = torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False)
+
+    def _target_names(self) -> dict[str, str | None]:
+        """Checkpoint name -> model parameter name (None when the model has no such parameter)."""
+        if hasattr(self, "_targets"):
+            return self._targets
+        meta = self.model.state_dict()
+        base = getattr(self.model, "base_model_prefix", "") or ""
+        try:
+            from transformers.conversion_mapping import get_model_conversion_mapping
+            from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+
+            self._mapping = get_model_conversion_mapping(self.model)
+            renamings = [w for w in self._mapping if isinstance(w, WeightRenaming)]
+            converters = [w for w in self._mapping if isinstance(w, WeightConverter)]
+            rename = lambda k: rename_source_key(k, renamings, converters, base or None, meta)[0]  # noqa: E731
+        except ImportError:  # transformers 4.x: names match up to the base-model prefix
+            self._mapping = None
+            rename = lambda k: _with_prefix(k, base, meta)  # noqa: E731
+        self._targets = {}
+        for name in self.index.tensors:
+            target = rename(name)
+            self._targets[name] = target if _under(target, meta) else None
+        return self._targets
+
+
+def _under(target: str, meta: dict) -> bool:
+    """A fused target (``...experts.gate_up_proj``) is a parameter name itself; a module prefix owns params."""
+    return any(k == target or k.startswith(target + ".") for k in meta)
+
+
+def _with_prefix(key: str, base: str, meta: dict) -> str:
+    if key in meta or not base:
+        return key
+    if key.startswith(base + ".") and key[len(base) + 1 :] in meta:
+        return key[len(base) + 1 :]
+    if f"{base}.{key}" in meta:
+        return f"{base}.{key}"
+    return key
+
+
+def _to_meta(module) -> None:
+    import torch
+
+    for sub in module.modules():
+        for name, p in list(sub._parameters.items()):
+            if p is not None and p.device.type != "meta":
+                sub._parameters[name] = torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False)
