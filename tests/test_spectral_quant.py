@@ -49,9 +49,10 @@ def test_randomized_top10_within_one_percent(tmp_path, kind):
     assert r["stable_rank"] == pytest.approx(float((w.double() ** 2).sum()) / exact[0] ** 2, rel=0.01)
     again = streamscope.scan(path, out=tmp_path / "o2", analyses="spectral", spectral="randomized", block_elems=300 * 700).tensors["w"]["spectral"]
     assert again["top_singular_values"] == r["top_singular_values"]  # seeded: deterministic
-    # the top ten converged; the Ritz values after them are lower bounds of the true singular values
+    # the top ten converged; the Ritz values after them are lower bounds of the true singular values, up to the
+    # rounding of the bfloat16 products that gave them (the matrix here is float32: its bfloat16 copy is rounded)
     assert len(r["top_singular_values"]) == 10 and len(r["singular_value_lower_bounds"]) == 22
-    assert all(b <= e * (1 + 1e-6) for b, e in zip(r["singular_value_lower_bounds"], exact[10:32]))
+    assert max(b / e - 1 for b, e in zip(r["singular_value_lower_bounds"], exact[10:32])) < 5e-3
     assert r["alpha"] is None and "--spectral gram" in r["alpha_note"]
 
 

@@ -128,7 +128,7 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
                     m.add(w)
                     weights[n] = m.result()
 
-    sample_counter = _SampleCounter(current, sk.layers, int(ids.shape[0]))
+    sample_counter = _SampleCounter(current, sk.layers, int(ids.shape[0]), sk.model)
     bar = _progress(progress, len(sk.layers))
     try:
         budget = _hidden_budget(mem.get("budget"))
@@ -184,12 +184,15 @@ def magnitude_key_names(magnitude: dict):
 
 
 class _SampleCounter:
-    """Tells the hooks which sample is passing: a pre-hook on each decoder layer and on the model."""
+    """Tells the hooks which sample is passing: a pre-hook on each decoder layer (the layer loop) and on the
+    model itself (the capture and the tail call the model once per sample, in order)."""
 
-    def __init__(self, current: dict, layers, n_samples: int):
+    def __init__(self, current: dict, layers, n_samples: int, model=None):
         self.current, self.n = current, n_samples
         self.seen: dict[int, int] = {}
         self.handles = [layer.register_forward_pre_hook(self._hook(i)) for i, layer in enumerate(layers)]
+        if model is not None:
+            self.handles.append(model.register_forward_pre_hook(self._hook(-1)))
 
     def _hook(self, i: int):
         def hook(module, args):

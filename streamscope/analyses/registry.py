@@ -49,6 +49,9 @@ class Analysis:
     row_norms_for: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()  # arrays it adds to ``arrays.zarr`` (documentation and the developer guide)
     stored: bool = False  # ``update`` also receives the block as stored (``stored=``)
+    #: whether ``update`` needs the float block ``x``; a callable of the tensor's state may say no (``x`` is then
+    #: None), so that a tensor whose analyses all read the stored values skips the conversion
+    float_blocks: bool | Callable[[Any], bool] = True
     start: Callable[..., Any] | None = None
     update: Callable[..., None] | None = None
     finish: Callable[..., dict | None] | None = None

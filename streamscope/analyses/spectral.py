@@ -166,7 +166,8 @@ def start(ctx, options: SpectralOptions) -> SpectralState:
     return state
 
 
-def update(state: SpectralState, x: torch.Tensor, block: Block, scratch, stored: torch.Tensor | None = None) -> None:
+def update(state: SpectralState, x: torch.Tensor | None, block: Block, scratch, stored: torch.Tensor | None = None) -> None:
+    """Fold a block in; ``x`` is None when ``float_blocks`` said the bfloat16 copy alone is wanted."""
     if state.method == "exact":
         import torch
 
@@ -182,8 +183,8 @@ def update(state: SpectralState, x: torch.Tensor, block: Block, scratch, stored:
             rows.copy_(x)
         if state.rows <= state.cols:  # the Krylov space on the row side: W @ Omega, block by block
             state.sketch[r0:r1] = (rows @ state.omega).float()
-        else:  # on the column side: W.T @ Omega
-            state.sketch += (rows.T @ state.omega[r0:r1]).float()
+        else:  # on the column side: W.T @ Omega, as (Omega.T @ W).T (the faster bf16 GEMM)
+            state.sketch += (state.omega[r0:r1].T @ rows).T.float()
     elif state.gram is not None:
         import torch
 
@@ -332,6 +333,7 @@ ANALYSIS = Analysis(
     options=SpectralOptions,
     writes=("singular_values",),
     stored=True,
+    float_blocks=lambda state: not (state.low is not None and state.low_exact),
     start=start,
     update=update,
     finish=finish,

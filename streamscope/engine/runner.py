@@ -89,10 +89,12 @@ class TensorRunner:
         numeric = info.dtype != "BOOL" and info.numel > 0
         block_analyses = [a for a in self.active if a.kind == "block"] if numeric else []
         states = {a.name: a.start(ctx, self.options.options_for(a)) for a in block_analyses}
+        need_float = any(a.float_blocks(states[a.name]) if callable(a.float_blocks) else a.float_blocks for a in block_analyses)
         for block, raw in self._stored(info, blocks):
             x = self.kernel.update(acc, raw, block)
             if block_analyses:
-                x = _matrix(x if x is not None else self.kernel.convert(raw, info), info, block)
+                if x is not None or need_float:
+                    x = _matrix(x if x is not None else self.kernel.convert(raw, info), info, block)
                 for a in block_analyses:
                     if a.stored:
                         a.update(states[a.name], x, block, self._scratch, stored=raw)

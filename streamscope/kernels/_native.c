@@ -90,21 +90,24 @@ int ss_scan8(const uint8_t *x, int64_t rows, int64_t cols, int64_t *hist, uint8_
     SCAN_BODY(uint8_t, 256)
 }
 
-/* Error sums of the blockwise quantization schemes over a row-major float32 block, in one read of it.
+/* Error sums of the blockwise quantization schemes over a row-major block, in one read of it.
  *
  * For every row: INT8 per channel (scale = row absmax / 127, levels -127..127); for every group of `g`
  * values of the row (g divides cols): INT4 symmetric (group absmax / 7, levels -7..7) and INT4 asymmetric
  * (scale = (max - min) / 15, zero point round(-min / scale), levels 0..15). A scale of 0 is taken as 1.
  * Each element goes through the same float32 operations as the torch reference (`kernels.quant`):
  * divide, round half to even, add zero, clamp, subtract zero, multiply; contraction into FMAs is off
- * (see setup.py) so the results are bit-identical per element. Group sums run in float32 over `g` terms
- * and are added into `out` in float64:
- * out[0] = sum x*x; then per scheme s (0 = int8_channel, 1 = int4 sym, 2 = int4 asym) at 1 + 4s:
- * sum x*q, sum q*q, sum (x-q)^2, sum |x-q|. `glo`, `ghi` are scratch of cols / g floats.
- * Values must be finite (the caller replaces NaN and Inf). */
+ * (see setup.py) so the results are bit-identical per element. Sums run in float32 in 16 lanes across a
+ * row's groups (no horizontal reduction per group: 25 % faster here) and are added into `out` in float64
+ * once per row: out[0] = sum x*x; then per scheme s (0 = int8_channel, 1 = int4 sym, 2 = int4 asym) at
+ * 1 + 4s: sum x*q, sum q*q, sum (x-q)^2, sum |x-q|. `glo`, `ghi` are scratch of cols / g floats.
+ * Values must be finite (the caller checks out[0]). A variant reading bfloat16 patterns directly was slower
+ * than this one plus torch's conversion (0.056 s vs 0.052 s for 4096 x 11008 on one thread here). */
 #define RNE_MAGIC 12582912.0f /* 1.5 * 2^23: (v + M) - M rounds half to even for |v| < 2^22 */
+#define LANES 16
 static inline float rne(float v) { return (v + RNE_MAGIC) - RNE_MAGIC; }
 static inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+static inline float load_f32(const float *p, int64_t j) { return p[j]; }
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
 #define SS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -112,52 +115,69 @@ static inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (
 #define SS_CLONES
 #endif
 
-SS_CLONES
-void ss_quant_rows(const float *x, int64_t rows, int64_t cols, int64_t g, double *out, float *glo, float *ghi) {
-    const int64_t ng = cols / g;
-    for (int64_t r = 0; r < rows; r++) {
-        const float *p = x + r * cols;
-        float rowmax = 0.0f;
-        for (int64_t k = 0; k < ng; k++) {
-            const float *q = p + k * g;
-            float lo = q[0], hi = q[0];
-#pragma omp simd reduction(min : lo) reduction(max : hi)
-            for (int64_t j = 1; j < g; j++) {
-                lo = q[j] < lo ? q[j] : lo;
-                hi = q[j] > hi ? q[j] : hi;
-            }
-            glo[k] = lo;
-            ghi[k] = hi;
-            float a = fmaxf(fabsf(lo), fabsf(hi));
-            rowmax = a > rowmax ? a : rowmax;
-        }
-        float s8 = rowmax / 127.0f;
-        if (s8 == 0.0f) s8 = 1.0f;
-        for (int64_t k = 0; k < ng; k++) {
-            const float *q = p + k * g;
-            const float lo = glo[k], hi = ghi[k];
-            float s4 = fmaxf(fabsf(lo), fabsf(hi)) / 7.0f;
-            if (s4 == 0.0f) s4 = 1.0f;
-            float sa = (hi - lo) / 15.0f;
-            if (sa == 0.0f) sa = 1.0f;
-            const float z = rne(-lo / sa);
-            float xx = 0, a1 = 0, b1 = 0, c1 = 0, d1 = 0, a2 = 0, b2 = 0, c2 = 0, d2 = 0, a3 = 0, b3 = 0, c3 = 0, d3 = 0;
-#pragma omp simd reduction(+ : xx, a1, b1, c1, d1, a2, b2, c2, d2, a3, b3, c3, d3)
-            for (int64_t j = 0; j < g; j++) {
-                const float v = q[j];
-                const float q1 = clampf(rne(v / s8), -127.0f, 127.0f) * s8;
-                const float q2 = clampf(rne(v / s4), -7.0f, 7.0f) * s4;
-                const float q3 = (clampf(rne(v / sa) + z, 0.0f, 15.0f) - z) * sa;
-                const float e1 = v - q1, e2 = v - q2, e3 = v - q3;
-                xx += v * v;
-                a1 += v * q1; b1 += q1 * q1; c1 += e1 * e1; d1 += fabsf(e1);
-                a2 += v * q2; b2 += q2 * q2; c2 += e2 * e2; d2 += fabsf(e2);
-                a3 += v * q3; b3 += q3 * q3; c3 += e3 * e3; d3 += fabsf(e3);
-            }
-            out[0] += xx;
-            out[1] += a1; out[2] += b1; out[3] += c1; out[4] += d1;
-            out[5] += a2; out[6] += b2; out[7] += c2; out[8] += d2;
-            out[9] += a3; out[10] += b3; out[11] += c3; out[12] += d3;
-        }
+#define QUANT_ROWS(NAME, T, LOAD)                                                                          \
+    SS_CLONES                                                                                               \
+    void NAME(const T *x, int64_t rows, int64_t cols, int64_t g, double *out, float *glo, float *ghi) {    \
+        const int64_t ng = cols / g;                                                                        \
+        for (int64_t r = 0; r < rows; r++) {                                                                \
+            const T *p = x + r * cols;                                                                      \
+            float rowmax = 0.0f;                                                                            \
+            for (int64_t k = 0; k < ng; k++) {                                                              \
+                const T *q = p + k * g;                                                                     \
+                float lo = LOAD(q, 0), hi = lo;                                                             \
+                _Pragma("omp simd reduction(min : lo) reduction(max : hi)")                                 \
+                for (int64_t j = 1; j < g; j++) {                                                           \
+                    const float v = LOAD(q, j);                                                             \
+                    lo = v < lo ? v : lo;                                                                   \
+                    hi = v > hi ? v : hi;                                                                   \
+                }                                                                                           \
+                glo[k] = lo;                                                                                \
+                ghi[k] = hi;                                                                                \
+                const float a = fmaxf(fabsf(lo), fabsf(hi));                                                \
+                rowmax = a > rowmax ? a : rowmax;                                                           \
+            }                                                                                               \
+            float s8 = rowmax / 127.0f;                                                                     \
+            if (s8 == 0.0f) s8 = 1.0f;                                                                      \
+            float acc[13][LANES];                                                                           \
+            memset(acc, 0, sizeof acc);                                                                     \
+            for (int64_t k = 0; k < ng; k++) {                                                              \
+                const T *q = p + k * g;                                                                     \
+                const float lo = glo[k], hi = ghi[k];                                                       \
+                float s4 = fmaxf(fabsf(lo), fabsf(hi)) / 7.0f;                                              \
+                if (s4 == 0.0f) s4 = 1.0f;                                                                  \
+                float sa = (hi - lo) / 15.0f;                                                               \
+                if (sa == 0.0f) sa = 1.0f;                                                                  \
+                const float z = rne(-lo / sa);                                                              \
+                int64_t j0 = 0;                                                                             \
+                for (; j0 + LANES <= g; j0 += LANES) {                                                      \
+                    _Pragma("omp simd")                                                                     \
+                    for (int l = 0; l < LANES; l++) {                                                       \
+                        QUANT_ELEMENT(LOAD(q, j0 + l), l)                                                   \
+                    }                                                                                       \
+                }                                                                                           \
+                for (int64_t j = j0; j < g; j++) { /* a group size that is not a multiple of the lanes */   \
+                    QUANT_ELEMENT(LOAD(q, j), 0)                                                            \
+                }                                                                                           \
+            }                                                                                               \
+            for (int sidx = 0; sidx < 13; sidx++) {                                                         \
+                double t = 0.0;                                                                             \
+                for (int l = 0; l < LANES; l++) t += acc[sidx][l];                                          \
+                out[sidx] += t;                                                                             \
+            }                                                                                               \
+        }                                                                                                   \
     }
-}
+
+#define QUANT_ELEMENT(VALUE, l)                                                                             \
+    {                                                                                                       \
+        const float v = (VALUE);                                                                            \
+        const float q1 = clampf(rne(v / s8), -127.0f, 127.0f) * s8;                                         \
+        const float q2 = clampf(rne(v / s4), -7.0f, 7.0f) * s4;                                             \
+        const float q3 = (clampf(rne(v / sa) + z, 0.0f, 15.0f) - z) * sa;                                   \
+        const float e1 = v - q1, e2 = v - q2, e3 = v - q3;                                                  \
+        acc[0][l] += v * v;                                                                                 \
+        acc[1][l] += v * q1; acc[2][l] += q1 * q1; acc[3][l] += e1 * e1; acc[4][l] += fabsf(e1);            \
+        acc[5][l] += v * q2; acc[6][l] += q2 * q2; acc[7][l] += e2 * e2; acc[8][l] += fabsf(e2);            \
+        acc[9][l] += v * q3; acc[10][l] += q3 * q3; acc[11][l] += e3 * e3; acc[12][l] += fabsf(e3);         \
+    }
+
+QUANT_ROWS(ss_quant_rows, float, load_f32)

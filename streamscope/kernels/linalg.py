@@ -144,6 +144,8 @@ class StreamedOperator:
         """``w`` in memory (bfloat16 products when ``w`` is bfloat16)."""
         low = w.dtype == torch.bfloat16
         cast = (lambda a: a.to(torch.bfloat16)) if low else (lambda a: a.to(w.dtype))  # noqa: E731
+        if low:  # bf16 W.T @ Y runs faster as (Y.T @ W).T: 11.7 ms vs 17.6 ms for 4096 x 11008 x 16 here
+            return cls(tuple(w.shape), lambda x: (w @ cast(x)).float(), lambda y: (cast(y).T @ w).T.float())
         return cls(tuple(w.shape), lambda x: (w @ cast(x)).float(), lambda y: (w.T @ cast(y)).float())
 
     def transposed(self) -> "StreamedOperator":
@@ -173,8 +175,10 @@ def svd_block_krylov(
     Convergence is watched for free: ``T = K.T @ W @ W.T @ K`` is filled from the products already made,
     and the top ``converge_k`` Ritz values ``sqrt(eig(T))`` are compared between steps; iteration stops when
     they change by less than ``tol`` (relative) once the space holds ``max(k, converge_k + block)`` columns,
-    or at ``max_depth``. Ritz values beyond ``converge_k`` are lower bounds of the true values. The values returned are the Rayleigh-Ritz values ``svd(W.T @ K)`` from one more product
-    through ``exact`` (float32; default ``op``), so low-precision products only shape the space.
+    or at ``max_depth``. The top ``converge_k`` values returned come from one float32 product ``exact`` on
+    their Ritz vectors (Rayleigh-Ritz, so low-precision products only shape the space); the values after
+    them are the Ritz values of ``T`` as the products gave them: lower bounds of the true values up to the
+    products' rounding (about 1e-3 relative with bfloat16 products). ``exact`` defaults to ``op``.
 
     The space lives on the matrix's smaller side (the operator is transposed for tall matrices).
     ``sketch``: the first product ``A @ Omega`` when the caller made it during its own pass over the
@@ -215,9 +219,17 @@ def svd_block_krylov(
         for _ in range(2):  # block Gram-Schmidt, twice for orthogonality in float32
             y = y - k_mat @ (k_mat.T @ y)
         basis.append(_orthonormal(y))
+    # Rayleigh-Ritz: the top converge_k values from one float32 product on their Ritz vectors alone (a third of
+    # the columns: this product reads the whole matrix in float32); the rest from T, as computed.
     k_mat = torch.cat(basis, dim=1)
-    values = torch.linalg.svdvals(exact.t_times(k_mat).double())[:k]
-    return values.cpu(), depth
+    kc = max(1, min(converge_k, k))
+    evals, evecs = torch.linalg.eigh(t.double())
+    # a multiple of 16 columns: CPU GEMMs take a slow path on odd widths (10 columns: 0.12 s, 16: 0.016 s here)
+    width = min(k_mat.shape[1], -(-kc // 16) * 16)
+    ritz_vectors = (k_mat.double() @ evecs[:, -width:].flip(1)).to(k_mat.dtype)
+    head = torch.linalg.svdvals(exact.t_times(ritz_vectors).double())[:kc]
+    tail = evals.flip(0).clamp_min(0).sqrt()[kc:k]
+    return torch.cat([head.cpu(), tail.cpu()]), depth
 
 
 def krylov_start(n: int, block: int, seed: int) -> torch.Tensor:
