@@ -4,7 +4,8 @@
 
 A Llama-style checkpoint of about 2.2 GB (bf16, random weights, 20 layers of hidden 2048 and MLP 5632,
 vocabulary 16000, shards of 500 MB) is built once in the temp directory. The same samples (4 x 256 random
-tokens) then go, each method in its own child process under ``/usr/bin/time -v`` (peak RSS), through:
+tokens, then 16 x 32: a forward call's cost shrinks with its tokens while offloading re-reads every weight
+per call) then go, each method in its own child process under ``/usr/bin/time -v`` (peak RSS), through:
 - ``streamed``: streamscope's layer-by-layer forward alone (``activation.forward.run``, no statistics);
 - ``profile``: ``streamscope activations`` (the forward with every statistic and file);
 - ``in_memory``: transformers ``from_pretrained`` in float32, then the forward;
@@ -28,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 CONFIG = dict(vocab_size=16000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=20, num_attention_heads=16,
               num_key_value_heads=16, max_position_embeddings=2048, tie_word_embeddings=False)  # fmt: skip
 SMOKE = dict(CONFIG, hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4, vocab_size=512)
-SAMPLES, SEQ = 4, 256
+SHAPES = ((4, 256), (16, 32))  # (samples, tokens per sample)
 
 
 def build(path: Path, config: dict, shard: str) -> Path:
@@ -44,28 +45,28 @@ def build(path: Path, config: dict, shard: str) -> Path:
     return path
 
 
-def ids(vocab: int):
+def ids(vocab: int, samples: int, seq: int):
     import torch
 
-    return torch.randint(0, vocab, (SAMPLES, SEQ), generator=torch.Generator().manual_seed(0))
+    return torch.randint(0, vocab, (samples, seq), generator=torch.Generator().manual_seed(0))
 
 
-def child(method: str, path: str, vocab: int, work: str) -> dict:
+def child(method: str, path: str, vocab: int, work: str, samples: int, seq: int) -> dict:
     import torch
 
-    tokens = ids(vocab)
+    tokens = ids(vocab, samples, seq)
     if method == "streamed":
         from streamscope.activation import forward, skeleton
         from streamscope.io.checkpoint import CheckpointIndex
 
         index = CheckpointIndex.from_path(path)
-        sk = skeleton.build(Path(path))
+        sk = skeleton.build(Path(path), dtype=torch.float32)
         r = forward.run(sk, index, tokens, torch.float32, torch.device("cpu"))
         return {"forward_seconds": r.seconds, "bytes_read": r.bytes_read, "checkpoint_bytes": index.total_bytes}
     if method == "profile":
         import streamscope
 
-        r = streamscope.activations(path, out=work, overrides={"data.num_samples": SAMPLES, "data.seq_len": SEQ}, echo=lambda s: None)
+        r = streamscope.activations(path, out=work, overrides={"data.num_samples": samples, "data.seq_len": seq}, echo=lambda s: None)
         return {"forward_seconds": r["run"]["forward_seconds"], "bytes_read": r["run"]["bytes_read"], "checkpoint_bytes": r["run"]["checkpoint_bytes"]}
     from transformers import AutoModelForCausalLM
 
@@ -77,19 +78,19 @@ def child(method: str, path: str, vocab: int, work: str) -> dict:
     model.eval()
     t = time.perf_counter()
     with torch.no_grad():
-        for s in range(SAMPLES):
+        for s in range(samples):
             model(input_ids=tokens[s : s + 1], use_cache=False)
     return {"forward_seconds": time.perf_counter() - t}
 
 
-def run(method: str, path: Path, vocab: int) -> dict:
+def run(method: str, path: Path, vocab: int, samples: int, seq: int) -> dict:
     from streamscope.bench import run_timed
 
     with tempfile.TemporaryDirectory() as work:
         out = Path(work) / "result.json"
-        rss, wall = run_timed([sys.executable, __file__, "--child", method, str(path), str(vocab), work, str(out)])
+        rss, wall = run_timed([sys.executable, __file__, "--child", method, str(path), str(vocab), work, str(out), str(samples), str(seq)])
         r = json.loads(out.read_text())
-    r.update(peak_rss=rss, wall_seconds=wall, tokens_per_second=SAMPLES * SEQ / r["forward_seconds"])
+    r.update(peak_rss=rss, wall_seconds=wall, tokens_per_second=samples * seq / r["forward_seconds"])
     return r
 
 
@@ -97,11 +98,11 @@ def main() -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path)
     p.add_argument("--smoke", action="store_true")
-    p.add_argument("--child", nargs=5)
+    p.add_argument("--child", nargs=7)
     a = p.parse_args()
     if a.child:
-        method, path, vocab, work, out = a.child
-        Path(out).write_text(json.dumps(child(method, path, int(vocab), work)))
+        method, path, vocab, work, out, samples, seq = a.child
+        Path(out).write_text(json.dumps(child(method, path, int(vocab), work, int(samples), int(seq))))
         return {}
     config = SMOKE if a.smoke else CONFIG
     path = build(Path(tempfile.gettempdir()) / "streamscope-bench" / ("llama-act-smoke" if a.smoke else "llama-act-2GB"), config,
@@ -110,22 +111,25 @@ def main() -> dict:
 
     index = CheckpointIndex.from_path(path)
     layer = 4 * config["hidden_size"] ** 2 + 3 * config["hidden_size"] * config["intermediate_size"] + 2 * config["hidden_size"]
-    hidden_states = SAMPLES * SEQ * config["hidden_size"] * 4
-    fig = {"checkpoint_bytes": index.total_bytes, "layer_bytes_f32": layer * 4, "hidden_states_bytes": hidden_states, "samples": SAMPLES, "seq_len": SEQ,
-           "methods": {}}  # fmt: skip
-    print(f"checkpoint {index.total_bytes / 1e9:.2f} GB; one layer in float32 {layer * 4 / 2**20:.0f} MiB; hidden states {hidden_states / 2**20:.0f} MiB")
-    for method in ("streamed", "profile", "in_memory", "disk_offload"):
-        r = run(method, path, config["vocab_size"])
-        fig["methods"][method] = r
-        read = f", read {r['bytes_read'] / 1e9:.2f} GB" if "bytes_read" in r else ""
-        print(f"  {method:13s} {r['tokens_per_second']:8.1f} tokens/s  forward {r['forward_seconds']:7.2f} s  wall {r['wall_seconds']:6.1f} s  "
-              f"peak RSS {r['peak_rss'] / 2**20:6.0f} MiB{read}")  # fmt: skip
-    m = fig["methods"]
-    fig["streamed_vs_in_memory"] = m["streamed"]["tokens_per_second"] / m["in_memory"]["tokens_per_second"]
-    fig["streamed_vs_disk_offload"] = m["streamed"]["tokens_per_second"] / m["disk_offload"]["tokens_per_second"]
-    fig["profile_vs_in_memory"] = m["profile"]["tokens_per_second"] / m["in_memory"]["tokens_per_second"]
-    print(f"streamed: {fig['streamed_vs_in_memory']:.2f}x the in-memory forward's tokens/s, {fig['streamed_vs_disk_offload']:.1f}x disk offload's; "
-          f"with every statistic {fig['profile_vs_in_memory']:.2f}x")  # fmt: skip
+    fig = {"checkpoint_bytes": index.total_bytes, "layer_bytes_f32": layer * 4, "runs": []}
+    print(f"checkpoint {index.total_bytes / 1e9:.2f} GB; one layer in float32 {layer * 4 / 2**20:.0f} MiB")
+    for samples, seq in SHAPES[:1] if a.smoke else SHAPES:
+        hidden_states = samples * seq * config["hidden_size"] * 4
+        run_fig = {"samples": samples, "seq_len": seq, "hidden_states_bytes": hidden_states, "methods": {}}
+        print(f"{samples} x {seq} tokens; hidden states {hidden_states / 2**20:.0f} MiB")
+        for method in ("streamed", "profile", "in_memory", "disk_offload"):
+            r = run(method, path, config["vocab_size"], samples, seq)
+            run_fig["methods"][method] = r
+            read = f", read {r['bytes_read'] / 1e9:.2f} GB" if "bytes_read" in r else ""
+            print(f"  {method:13s} {r['tokens_per_second']:8.1f} tokens/s  forward {r['forward_seconds']:7.2f} s  wall {r['wall_seconds']:6.1f} s  "
+                  f"peak RSS {r['peak_rss'] / 2**20:6.0f} MiB{read}")  # fmt: skip
+        m = run_fig["methods"]
+        run_fig["streamed_vs_in_memory"] = m["streamed"]["tokens_per_second"] / m["in_memory"]["tokens_per_second"]
+        run_fig["streamed_vs_disk_offload"] = m["streamed"]["tokens_per_second"] / m["disk_offload"]["tokens_per_second"]
+        run_fig["profile_vs_in_memory"] = m["profile"]["tokens_per_second"] / m["in_memory"]["tokens_per_second"]
+        print(f"streamed: {run_fig['streamed_vs_in_memory']:.2f}x the in-memory forward's tokens/s, {run_fig['streamed_vs_disk_offload']:.1f}x "
+              f"disk offload's; with every statistic {run_fig['profile_vs_in_memory']:.2f}x")  # fmt: skip
+        fig["runs"].append(run_fig)
     if a.out:
         a.out.write_text(json.dumps(fig, indent=1))
     return fig

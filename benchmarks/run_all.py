@@ -116,24 +116,41 @@ def readme(results: Path) -> str:
                   *([f"| block Krylov, bf16 products (depth {f['block_krylov_depth']}; what `randomized` runs) | {s['block_krylov']:.2f} | {s['svdvals'] / s['block_krylov']:.1f}x | {f['block_krylov_top10_rel_error']:.1e} (top 10) |"]
                     if "block_krylov" in s else []),
                   f"| gram | {s['gram']:.2f} | {s['svdvals'] / s['gram']:.1f}x | {f['gram_rel_error']:.1e} (resolved values) |"]  # fmt: skip
-    f = load("bench_cpu")
+    f, before = load("bench_cpu"), load("bench_cpu_before")
+    if f and before:
+        lines += ["", "## Health-scan speed, before and after (`streamscope bench`, llama-7b layout, 1.21 GB, budget 512MB, warm cache)", "",
+                  "Before: `results/bench_cpu_before.json`, one run each, kept from the commit before this work; after: `results/bench_cpu.json`,",
+                  "median of runs in turns. Ratios are against the raw floor measured in the same run (the floor itself moved with",
+                  "the machine's load: 2.81 GB/s then).", "",
+                  "| analyses | before GB/s | before vs raw | after GB/s | after vs raw | target | 72B extrapolation after |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        targets = {"quantization": "0.3x", "spectral": "0.15x", "basic,sparsity,quantization,spectral": "0.1x"}
+        for r in f["rows"]:
+            if r["method"] != "scan" or r["cache"] != "warm":
+                continue
+            b = next((x for x in before["rows"] if x["method"] == "scan" and x["cache"] == "warm" and x["analyses"] == r["analyses"]), None)
+            ext = f"{r['extrapolated_72b_seconds'] / 60:.1f} min" if r.get("extrapolated_72b_seconds") else "-"
+            lines.append(f"| {r['analyses']} | {b['gbs'] if b else float('nan'):.2f} | {b['vs_raw'] if b else float('nan'):.2f}x | {r['gbs']:.2f} | "
+                         f"{r['vs_raw']:.2f}x | {targets.get(r['analyses'], '-')} | {ext} |")  # fmt: skip
     if f:
         from streamscope.bench import format_table
 
         lines += ["", f"## Cost per analysis (`streamscope bench`, {f['checkpoint']['layout']}, {f['checkpoint']['bytes'] / 1e9:.2f} GB, device {f['device']}, budget {f['budget']})", "",
                   f"Cold cache: {f['cold_cache']}.", "", format_table(f)]  # fmt: skip
     f = load("activations")
-    if f:
-        m = f["methods"]
-        lines += ["", f"## Activation analysis: streamed forward vs in-memory and disk offload ({f['checkpoint_bytes'] / 1e9:.2f} GB Llama-style, "
-                  f"{f['samples']} x {f['seq_len']} tokens, float32, CPU)", "",
-                  f"One decoder layer in float32: {f['layer_bytes_f32'] / 2**20:.0f} MiB; hidden states {f['hidden_states_bytes'] / 2**20:.0f} MiB.", "",
-                  "| method | tokens/s | forward s | wall s | peak RSS (MiB) | bytes read |", "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
-        for name, r in m.items():
-            read = f"{r['bytes_read'] / 1e9:.2f} GB" if "bytes_read" in r else "-"
-            lines.append(f"| {name} | {r['tokens_per_second']:.1f} | {r['forward_seconds']:.2f} | {r['wall_seconds']:.1f} | {r['peak_rss'] / 2**20:.0f} | {read} |")
-        lines += ["", f"Streamed forward: {f['streamed_vs_in_memory']:.2f}x the in-memory forward's tokens/s and {f['streamed_vs_disk_offload']:.1f}x "
-                  f"disk offload's; with every statistic and file, {f['profile_vs_in_memory']:.2f}x."]  # fmt: skip
+    if f and "runs" in f:
+        lines += ["", f"## Activation analysis: streamed forward vs in-memory and accelerate's disk offload ({f['checkpoint_bytes'] / 1e9:.2f} GB "
+                  f"Llama-style, float32, CPU, batch 1; one decoder layer in float32: {f['layer_bytes_f32'] / 2**20:.0f} MiB)", "",
+                  "| samples x tokens | method | tokens/s | forward s | wall s | peak RSS (MiB) | bytes read |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        for run in f["runs"]:
+            for name, r in run["methods"].items():
+                read = f"{r['bytes_read'] / 1e9:.2f} GB" if "bytes_read" in r else "-"
+                lines.append(f"| {run['samples']} x {run['seq_len']} | {name} | {r['tokens_per_second']:.1f} | {r['forward_seconds']:.2f} | "
+                             f"{r['wall_seconds']:.1f} | {r['peak_rss'] / 2**20:.0f} | {read} |")  # fmt: skip
+        lines.append("")
+        for run in f["runs"]:
+            lines.append(f"- {run['samples']} x {run['seq_len']}: streamed {run['streamed_vs_in_memory']:.2f}x the in-memory forward's tokens/s and "
+                         f"{run['streamed_vs_disk_offload']:.1f}x disk offload's; with every statistic and file {run['profile_vs_in_memory']:.2f}x.")  # fmt: skip
     f = load("weightwatcher")
     if f and "models" in f:
         lines += ["", "## streamscope vs WeightWatcher 0.7.7 (spectral analysis, each tool a process from start to exit)", "",

@@ -94,6 +94,20 @@ def test_statistics_equal_hooks_on_the_in_memory_model(models, tmp_path):
     assert set(r["distribution"]["modules"]) == {f"model.layers.{i}.mlp.down_proj" for i in range(2)}
 
 
+def test_bf16_checkpoint_computes_in_float32(tmp_path):
+    import transformers
+
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**tiny_models.COMMON)).to(torch.bfloat16)
+    model.save_pretrained(tmp_path / "m", max_shard_size="20KB")  # config.json says bfloat16
+    r = streamscope.activations(tmp_path / "m", out=tmp_path / "o", overrides=SMALL, echo=lambda s: None)
+    assert r["run"]["dtype"] == "float32" and r["run"]["bytes_read"] == r["run"]["checkpoint_bytes"]
+    ref = streamscope.activations(tmp_path / "m", out=tmp_path / "p", overrides={**SMALL, "model.dtype": "bfloat16"}, echo=lambda s: None)
+    assert ref["run"]["dtype"] == "bfloat16"
+    name = "model.layers.1.mlp.down_proj"
+    assert r["modules"][name]["input"]["top1"] == pytest.approx(ref["modules"][name]["input"]["top1"], rel=0.05)
+
+
 def test_reduce_dim(models, tmp_path):
     d = models("llama")
     name = "model.layers.0.mlp.down_proj"

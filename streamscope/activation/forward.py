@@ -67,6 +67,7 @@ def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, obje
     import torch
 
     t0 = time.perf_counter()
+    _fixed_mmap_threshold()
     model, layers = skeleton.model, skeleton.layers
     n_layers = len(layers)
     loader = WeightLoader(model, index, skeleton.layers_name, n_layers, dtype)
@@ -101,6 +102,7 @@ def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, obje
                     h = out[0] if returns_tuple else out
                     hidden[s : s + 1] = h.to(hidden.device)
             loader.free(layer)
+            _trim_heap()
             if outputs is not None:
                 outputs.append(hidden.clone())
             if progress:
@@ -109,6 +111,40 @@ def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, obje
     finally:
         pool.shutdown(wait=True)
     return ForwardResult(hidden, result_logits, outputs, time.perf_counter() - t0, loader.bytes_read, spilled)
+
+
+def _libc():
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def _fixed_mmap_threshold(threshold: int = 1 << 20) -> None:
+    """Give glibc's allocations over 1 MiB their own maps, returned to the system when freed.
+
+    By default glibc raises its mmap threshold (up to 32 MiB) each time such a block is freed, so a layer's
+    8-45 MiB tensors soon come from the heap and, freed layer after layer (some by the reading thread's
+    arena), fragment it: RSS grew by 30-50 MiB per layer here (1.46 GB after 20 layers of 196 MiB); with a
+    fixed threshold it stays flat. Setting it explicitly also turns off that adjustment. Elsewhere a no-op.
+    """
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD
+
+
+def _trim_heap() -> None:
+    """Return the heap's free pages after each layer: the statistics' many sub-MiB temporaries otherwise
+    leave it fragmented (measured: 300 MB more RSS after 20 layers, peak 1.07 GB -> 0.79 GB with this)."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 def _split_rest(model, layers_name: str, loader: WeightLoader) -> tuple[list[str], list[str]]:

@@ -41,7 +41,7 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
     device = resolve_device(mem["device"])
     stored = next((t.dtype for t in index if t.is_matrix), None)
     dtype = skeleton.compute_dtype(config["model"]["dtype"], device.type, stored)
-    sk = skeleton.build(model_dir, trust_remote_code=bool(config["model"]["trust_remote_code"]))
+    sk = skeleton.build(model_dir, trust_remote_code=bool(config["model"]["trust_remote_code"]), dtype=dtype)
     names = skeleton.module_names(sk.model)
     echo(f"Total modules found: {len(names)}; decoder layers: {sk.layers_name} ({len(sk.layers)} x {type(sk.layers[0]).__name__})")
     echo("Showing first 20 module names:\n" + "\n".join(f"  {n}" for n in names[:20]))

@@ -23,8 +23,9 @@ class Skeleton:
     model_type: str
 
 
-def build(model_dir: Path, trust_remote_code: bool = False) -> Skeleton:
-    """The model of ``model_dir/config.json`` on the meta device (parameters take the compute dtype as loaded).
+def build(model_dir: Path, trust_remote_code: bool = False, dtype=None) -> Skeleton:
+    """The model of ``model_dir/config.json`` on the meta device, its parameters in ``dtype`` (the compute
+    dtype: loading casts each tensor to its parameter's dtype; default float32, whatever ``config.json`` says).
 
     Raises:
         CheckpointError: no ``config.json``; an architecture transformers does not know (and remote code off).
@@ -42,12 +43,15 @@ def build(model_dir: Path, trust_remote_code: bool = False) -> Skeleton:
                               + ("" if trust_remote_code else "; if it ships its own code, pass --model.trust_remote_code true"))  # fmt: skip
     arch = (getattr(config, "architectures", None) or [None])[0]
     cls = getattr(transformers, arch, None) if arch else None
+    import torch
+
+    dtype = dtype or torch.float32
     with init_empty_weights(include_buffers=False):
         try:
             if cls is not None:
-                model = cls._from_config(config)
+                model = cls._from_config(config, dtype=dtype)
             else:
-                model = _auto(config, trust_remote_code)
+                model = _auto(config, trust_remote_code, dtype)
         except (ValueError, KeyError, AttributeError) as e:
             raise CheckpointError(f"{config_file}: transformers cannot build architecture {arch!r} ({str(e).splitlines()[0]})") from e
     model.eval()
@@ -57,12 +61,12 @@ def build(model_dir: Path, trust_remote_code: bool = False) -> Skeleton:
     return Skeleton(model, layers, name, arch or type(model).__name__, getattr(config, "model_type", "") or "")
 
 
-def _auto(config, trust_remote_code: bool):
+def _auto(config, trust_remote_code: bool, dtype):
     import transformers
 
     for auto in (transformers.AutoModelForCausalLM, transformers.AutoModel):
         try:
-            return auto.from_config(config, trust_remote_code=trust_remote_code)
+            return auto.from_config(config, trust_remote_code=trust_remote_code, dtype=dtype)
         except ValueError:
             continue
     raise ValueError(f"no transformers class for model_type {getattr(config, 'model_type', None)!r}")

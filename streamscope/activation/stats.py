@@ -29,17 +29,18 @@ def pattern_values() -> np.ndarray:
         return bits.astype(np.float64)
 
 
-def pattern_counts(x) -> np.ndarray:
-    """Counts of ``x``'s values per bfloat16 pattern (truncation of the float32 bits)."""
+def pattern_counts(x, size: int = N_PATTERNS) -> np.ndarray:
+    """Counts of ``x``'s values per bfloat16 pattern (truncation of the float32 bits); ``size`` 32768 for
+    magnitudes (the sign bit is 0: half the counters)."""
     import torch
 
     keys = (x.detach().to(torch.float32).reshape(-1).view(torch.int32) >> 16) & 0xFFFF
-    return torch.bincount(keys, minlength=N_PATTERNS).numpy().astype(np.int64)
+    return torch.bincount(keys, minlength=size).numpy()
 
 
 def quantiles(counts: np.ndarray, qs) -> list[float]:
     """Quantiles of the values counted in ``counts`` (pattern counts), lower edge of the bf16 bin."""
-    values = pattern_values()
+    values = pattern_values()[: counts.size]
     ok = (counts > 0) & np.isfinite(values)
     v, c = values[ok], counts[ok]
     order = np.argsort(v, kind="stable")
@@ -57,7 +58,7 @@ class Magnitude:
         self.min = float("inf")
         self.sum = 0.0
         self.count = 0
-        self.counts = np.zeros(N_PATTERNS, np.int64)
+        self.counts = np.zeros(N_PATTERNS // 2, np.int64)  # |x|: patterns without the sign bit
 
     def add(self, x) -> None:
         import torch
@@ -73,7 +74,7 @@ class Magnitude:
         self.min = min(self.min, float(flat.min()))
         self.sum += float(flat.double().sum())
         self.count += flat.numel()
-        self.counts += pattern_counts(flat)
+        self.counts += pattern_counts(flat, N_PATTERNS // 2)
 
     def result(self) -> dict:
         top = self.top + [float("nan")] * (3 - len(self.top))
