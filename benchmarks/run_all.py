@@ -150,7 +150,9 @@ def readme(results: Path) -> str:
         lines.append("")
         for run in f["runs"]:
             lines.append(f"- {run['samples']} x {run['seq_len']}: streamed {run['streamed_vs_in_memory']:.2f}x the in-memory forward's tokens/s and "
-                         f"{run['streamed_vs_disk_offload']:.1f}x disk offload's; with every statistic and file {run['profile_vs_in_memory']:.2f}x.")  # fmt: skip
+                         f"{run['streamed_vs_disk_offload']:.1f}x disk offload's from the page cache, "
+                         f"{run.get('cold_streamed_vs_disk_offload', float('nan')):.1f}x with the weights evicted from it (the regime of a model "
+                         f"larger than memory); with every statistic and file {run['profile_vs_in_memory']:.2f}x.")  # fmt: skip
     f = load("weightwatcher")
     if f and "models" in f:
         lines += ["", "## streamscope vs WeightWatcher 0.7.7 (spectral analysis, each tool a process from start to exit)", "",

@@ -17,7 +17,7 @@ import torch
 
 import streamscope
 from streamscope.activation import config as config_mod
-from streamscope.errors import CheckpointError, OptionError
+from streamscope.errors import OptionError
 from tests import tiny_models
 
 pytest.importorskip("transformers")
@@ -314,3 +314,17 @@ def _zarr(out):
     import zarr
 
     return zarr.open_group(str(out / "arrays.zarr"), mode="r")
+
+
+def test_figures_and_report(models, tmp_path):
+    from streamscope.report.build import make_report
+
+    d = models("llama")
+    streamscope.activations(d, out=tmp_path / "o", echo=lambda s: None,
+                            overrides={**SMALL, "outlier.threshold": 3, "visualization.enabled.heatmap_3d": True,
+                                       "visualization.enabled.distribution": True, "visualization.enabled.magnitude_weight": True})  # fmt: skip
+    html = make_report(tmp_path / "o").read_text()
+    figures = {p.name for p in (tmp_path / "o" / "figures").glob("*.png")}
+    assert figures == {"magnitude_input.png", "magnitude_output.png", "magnitude_weight.png", "outlier_layer_wise.png", "outlier_position.png",
+                       "outlier_token.png", "heatmap_3d.png", "distribution.png"}  # fmt: skip
+    assert '<section id="activations">' in html and "act_scales.pt" in html and html.count("<figure>") == len(figures)

@@ -2,5 +2,6 @@
 
 Rooms: ``config`` (the YAML keys and overrides), ``data`` (calibration samples), ``skeleton`` (the model on
 the meta device, its decoder layers), ``weights`` (one part's tensors read, loaded, freed), ``forward`` (the
-streamed pass), ``stats`` (mergeable activation statistics), ``profile`` (one run), ``export`` (the files).
+streamed pass), ``stats`` (mergeable activation statistics), ``collect`` (watched modules and their hooks),
+``profile`` (one run), ``export`` (the files).
 """

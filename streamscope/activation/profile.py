@@ -1,16 +1,14 @@
 """``streamscope activations``: one run from a config to the output directory.
 
 Order: config -> checkpoint index and model skeleton (module names printed for writing regexes) -> patterns
-checked against the module names -> samples -> hooks on the selected modules -> the streamed forward
-(``forward.run``) -> statistics -> files (``export.write``). Statistics are gathered by forward hooks:
-magnitude for every module any pattern selects, outliers for the outlier pattern's modules, distributions,
-one sample's heatmap, and per-channel input statistics of every Linear layer (act scales, imatrix).
+checked against the module names -> samples -> hooks on the selected modules (``collect``) -> the streamed
+forward (``forward.run``) -> records -> files (``export.write``).
 """
 
 from __future__ import annotations
 
-import re
 import resource
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -26,10 +24,9 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
     Returns the ``activations.json`` record; with ``keep_tensors`` also ``"forward"``: the ``ForwardResult``
     with the logits and every layer's output (tests).
     """
-    import torch
     import transformers
 
-    from streamscope.activation import data, export, forward, skeleton, stats
+    from streamscope.activation import collect, data, export, forward, skeleton
     from streamscope.engine.options import resolve_device
     from streamscope.io.checkpoint import CheckpointIndex
 
@@ -46,32 +43,9 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
     echo(f"Total modules found: {len(names)}; decoder layers: {sk.layers_name} ({len(sk.layers)} x {type(sk.layers[0]).__name__})")
     echo("Showing first 20 module names:\n" + "\n".join(f"  {n}" for n in names[:20]))
 
-    enabled = vis["enabled"]
-    selection = vis["layer_selection"]["patterns"]
-    magnitude_pats = vis["magnitude"]["patterns"]
-    patterns = {"magnitude.patterns": magnitude_pats, "outlier.pattern": [vis["outlier"]["pattern"]]}
-    if enabled["distribution"]:
-        patterns["distribution.patterns"] = vis["distribution"]["patterns"]
-    if enabled["heatmap_3d"]:
-        patterns["heatmap_3d.pattern"] = [vis["heatmap_3d"]["pattern"]]
-    if selection:
-        patterns["layer_selection.patterns"] = selection
-    defaults = config_mod.DEFAULTS["visualization"]
-    at_default = {k for k, v in (("magnitude.patterns", magnitude_pats), ("outlier.pattern", vis["outlier"]["pattern"]),
-                                 ("distribution.patterns", vis["distribution"]["patterns"]), ("heatmap_3d.pattern", vis["heatmap_3d"]["pattern"]))
-                  if v == defaults[k.split(".")[0]][k.split(".")[1]]}  # fmt: skip
-    for note in skeleton.check_patterns(names, patterns, at_default):
-        echo(f"note: {note} matches no module of this model; set it to names like those above")
-
-    def selected(name: str, pats: list[str]) -> bool:
-        return any(re.search(p, name) for p in pats) and (not selection or any(re.search(p, name) for p in selection))
-
+    selection_patterns(names, vis, echo)
     modules = dict(sk.model.named_modules())
-    mag_names = [n for n in names if selected(n, magnitude_pats)]
-    out_names = [n for n in names if re.search(vis["outlier"]["pattern"], n)]
-    dist_names = [n for n in names if enabled["distribution"] and selected(n, vis["distribution"]["patterns"])]
-    heat_names = [n for n in names if enabled["heatmap_3d"] and re.search(vis["heatmap_3d"]["pattern"], n)]
-    linear_names = [n for n in names if _is_linear(modules[n])]
+    sel = collect.Selection.of(names, modules, vis)
     max_pos = _max_positions(sk.model.config)
     if max_pos and dcfg["seq_len"] > max_pos:
         raise OptionError(f"data.seq_len {dcfg['seq_len']} is beyond the model's {max_pos} positions (config.json)")
@@ -83,95 +57,30 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
     if tokenizer is not None and vocab and int(ids.max()) >= vocab:
         raise CheckpointError(f"{model_dir}: the tokenizer gives ids up to {int(ids.max())}, beyond the model's vocabulary of {vocab}")
 
-    reduce_dim = vis["magnitude"]["reduce_dim"]
-    magnitude = {(n, d): stats.Magnitude(reduce_dim) for n in dict.fromkeys(mag_names + out_names + dist_names + heat_names) for d in ("input", "output")}
-    outliers = {n: stats.Outliers(float(vis["outlier"]["threshold"])) for n in out_names}
-    dist_dir = "input" if vis["distribution"]["is_input"] else "output"
-    distribution = {n: stats.Distribution() for n in dist_names}
-    heat_dir = "input" if vis["heatmap_3d"]["is_input"] else "output"
-    heat_sample = int(vis["heatmap_3d"]["sample_idx"])
-    heatmaps: dict = {}
-    channels = {n: stats.ChannelStats() for n in linear_names}
-    weights = {}
-    current = {"sample": 0}
-
-    def make_hook(name: str):
-        def hook(module, args, kwargs, output):
-            x_in = args[0] if args else next((v for v in kwargs.values() if isinstance(v, torch.Tensor)), None)
-            x_out = output[0] if isinstance(output, tuple) else getattr(output, "last_hidden_state", output)
-            for direction, x in (("input", x_in), ("output", x_out)):
-                if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-                    continue
-                if (name, direction) in magnitude:
-                    magnitude[(name, direction)].add(x)
-                if direction == "output" and name in outliers:
-                    outliers[name].add(x, current["sample"])
-                if direction == dist_dir and name in distribution:
-                    distribution[name].add(x)
-                if direction == heat_dir and name in heat_names and current["sample"] == heat_sample:
-                    heatmaps[name] = x.detach().abs().reshape(-1, x.shape[-1]).to("cpu", torch.float16).numpy()
-            if name in channels and isinstance(x_in, torch.Tensor):
-                channels[name].add(x_in)
-
-        return hook
-
-    hooked = dict.fromkeys(list(magnitude_key_names(magnitude)) + out_names + dist_names + heat_names + linear_names)
-    handles = [modules[n].register_forward_hook(make_hook(n), with_kwargs=True) for n in hooked]
-
-    def on_layer(i: int, layer) -> None:
-        if enabled["magnitude_weight"]:
-            prefix = f"{sk.layers_name}.{i}."
-            for n in mag_names:
-                w = getattr(modules[n], "weight", None)
-                if n.startswith(prefix) and isinstance(w, torch.Tensor) and w.device.type != "meta":
-                    m = stats.Magnitude(None)
-                    m.add(w)
-                    weights[n] = m.result()
-
-    sample_counter = _SampleCounter(current, sk.layers, int(ids.shape[0]), sk.model)
+    collector = collect.Collector(sel, vis, int(ids.shape[0]))
+    collector.attach(sk.model, sk.layers, modules)
     bar = _progress(progress, len(sk.layers))
     try:
-        budget = _hidden_budget(mem.get("budget"))
-        result = forward.run(sk, index, ids, dtype, device, on_layer=on_layer, hidden_budget=budget,
-                             keep_layer_outputs=keep_tensors, progress=bar.update if bar else None,
-                             spill_dir=Path(out) / ".spill")  # fmt: skip
+        result = forward.run(sk, index, ids, dtype, device, on_layer=lambda i, _: collector.on_layer(f"{sk.layers_name}.{i}.", modules),
+                             hidden_budget=_hidden_budget(mem.get("budget")), keep_layer_outputs=keep_tensors,
+                             progress=bar.update if bar else None, spill_dir=Path(out) / ".spill")  # fmt: skip
     finally:
-        for h in handles:
-            h.remove()
-        sample_counter.remove()
+        collector.detach()
         if bar:
             bar.close()
-    seconds = time.perf_counter() - t0
+        shutil.rmtree(Path(out) / ".spill", ignore_errors=True)
     record = {
         "run": {"model": str(model_dir), "architecture": sk.architecture, "model_type": sk.model_type, "dtype": str(dtype).replace("torch.", ""),
                 "device": str(device), "source": dcfg["source"], "num_samples": int(ids.shape[0]), "seq_len": int(ids.shape[1]), "seed": dcfg["seed"],
-                "seconds": seconds, "forward_seconds": result.seconds, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                "bytes_read": result.bytes_read, "checkpoint_bytes": index.total_bytes, "decoder_layers": sk.layers_name,
-                "n_layers": len(sk.layers), "hidden_states_spilled": result.spilled_to is not None,
-                "tokens_per_second": ids.numel() / result.seconds if result.seconds else None},
-        "modules": {},
-        "weights": weights,
-        "outliers": {"threshold": float(vis["outlier"]["threshold"]), "pattern": vis["outlier"]["pattern"], "layers": {}},
-        "distribution": {"direction": dist_dir, "modules": {n: d.result() for n, d in distribution.items()}},
+                "seconds": time.perf_counter() - t0, "forward_seconds": result.seconds,
+                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "bytes_read": result.bytes_read,
+                "checkpoint_bytes": index.total_bytes, "decoder_layers": sk.layers_name, "n_layers": len(sk.layers),
+                "hidden_states_spilled": result.spilled_to is not None, "tokens_per_second": ids.numel() / result.seconds if result.seconds else None},
+        **collector.records(ids, tokenizer, bool(vis["outlier"]["decode_tokens"])),
         "config": config,
     }  # fmt: skip
-    for (n, direction), m in magnitude.items():
-        if m.count:
-            record["modules"].setdefault(n, {})[direction] = m.result()
-    decode = bool(vis["outlier"]["decode_tokens"]) and tokenizer is not None
-    massive: dict[str, int] = {}
-    for n, o in outliers.items():
-        r = o.result()
-        r["token_ids"] = [int(ids[s, t]) for s, t in o.positions]
-        if decode:
-            r["tokens"] = [tokenizer.decode([i]) for i in r["token_ids"]]
-        for c, k in r["channels"].items():
-            massive[c] = massive.get(c, 0) + k
-        record["outliers"]["layers"][n] = r
-    record["outliers"]["massive_channels"] = dict(sorted(massive.items(), key=lambda kv: -kv[1])[:20])
-    if result.spilled_to:
-        Path(result.spilled_to).unlink(missing_ok=True)
-    files = export.write(Path(out), record, ids, channels, heatmaps, sk, index)
+    record["outliers"].update(threshold=float(vis["outlier"]["threshold"]), pattern=vis["outlier"]["pattern"])
+    files = export.write(Path(out), record, ids, collector.channels, collector.heatmaps, sk, index)
     record["run"]["files"] = files
     export.write_json(Path(out), record)
     if keep_tensors:
@@ -179,38 +88,23 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
     return record
 
 
-def magnitude_key_names(magnitude: dict):
-    return dict.fromkeys(n for n, _ in magnitude)
+def selection_patterns(names: list[str], vis: dict, echo) -> None:
+    """Check every enabled pattern against the module names (see ``skeleton.check_patterns``)."""
+    from streamscope.activation import skeleton
 
-
-class _SampleCounter:
-    """Tells the hooks which sample is passing: a pre-hook on each decoder layer (the layer loop) and on the
-    model itself (the capture and the tail call the model once per sample, in order)."""
-
-    def __init__(self, current: dict, layers, n_samples: int, model=None):
-        self.current, self.n = current, n_samples
-        self.seen: dict[int, int] = {}
-        self.handles = [layer.register_forward_pre_hook(self._hook(i)) for i, layer in enumerate(layers)]
-        if model is not None:
-            self.handles.append(model.register_forward_pre_hook(self._hook(-1)))
-
-    def _hook(self, i: int):
-        def hook(module, args):
-            s = self.seen.get(i, 0)
-            self.current["sample"] = s % self.n  # the capture passes every sample through layer 0's hooks first
-            self.seen[i] = s + 1
-
-        return hook
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
-def _is_linear(module) -> bool:
-    import torch
-
-    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
+    enabled, chosen = vis["enabled"], vis["layer_selection"]["patterns"]
+    patterns = {"magnitude.patterns": vis["magnitude"]["patterns"], "outlier.pattern": [vis["outlier"]["pattern"]]}
+    if enabled["distribution"]:
+        patterns["distribution.patterns"] = vis["distribution"]["patterns"]
+    if enabled["heatmap_3d"]:
+        patterns["heatmap_3d.pattern"] = [vis["heatmap_3d"]["pattern"]]
+    if chosen:
+        patterns["layer_selection.patterns"] = chosen
+    defaults = config_mod.DEFAULTS["visualization"]
+    at_default = {key for key in ("magnitude.patterns", "outlier.pattern", "distribution.patterns", "heatmap_3d.pattern")
+                  if vis[key.split(".")[0]][key.split(".")[1]] == defaults[key.split(".")[0]][key.split(".")[1]]}  # fmt: skip
+    for note in skeleton.check_patterns(names, patterns, at_default):
+        echo(f"note: {note} matches no module of this model; set it to names like those above")
 
 
 def _max_positions(cfg) -> int | None:

@@ -1,0 +1,144 @@
+"""Which modules are watched, and the forward hooks that feed their statistics (``stats``) as samples pass.
+
+``Selection.of(names, modules, vis)`` applies the config's patterns to the model's module names;
+``Collector`` holds every accumulator, registers one hook per watched module, knows which sample is passing
+(pre-hooks on the model and on each decoder layer) and turns the accumulators into the JSON records.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from streamscope.activation import stats
+
+DIRECTIONS = ("input", "output")
+
+
+@dataclass
+class Selection:
+    magnitude: list[str]  # magnitude.patterns (within layer_selection)
+    outliers: list[str]  # outlier.pattern
+    distribution: list[str]  # distribution.patterns (within layer_selection), when enabled
+    heatmap: list[str]  # heatmap_3d.pattern, when enabled
+    linear: list[str]  # every Linear / Conv1D: act scales and imatrix
+
+    @classmethod
+    def of(cls, names: list[str], modules: dict, vis: dict) -> "Selection":
+        enabled, chosen = vis["enabled"], vis["layer_selection"]["patterns"]
+
+        def selected(name: str, pats: list[str]) -> bool:
+            return any(re.search(p, name) for p in pats) and (not chosen or any(re.search(p, name) for p in chosen))
+
+        return cls(
+            magnitude=[n for n in names if selected(n, vis["magnitude"]["patterns"])],
+            outliers=[n for n in names if re.search(vis["outlier"]["pattern"], n)],
+            distribution=[n for n in names if enabled["distribution"] and selected(n, vis["distribution"]["patterns"])],
+            heatmap=[n for n in names if enabled["heatmap_3d"] and re.search(vis["heatmap_3d"]["pattern"], n)],
+            linear=[n for n in names if is_linear(modules[n])],
+        )
+
+
+class Collector:
+    def __init__(self, selection: Selection, vis: dict, n_samples: int):
+        self.sel = selection
+        watched = dict.fromkeys(selection.magnitude + selection.outliers + selection.distribution + selection.heatmap)
+        self.magnitude = {(n, d): stats.Magnitude(vis["magnitude"]["reduce_dim"]) for n in watched for d in DIRECTIONS}
+        self.outliers = {n: stats.Outliers(float(vis["outlier"]["threshold"])) for n in selection.outliers}
+        self.dist_dir = "input" if vis["distribution"]["is_input"] else "output"
+        self.distribution = {n: stats.Distribution() for n in selection.distribution}
+        self.heat_dir = "input" if vis["heatmap_3d"]["is_input"] else "output"
+        self.heat_sample = int(vis["heatmap_3d"]["sample_idx"])
+        self.heatmaps: dict = {}
+        self.channels = {n: stats.ChannelStats() for n in selection.linear}
+        self.weights: dict[str, dict] = {}
+        self.want_weights = bool(vis["enabled"]["magnitude_weight"])
+        self.n = n_samples
+        self.sample = 0
+        self._seen: dict[int, int] = {}
+        self._handles: list = []
+
+    def attach(self, model, layers, modules: dict) -> None:
+        """Hooks on every watched module; sample counters on the model and each decoder layer (the capture
+        and the tail call the model once per sample, in order; the layer loop calls each layer so)."""
+        for n in dict.fromkeys([n for n, _ in self.magnitude] + self.sel.outliers + self.sel.distribution + self.sel.heatmap + self.sel.linear):
+            self._handles.append(modules[n].register_forward_hook(self._hook(n), with_kwargs=True))
+        self._handles.append(model.register_forward_pre_hook(self._counter(-1)))
+        self._handles += [layer.register_forward_pre_hook(self._counter(i)) for i, layer in enumerate(layers)]
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def on_layer(self, prefix: str, modules: dict) -> None:
+        """Weight magnitudes of the watched modules under ``prefix``, while their weights are loaded."""
+        import torch
+
+        if not self.want_weights:
+            return
+        for n in self.sel.magnitude:
+            w = getattr(modules[n], "weight", None)
+            if n.startswith(prefix) and isinstance(w, torch.Tensor) and w.device.type != "meta":
+                m = stats.Magnitude(None)
+                m.add(w)
+                self.weights[n] = m.result()
+
+    def _counter(self, i: int):
+        def hook(module, args):
+            s = self._seen.get(i, 0)
+            self.sample = s % self.n  # the capture passes every sample through layer 0's hooks first
+            self._seen[i] = s + 1
+
+        return hook
+
+    def _hook(self, name: str):
+        import torch
+
+        def hook(module, args, kwargs, output):
+            x_in = args[0] if args else next((v for v in kwargs.values() if isinstance(v, torch.Tensor)), None)
+            x_out = output[0] if isinstance(output, tuple) else getattr(output, "last_hidden_state", output)
+            for direction, x in (("input", x_in), ("output", x_out)):
+                if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+                    continue
+                if (name, direction) in self.magnitude:
+                    self.magnitude[(name, direction)].add(x)
+                if direction == "output" and name in self.outliers:
+                    self.outliers[name].add(x, self.sample)
+                if direction == self.dist_dir and name in self.distribution:
+                    self.distribution[name].add(x)
+                if direction == self.heat_dir and name in self.sel.heatmap and self.sample == self.heat_sample:
+                    self.heatmaps[name] = x.detach().abs().reshape(-1, x.shape[-1]).to("cpu", torch.float16).numpy()
+            if name in self.channels and isinstance(x_in, torch.Tensor) and x_in.is_floating_point():
+                self.channels[name].add(x_in)
+
+        return hook
+
+    def records(self, ids, tokenizer, decode: bool) -> dict:
+        """``modules``, ``outliers`` (per module, with token ids and text, and the model's massive channels),
+        ``distribution`` and ``weights`` of ``activations.json``."""
+        modules: dict[str, dict] = {}
+        for (n, direction), m in self.magnitude.items():
+            if m.count:
+                modules.setdefault(n, {})[direction] = m.result()
+        layers, massive = {}, {}
+        for n, o in self.outliers.items():
+            r = o.result()
+            r["token_ids"] = [int(ids[s, t]) for s, t in o.positions]
+            if decode and tokenizer is not None:
+                r["tokens"] = [tokenizer.decode([i]) for i in r["token_ids"]]
+            for c, k in r["channels"].items():
+                massive[c] = massive.get(c, 0) + k
+            layers[n] = r
+        return {
+            "modules": modules,
+            "weights": self.weights,
+            "outliers": {"layers": layers, "massive_channels": dict(sorted(massive.items(), key=lambda kv: -kv[1])[:20])},
+            "distribution": {"direction": self.dist_dir, "modules": {n: d.result() for n, d in self.distribution.items()}},
+        }
+
+
+def is_linear(module) -> bool:
+    import torch
+
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
