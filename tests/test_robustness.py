@@ -306,7 +306,7 @@ def test_disk_full_is_one_line_and_a_rerun_completes(llama_dir, tmp_path):
 def test_ctrl_c_keeps_finished_tensors_and_says_so(tmp_path):
     from streamscope.synthetic import write_sized
 
-    ckpt = write_sized(tmp_path / "ckpt", "small", 48 << 20)
+    ckpt = write_sized(tmp_path / "ckpt", "small", 256 << 20)  # large enough to be still running when the signal comes
     out = tmp_path / "o"
     child = subprocess.Popen([sys.executable, "-m", "streamscope", "scan", str(ckpt), "--out", str(out), "--analyses", "all", "--quiet"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
