@@ -74,20 +74,44 @@ class WeightLoader:
         return out
 
     def load(self, tensors: dict) -> None:
-        """Put fetched tensors into the model, converted as transformers converts them, in the compute dtype."""
+        """Put fetched tensors into the model, converted as transformers converts them, in the compute dtype.
+
+        One module at a time (the tensors of one target module together: a fused MoE target takes all its
+        experts), each stored tensor dropped from ``tensors`` once converted, so a layer's stored bytes and
+        its converted copy are not held whole at once.
+        """
         if not tensors:
             return
+        targets = self._target_names()
+        groups: dict[str, list[str]] = {}
+        for name in list(tensors):
+            groups.setdefault(targets[name].rsplit(".", 1)[0], []).append(name)
         if self._mapping is not None:
             from transformers.core_model_loading import convert_and_load_state_dict_in_model
             from transformers.modeling_utils import LoadStateDictConfig
 
-            convert_and_load_state_dict_in_model(self.model, tensors, LoadStateDictConfig(dtype=self.dtype, weight_mapping=self._mapping))
+            config = LoadStateDictConfig(dtype=self.dtype, weight_mapping=self._mapping)
+            for names in groups.values():
+                convert_and_load_state_dict_in_model(self.model, {n: tensors.pop(n) for n in names}, config)
             return
         from accelerate.utils import set_module_tensor_to_device
 
-        targets = self._target_names()
-        for name, t in tensors.items():
-            set_module_tensor_to_device(self.model, targets[name], "cpu", value=t, dtype=self.dtype)
+        for names in groups.values():
+            for name in names:
+                set_module_tensor_to_device(self.model, targets[name], "cpu", value=tensors.pop(name), dtype=self.dtype)
+
+    def split(self, part: str, prefetch_bytes: int) -> tuple[list[str], list[str]]:
+        """The part's tensors read ahead on the helper thread (up to ``prefetch_bytes``, in disk order) and
+        the rest, read when the part is loaded."""
+        ahead, rest, total = [], [], 0
+        for name in self.parts.get(part, []):
+            nbytes = self.index.tensors[name].nbytes
+            if not ahead or total + nbytes <= prefetch_bytes:
+                ahead.append(name)
+                total += nbytes
+            else:
+                rest.append(name)
+        return ahead, rest
 
     def free(self, module) -> None:
         """Release a module's parameters (back to the meta device); buffers stay."""
