@@ -306,10 +306,12 @@ def test_disk_full_is_one_line_and_a_rerun_completes(llama_dir, tmp_path):
 def test_ctrl_c_keeps_finished_tensors_and_says_so(tmp_path):
     from streamscope.synthetic import write_sized
 
-    ckpt = write_sized(tmp_path / "ckpt", "small", 256 << 20)  # large enough to be still running when the signal comes
+    ckpt = write_sized(tmp_path / "ckpt", "small", 128 << 20)  # large enough to be still running when the signal comes
     out = tmp_path / "o"
+    # a child inherits an ignored SIGINT (as the test runner may leave it) and Python then keeps ignoring it
     child = subprocess.Popen([sys.executable, "-m", "streamscope", "scan", str(ckpt), "--out", str(out), "--analyses", "all", "--quiet"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     log = out / ".partial" / "records.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (log.exists() and log.read_text().count("\n") >= 2):
