@@ -3,10 +3,11 @@
 ``WeightLoader.plan`` assigns every checkpoint tensor to a part: ``"layer N"`` for the N-th decoder layer, or
 ``"rest"`` (embeddings, final norm, head). Checkpoint names become model names through transformers' own
 conversion rules where the installed version has them (renamed modules, fused MoE experts, base-model
-prefixes), so each family loads exactly as ``from_pretrained`` would load it. ``fetch(part)`` reads the
-part's bytes with streamscope's reader (``pread`` into fresh tensors, no map kept) and may run on a helper
-thread; ``load(part, tensors)`` puts them into the model; ``free(part)`` sends the part back to the meta
-device. Every byte of the checkpoint is read once per run (``bytes_read``).
+prefixes), so each family loads exactly as ``from_pretrained`` would load it. ``fetch_names(names)`` reads
+the bytes with streamscope's reader (``pread`` into fresh tensors, no map kept) and may run on a helper
+thread (``split`` says how much of a layer is read ahead); ``load(tensors)`` puts them into the model;
+``free(module)`` and ``free_names(names)`` send parameters back to the meta device. Every byte of the
+checkpoint is read once per run (``bytes_read``).
 """
 
 from __future__ import annotations
@@ -46,10 +47,6 @@ class WeightLoader:
             if f"layer {i}" not in self.parts:
                 raise CheckpointError(f"{self.index.root}: no weights found for {self.layers_name}.{i}; "
                                       "the checkpoint's tensor names do not match the model built from config.json")  # fmt: skip
-
-    def fetch(self, part: str) -> dict:
-        """The part's tensors as stored (a fresh tensor each), read with ``pread``."""
-        return self.fetch_names(self.parts.get(part, []))
 
     def fetch_names(self, names: list[str]) -> dict:
         """These checkpoint tensors as stored (a fresh tensor each), read with ``pread``."""
