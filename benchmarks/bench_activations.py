@@ -5,7 +5,9 @@
 A Llama-style checkpoint of about 2.2 GB (bf16, random weights, 20 layers of hidden 2048 and MLP 5632,
 vocabulary 16000, shards of 500 MB) is built once in the temp directory. The same samples (4 x 256 random
 tokens, then 16 x 32: a forward call's cost shrinks with its tokens while offloading re-reads every weight
-per call) then go, each method in its own child process under ``/usr/bin/time -v`` (peak RSS), through:
+per call), in the same batches (streamscope's automatic ``data.batch_size``: about 512 tokens per call, so
+2 x 256 and 16 x 32), then go, each method in its own child process under ``/usr/bin/time -v`` (peak RSS),
+through:
 - ``streamed``: streamscope's layer-by-layer forward alone (``activation.forward.run``, no statistics);
 - ``profile``: ``streamscope activations`` (the forward with every statistic and file);
 - ``in_memory``: transformers ``from_pretrained`` in float32, then the forward;
@@ -14,8 +16,9 @@ per call) then go, each method in its own child process under ``/usr/bin/time -v
 - ``disk_offload_cold`` and ``streamed_cold``: the same with the weights' pages evicted from the page cache
   (``posix_fadvise(DONTNEED)``) before every forward call of the offload, before the run of the streamed
   pass: what a model larger than the machine's memory costs, where nothing stays cached.
+- ``disk_offload_cold_per_sample``: the last with one sample per forward call (the seed tool's loop).
 Throughput is tokens per second of the forward alone (loading excluded: the in-memory model loads once);
-the streamed forward includes its reads, as that is where it reads. All in float32 on CPU, batch 1.
+the streamed forward includes its reads, as that is where it reads. All in float32 on CPU.
 """
 
 from __future__ import annotations
@@ -83,14 +86,17 @@ def child(method: str, path: str, vocab: int, work: str, samples: int, seq: int)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, device_map="auto", max_memory={"cpu": "600MB"},
                                                      offload_folder=work, offload_state_dict=True)  # fmt: skip
     model.eval()
-    cold = method == "disk_offload_cold"
+    cold = method.startswith("disk_offload_cold")
+    from streamscope.activation.forward import batches
+
+    spans = batches(samples, seq, 1 if method.endswith("_per_sample") else None)  # the streamed forward's batches
     t = time.perf_counter()
     with torch.no_grad():
-        for s in range(samples):
+        for s0, s1 in spans:
             if cold:  # accelerate reads offloaded weights from the work folder, or straight from safetensors shards
                 _evict(Path(work))
                 _evict(Path(path))
-            model(input_ids=tokens[s : s + 1], use_cache=False)
+            model(input_ids=tokens[s0:s1], use_cache=False)
     return {"forward_seconds": time.perf_counter() - t}
 
 
@@ -140,7 +146,7 @@ def main() -> dict:
         hidden_states = samples * seq * config["hidden_size"] * 4
         run_fig = {"samples": samples, "seq_len": seq, "hidden_states_bytes": hidden_states, "methods": {}}
         print(f"{samples} x {seq} tokens; hidden states {hidden_states / 2**20:.0f} MiB")
-        for method in ("streamed", "profile", "in_memory", "disk_offload", "streamed_cold", "disk_offload_cold"):
+        for method in ("streamed", "profile", "in_memory", "disk_offload", "streamed_cold", "disk_offload_cold", "disk_offload_cold_per_sample"):
             r = run(method, path, config["vocab_size"], samples, seq)
             run_fig["methods"][method] = r
             read = f", read {r['bytes_read'] / 1e9:.2f} GB" if "bytes_read" in r else ""
@@ -151,8 +157,10 @@ def main() -> dict:
         run_fig["streamed_vs_disk_offload"] = m["streamed"]["tokens_per_second"] / m["disk_offload"]["tokens_per_second"]
         run_fig["profile_vs_in_memory"] = m["profile"]["tokens_per_second"] / m["in_memory"]["tokens_per_second"]
         run_fig["cold_streamed_vs_disk_offload"] = m["streamed_cold"]["tokens_per_second"] / m["disk_offload_cold"]["tokens_per_second"]
+        run_fig["cold_streamed_vs_disk_offload_per_sample"] = m["streamed_cold"]["tokens_per_second"] / m["disk_offload_cold_per_sample"]["tokens_per_second"]
         print(f"streamed: {run_fig['streamed_vs_in_memory']:.2f}x the in-memory forward's tokens/s, {run_fig['streamed_vs_disk_offload']:.1f}x "
-              f"disk offload's ({run_fig['cold_streamed_vs_disk_offload']:.1f}x with the page cache evicted); with every statistic "
+              f"disk offload's ({run_fig['cold_streamed_vs_disk_offload']:.1f}x with the page cache evicted, "
+              f"{run_fig['cold_streamed_vs_disk_offload_per_sample']:.1f}x against one sample per call); with every statistic "
               f"{run_fig['profile_vs_in_memory']:.2f}x")  # fmt: skip
         fig["runs"].append(run_fig)
     if a.out:

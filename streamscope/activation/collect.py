@@ -54,17 +54,18 @@ class Collector:
         self.weights: dict[str, dict] = {}
         self.want_weights = bool(vis["enabled"]["magnitude_weight"])
         self.n = n_samples
-        self.sample = 0
+        self.sample = 0  # the first sample of the batch passing
+        self.batch = 1  # samples in it
         self._seen: dict[int, int] = {}
         self._handles: list = []
 
     def attach(self, model, layers, modules: dict) -> None:
         """Hooks on every watched module; sample counters on the model and each decoder layer (the capture
-        and the tail call the model once per sample, in order; the layer loop calls each layer so)."""
+        and the tail call the model once per batch of samples, in order; the layer loop calls each layer so)."""
         for n in dict.fromkeys([n for n, _ in self.magnitude] + self.sel.outliers + self.sel.distribution + self.sel.heatmap + self.sel.linear):
             self._handles.append(modules[n].register_forward_hook(self._hook(n), with_kwargs=True))
-        self._handles.append(model.register_forward_pre_hook(self._counter(-1)))
-        self._handles += [layer.register_forward_pre_hook(self._counter(i)) for i, layer in enumerate(layers)]
+        self._handles.append(model.register_forward_pre_hook(self._counter(-1), with_kwargs=True))
+        self._handles += [layer.register_forward_pre_hook(self._counter(i), with_kwargs=True) for i, layer in enumerate(layers)]
 
     def detach(self) -> None:
         for h in self._handles:
@@ -85,12 +86,22 @@ class Collector:
                 self.weights[n] = m.result()
 
     def _counter(self, i: int):
-        def hook(module, args):
+        import torch
+
+        def hook(module, args, kwargs):
+            x = next((v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)), None)
+            b = int(x.shape[0]) if x is not None and x.dim() >= 2 else 1
             s = self._seen.get(i, 0)
-            self.sample = s % self.n  # the capture passes every sample through layer 0's hooks first
-            self._seen[i] = s + 1
+            self.sample, self.batch = s % self.n, b  # the capture passes every sample through layer 0's hooks first
+            self._seen[i] = s + b
 
         return hook
+
+    def _samples(self, x):
+        """``(sample index, that sample's part of x)`` for each sample of the batch passing."""
+        if self.batch > 1 and x.dim() >= 2 and x.shape[0] == self.batch:
+            return [(self.sample + b, x[b]) for b in range(self.batch)]
+        return [(self.sample, x)]
 
     def _hook(self, name: str):
         import torch
@@ -104,11 +115,13 @@ class Collector:
                 if (name, direction) in self.magnitude:
                     self.magnitude[(name, direction)].add(x)
                 if direction == "output" and name in self.outliers:
-                    self.outliers[name].add(x, self.sample)
+                    for s, xs in self._samples(x):
+                        self.outliers[name].add(xs, s)
                 if direction == self.dist_dir and name in self.distribution:
                     self.distribution[name].add(x)
-                if direction == self.heat_dir and name in self.sel.heatmap and self.sample == self.heat_sample:
-                    self.heatmaps[name] = x.detach().abs().reshape(-1, x.shape[-1]).to("cpu", torch.float16).numpy()
+                if direction == self.heat_dir and name in self.sel.heatmap and self.sample <= self.heat_sample < self.sample + self.batch:
+                    xs = dict(self._samples(x)).get(self.heat_sample, x)
+                    self.heatmaps[name] = xs.detach().abs().reshape(-1, x.shape[-1]).to("cpu", torch.float16).numpy()
             if name in self.channels and isinstance(x_in, torch.Tensor) and x_in.is_floating_point():
                 self.channels[name].add(x_in)
 

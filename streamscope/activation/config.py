@@ -23,6 +23,7 @@ DEFAULTS: dict[str, Any] = {
         "num_samples": 64,
         "seq_len": 1024,
         "seed": 0,
+        "batch_size": "auto",
         "custom": {"format": None, "text_column": "text"},
     },
     "visualization": {
@@ -132,6 +133,9 @@ def _check(config: dict) -> None:
     for key in ("num_samples", "seq_len"):
         if not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < 1:
             raise OptionError(f"data.{key} must be a positive integer; got {data[key]!r}")
+    b = data["batch_size"]
+    if b != "auto" and (not isinstance(b, int) or isinstance(b, bool) or b < 1):
+        raise OptionError(f"data.batch_size must be auto or a positive integer; got {b!r}")
     if not isinstance(data["seed"], int):
         raise OptionError(f"data.seed must be an integer; got {data['seed']!r}")
     threshold = vis["outlier"]["threshold"]

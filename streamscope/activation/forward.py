@@ -5,8 +5,10 @@
    every keyword argument (attention mask, position ids, rotary ``position_embeddings``; the cache is off),
    so no per-family code builds them. Those weights are freed.
 2. Layers, outer loop: layer i's weights are loaded (the first ``PREFETCH_BYTES`` of layer i+1 are read
-   meanwhile on a helper thread), every sample runs through it (inner loop) and its output replaces its
-   input; then it is freed.
+   meanwhile on a helper thread), every batch of samples runs through it (inner loop) and its output
+   replaces its input; then it is freed. Samples go in batches of about ``TOKENS_PER_CALL`` tokens: a layer's
+   weights are in memory for all samples anyway, and one call over 16 x 32 tokens runs its matrix products
+   far faster than 16 calls over 32 (all samples have the same length, so no padding is involved).
    Hooks registered on the selected modules feed the statistics as the samples pass.
 3. Tail (``tail=True``): the weights after the layers (final norm, head) are loaded and the model's own
    forward runs with the layers replaced by the outputs already computed, giving the logits and the tail
@@ -34,6 +36,11 @@ from streamscope.activation.weights import WeightLoader
 #: of cold reads per layer against about 1 s of compute), so a part of the layer hides the reads while the
 #: memory held for it stays small: reading a whole 72B layer ahead would hold 1.75 GB more.
 PREFETCH_BYTES = 64 << 20
+#: Tokens per layer call when ``batch_size`` is automatic: samples are batched up to this many tokens (at
+#: least one sample per call). Measured on a 2.2 GB Llama-style model, float32, CPU: 16 x 32 tokens ran at
+#: 25 tokens/s one sample per call and faster batched (see benchmarks/README.md); the activations inside a
+#: layer grow with the batch (a 72B MLP: 512 tokens x 29568 x 4 bytes = 60 MB per intermediate tensor).
+TOKENS_PER_CALL = 512
 
 
 class _Captured(Exception):
@@ -42,15 +49,22 @@ class _Captured(Exception):
 
 @dataclass
 class LayerInputs:
-    """What the first decoder layer receives besides the hidden states, shared by all samples when equal."""
+    """What the first decoder layer receives besides the hidden states, shared by all batches when equal."""
 
-    args: list = field(default_factory=list)  # per sample: positional args after the hidden states
-    kwargs: list = field(default_factory=list)  # per sample: keyword args
+    args: list = field(default_factory=list)  # per batch: positional args after the hidden states
+    kwargs: list = field(default_factory=list)  # per batch: keyword args
     shared: bool = True
 
-    def for_sample(self, s: int) -> tuple[tuple, dict]:
-        i = 0 if self.shared else s
+    def for_batch(self, j: int) -> tuple[tuple, dict]:
+        i = 0 if self.shared else j
         return self.args[i], self.kwargs[i]
+
+
+def batches(n: int, seq: int, batch_size: int | None = None) -> list[tuple[int, int]]:
+    """``(start, stop)`` sample ranges of the layer calls: ``batch_size`` samples each, or, when None, as many
+    as fit ``TOKENS_PER_CALL`` tokens (at least one)."""
+    b = batch_size or max(1, TOKENS_PER_CALL // max(seq, 1))
+    return [(s, min(n, s + b)) for s in range(0, n, b)]
 
 
 @dataclass
@@ -61,17 +75,19 @@ class ForwardResult:
     seconds: float
     bytes_read: int
     spilled_to: str | None
+    batch_size: int = 1  # samples per layer call
 
 
 def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, object], None] | None = None,
         hidden_budget: int | None = None, keep_layer_outputs: bool = False, tail: bool = True,
         progress: Callable[[str, int, int], None] | None = None, spill_dir: Path | None = None,
-        prefetch_bytes: int = PREFETCH_BYTES) -> ForwardResult:  # fmt: skip
+        prefetch_bytes: int = PREFETCH_BYTES, batch_size: int | None = None) -> ForwardResult:  # fmt: skip
     """Stream ``input_ids`` (num_samples x seq) through the model of ``skeleton``.
 
     ``on_layer(i, module)`` runs after layer i is loaded and before its samples (weight statistics);
     ``progress(stage, done, total)`` reports. ``prefetch_bytes``: how much of the next layer is read on the
-    helper thread while the current one computes (the rest is read when it is loaded).
+    helper thread while the current one computes (the rest is read when it is loaded). ``batch_size``:
+    samples per layer call (None: see ``batches``).
     """
     import torch
 
@@ -83,6 +99,7 @@ def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, obje
     loader.plan()
     before, after = _split_rest(model, skeleton.layers_name, loader)
     n, seq = input_ids.shape
+    spans = batches(n, seq, batch_size)
     pool = ThreadPoolExecutor(1, thread_name_prefix="streamscope-weights")
     pending = pool.submit(loader.fetch_names, before)
 
@@ -100,13 +117,13 @@ def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, obje
         # 1. capture the first layer's inputs
         loader.load(pending.result())
         pending = read_ahead(0)
-        hidden, inputs, spilled = _capture(model, layers[0], input_ids, dtype, device, hidden_budget, spill_dir)
+        hidden, inputs, spilled = _capture(model, layers[0], input_ids, spans, dtype, device, hidden_budget, spill_dir)
         loader.free_names(before)
         if progress:
             progress("layers", 0, n_layers)
         outputs = [] if keep_layer_outputs else None
         returns_tuple = False
-        # 2. layer-outer, sample-inner
+        # 2. layer-outer, batch-inner
         for i, layer in enumerate(layers):
             tensors = layer_tensors(pending)
             pending = None
@@ -117,22 +134,22 @@ def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, obje
             if on_layer:
                 on_layer(i, layer)
             with torch.no_grad():
-                for s in range(n):
-                    args, kwargs = inputs.for_sample(s)
-                    out = layer(hidden[s : s + 1].to(device), *args, **kwargs)
+                for j, (s0, s1) in enumerate(spans):
+                    args, kwargs = inputs.for_batch(j)
+                    out = layer(hidden[s0:s1].to(device), *args, **kwargs)
                     returns_tuple = isinstance(out, tuple)
                     h = out[0] if returns_tuple else out
-                    hidden[s : s + 1] = h.to(hidden.device)
+                    hidden[s0:s1] = h.to(hidden.device)
             loader.free(layer)
             _trim_heap()
             if outputs is not None:
                 outputs.append(hidden.clone())
             if progress:
                 progress("layers", i + 1, n_layers)
-        result_logits = _logits(model, layers, loader, before, after, hidden, input_ids, device, returns_tuple) if tail else None
+        result_logits = _logits(model, layers, loader, before, after, hidden, input_ids, spans, device, returns_tuple) if tail else None
     finally:
         pool.shutdown(wait=True)
-    return ForwardResult(hidden, result_logits, outputs, time.perf_counter() - t0, loader.bytes_read, spilled)
+    return ForwardResult(hidden, result_logits, outputs, time.perf_counter() - t0, loader.bytes_read, spilled, spans[0][1] - spans[0][0])
 
 
 def _libc():
@@ -184,7 +201,7 @@ def _split_rest(model, layers_name: str, loader: WeightLoader) -> tuple[list[str
     return before, after
 
 
-def _capture(model, first, input_ids, dtype, device, budget, spill_dir):
+def _capture(model, first, input_ids, spans, dtype, device, budget, spill_dir):
     import torch
 
     inputs = LayerInputs()
@@ -199,9 +216,9 @@ def _capture(model, first, input_ids, dtype, device, budget, spill_dir):
     spilled = None
     try:
         with torch.no_grad():
-            for s in range(input_ids.shape[0]):
+            for j, (s0, s1) in enumerate(spans):
                 try:
-                    model(input_ids=input_ids[s : s + 1].to(device), use_cache=False)
+                    model(input_ids=input_ids[s0:s1].to(device), use_cache=False)
                 except _Captured:
                     pass
                 else:
@@ -211,12 +228,12 @@ def _capture(model, first, input_ids, dtype, device, budget, spill_dir):
                 rest = tuple(args[1:])
                 if hidden is None:
                     hidden, spilled = _hidden_store((input_ids.shape[0], *h.shape[1:]), dtype, budget, spill_dir)
-                hidden[s : s + 1] = h.to(hidden.device, dtype)
+                hidden[s0:s1] = h.to(hidden.device, dtype)
                 rest, kwargs = _detach((rest, kwargs))
                 if inputs.args and inputs.shared and not _same((rest, kwargs), (inputs.args[0], inputs.kwargs[0])):
                     inputs.shared = False
-                    inputs.args *= s
-                    inputs.kwargs *= s
+                    inputs.args *= j
+                    inputs.kwargs *= j
                 if not inputs.args or not inputs.shared:
                     inputs.args.append(rest)
                     inputs.kwargs.append(kwargs)
@@ -282,7 +299,7 @@ class _Replay:
     """Stands in for a decoder layer when computing logits: returns the outputs already computed."""
 
     def __init__(self, hidden, as_tuple: bool):
-        self.hidden, self.as_tuple, self.sample = hidden, as_tuple, 0
+        self.hidden, self.as_tuple, self.span = hidden, as_tuple, (0, 1)
 
     def module(self, last: bool):
         import torch
@@ -291,13 +308,14 @@ class _Replay:
 
         class Replay(torch.nn.Module):
             def forward(self, hidden_states, *args, **kwargs):
-                h = replay.hidden[replay.sample : replay.sample + 1].to(hidden_states.device, hidden_states.dtype) if last else hidden_states
+                s0, s1 = replay.span
+                h = replay.hidden[s0:s1].to(hidden_states.device, hidden_states.dtype) if last else hidden_states
                 return (h,) if replay.as_tuple else h
 
         return Replay()
 
 
-def _logits(model, layers, loader, before, after, hidden, input_ids, device, as_tuple):
+def _logits(model, layers, loader, before, after, hidden, input_ids, spans, device, as_tuple):
     """The model's own forward over the computed layer outputs: final norm, head (and their hooks).
 
     Only the weights after the layers are loaded, and the model is fed zero ``inputs_embeds`` (the layers
@@ -312,11 +330,11 @@ def _logits(model, layers, loader, before, after, hidden, input_ids, device, as_
     for i in range(len(layers)):
         layers[i] = replay.module(last=i == len(layers) - 1)
 
-    def one(s: int, embeds: bool):
-        replay.sample = s
-        ids = input_ids[s : s + 1].to(device)
+    def one(span: tuple[int, int], embeds: bool):
+        replay.span = span
+        ids = input_ids[span[0] : span[1]].to(device)
         if embeds:
-            zeros = torch.zeros(1, ids.shape[1], hidden.shape[-1], dtype=hidden.dtype, device=device)
+            zeros = torch.zeros(*ids.shape, hidden.shape[-1], dtype=hidden.dtype, device=device)
             r = model(inputs_embeds=zeros, use_cache=False)
         else:
             r = model(input_ids=ids, use_cache=False)
@@ -332,17 +350,17 @@ def _logits(model, layers, loader, before, after, hidden, input_ids, device, as_
                 loaded += before
                 if hasattr(model, "tie_weights"):
                     model.tie_weights()
-                out.append(one(0, embeds))
+                out.append(one(spans[0], embeds))
             else:
                 try:
-                    out.append(one(0, embeds))
+                    out.append(one(spans[0], embeds))
                 except (RuntimeError, NotImplementedError, TypeError, ValueError, AttributeError):
                     embeds = False
                     loader.load(loader.fetch_names(before))
                     loaded += before
-                    out.append(one(0, embeds))
-            for s in range(1, input_ids.shape[0]):
-                out.append(one(s, embeds))
+                    out.append(one(spans[0], embeds))
+            for span in spans[1:]:
+                out.append(one(span, embeds))
     finally:
         for i, m in enumerate(originals):
             layers[i] = m

@@ -63,7 +63,8 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
     try:
         result = forward.run(sk, index, ids, dtype, device, on_layer=lambda i, _: collector.on_layer(f"{sk.layers_name}.{i}.", modules),
                              hidden_budget=_hidden_budget(mem.get("budget")), keep_layer_outputs=keep_tensors,
-                             progress=bar.update if bar else None, spill_dir=Path(out) / ".spill")  # fmt: skip
+                             progress=bar.update if bar else None, spill_dir=Path(out) / ".spill",
+                             batch_size=None if dcfg["batch_size"] == "auto" else dcfg["batch_size"])  # fmt: skip
     finally:
         collector.detach()
         if bar:
@@ -72,6 +73,7 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
     record = {
         "run": {"model": str(model_dir), "architecture": sk.architecture, "model_type": sk.model_type, "dtype": str(dtype).replace("torch.", ""),
                 "device": str(device), "source": dcfg["source"], "num_samples": int(ids.shape[0]), "seq_len": int(ids.shape[1]), "seed": dcfg["seed"],
+                "batch_size": result.batch_size,
                 "seconds": time.perf_counter() - t0, "forward_seconds": result.seconds,
                 "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "bytes_read": result.bytes_read,
                 "checkpoint_bytes": index.total_bytes, "decoder_layers": sk.layers_name, "n_layers": len(sk.layers),

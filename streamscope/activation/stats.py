@@ -1,12 +1,13 @@
-"""Mergeable statistics of activations, fed one module call (one sample) at a time.
+"""Mergeable statistics of activations, fed one module call (a batch of samples) at a time.
 
 - ``Magnitude``: top-1/2/3, median, min and mean of |x| (the seed's magnitude statistics). ``reduce_dim``:
   ``None`` takes every value; ``-1`` first takes each token's largest |x| over channels, ``-2`` each
-  channel's largest |x| over tokens (per call), and the statistics run over those.
+  channel's largest |x| over a sample's tokens (over the call's tokens where a module sees them flattened,
+  as Mixtral's experts do), and the statistics run over those.
 - ``Distribution``: a count per bfloat16 bit pattern of the values (x truncated toward zero to bf16, 65,536
   bins merged by addition), from which quantiles and histograms follow to bf16 precision (2^-8 relative).
-- ``Outliers``: per call (one sample), the tokens whose largest |x| exceeds ``threshold`` times the median
-  |x| of that sample's output, their positions and the channels they occur in.
+- ``Outliers``: per sample (the collector splits batches), the tokens whose largest |x| exceeds
+  ``threshold`` times the median |x| of that sample's output, their positions and the channels they occur in.
 - ``ChannelStats``: per input channel of a Linear layer, the largest |x| (SmoothQuant's act scales) and the
   sum of squares with the token count (llama.cpp's importance matrix).
 The median of ``Magnitude`` comes from the same pattern counts (|x| truncated to bf16).

@@ -79,10 +79,22 @@ class WeightLoader:
         """
         if not tensors:
             return
+        import torch
+
         targets = self._target_names()
         groups: dict[str, list[str]] = {}
         for name in list(tensors):
             groups.setdefault(targets[name].rsplit(".", 1)[0], []).append(name)
+        direct = self._direct_targets()
+        for key in [g for g, names in groups.items() if all(n in direct for n in names)]:
+            for name in groups.pop(key):
+                module, attr = direct[name]
+                t = tensors.pop(name)
+                if t.is_floating_point() and t.dtype != self.dtype:
+                    t = t.to(self.dtype)
+                module._parameters[attr] = torch.nn.Parameter(t, requires_grad=False)
+        if not groups:
+            return
         if self._mapping is not None:
             from transformers.core_model_loading import convert_and_load_state_dict_in_model
             from transformers.modeling_utils import LoadStateDictConfig
@@ -96,6 +108,31 @@ class WeightLoader:
         for names in groups.values():
             for name in names:
                 set_module_tensor_to_device(self.model, targets[name], "cpu", value=tensors.pop(name), dtype=self.dtype)
+
+    def _direct_targets(self) -> dict:
+        """Checkpoint name -> (module, parameter name) for tensors that need no more than a dtype cast: no
+        transformers converter applies, the target is a parameter of that very shape and not tied to another.
+        These are set directly: transformers' loader costs about 5 ms of bookkeeping per call (2.2 GB model,
+        20 layers: 1.2 s of 2.6 s of loading)."""
+        if hasattr(self, "_direct"):
+            return self._direct
+        targets = self._target_names()
+        converted = getattr(self, "_converted", set())
+        seen: dict[int, int] = {}
+        for _, p in self.model.named_parameters(remove_duplicate=False):
+            seen[id(p)] = seen.get(id(p), 0) + 1
+        modules = dict(self.model.named_modules())
+        self._direct = {}
+        for name, target in targets.items():
+            if target is None or name in converted or "." not in target:
+                continue
+            owner, attr = target.rsplit(".", 1)
+            module = modules.get(owner)
+            p = module._parameters.get(attr) if module is not None else None
+            info = self.index.tensors[name]
+            if p is not None and seen.get(id(p)) == 1 and tuple(p.shape) == tuple(info.shape):
+                self._direct[name] = (module, attr)
+        return self._direct
 
     def split(self, part: str, prefetch_bytes: int) -> tuple[list[str], list[str]]:
         """The part's tensors read ahead on the helper thread (up to ``prefetch_bytes``, in disk order) and
@@ -139,7 +176,13 @@ class WeightLoader:
             self._mapping = get_model_conversion_mapping(self.model)
             renamings = [w for w in self._mapping if isinstance(w, WeightRenaming)]
             converters = [w for w in self._mapping if isinstance(w, WeightConverter)]
-            rename = lambda k: rename_source_key(k, renamings, converters, base or None, meta)[0]  # noqa: E731
+            self._converted = set()
+
+            def rename(k: str) -> str:
+                target, converter = rename_source_key(k, renamings, converters, base or None, meta)
+                if converter is not None:
+                    self._converted.add(k)
+                return target
         except ImportError:  # transformers 4.x: names match up to the base-model prefix
             self._mapping = None
             rename = lambda k: _with_prefix(k, base, meta)  # noqa: E731
