@@ -124,11 +124,14 @@ def test_zero_size_scalar_and_all_nan(tmp_path):
     assert nan["nan_count"] == 16 and nan["mean"] != nan["mean"]
 
 
-def test_embedding_row_norms_against_reference(tmp_path):
+@pytest.mark.parametrize("analyses,native", [("basic,sparsity", True), ("quantization", True), ("quantization", False)])
+def test_embedding_row_norms_against_reference(tmp_path, analyses, native):
+    """Row norms with and without the row and column maxima (computed only for ``sparsity``), native or not."""
     emb = torch.randn(300, 48, dtype=torch.float64).to(torch.bfloat16)
     emb[17] *= 10
     path = save_tensors(tmp_path / "m.safetensors", {"model.embed_tokens.weight": emb, "lm_head.weight": emb.float()})
-    r = streamscope.scan(path, out=tmp_path / "o", block_elems=48 * 64)
+    r = streamscope.scan(path, out=tmp_path / "o", block_elems=48 * 64, analyses=analyses, native=native)
+    assert ("structured_sparsity" in r.tensors["lm_head.weight"].get("sparsity", {})) == ("sparsity" in analyses)
     ref = np.linalg.norm(emb.double().numpy(), axis=1)
     for name in ("model.embed_tokens.weight", "lm_head.weight"):
         e = r.model["embedding"][name]

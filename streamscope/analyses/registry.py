@@ -47,6 +47,9 @@ class Analysis:
     key: str = ""  # where the result is stored; the name unless set
     #: block types whose per-row sums of squares this analysis reads (``ctx.acc.row_sumsq``)
     row_norms_for: tuple[str, ...] = ()
+    #: reads the per-row and per-column |w| maxima of matrices (``ctx.acc.row_absmax``, ``col_absmax``); the
+    #: statistics pass computes them only when an active analysis does (a quarter of the pattern scan's time)
+    row_maxima: bool = False
     writes: tuple[str, ...] = ()  # arrays it adds to ``arrays.zarr`` (documentation and the developer guide)
     stored: bool = False  # ``update`` also receives the block as stored (``stored=``)
     #: whether ``update`` needs the float block ``x``; a callable of the tensor's state may say no (``x`` is then

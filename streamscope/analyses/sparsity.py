@@ -55,5 +55,6 @@ ANALYSIS = Analysis(
     kind="tensor",
     help="near-zero fractions, dead rows and columns, |w| percentiles",
     default=True,
+    row_maxima=True,
     compute=lambda ctx, options: sparsity(ctx.acc),
 )

@@ -62,16 +62,16 @@ class TensorAccumulator:
     _summary: dict | None = None
 
     @classmethod
-    def start(cls, info: TensorInfo, row_norms: bool = False, max_row_bytes: int = 1 << 62) -> "TensorAccumulator":
+    def start(cls, info: TensorInfo, row_norms: bool = False, max_row_bytes: int = 1 << 62, row_maxima: bool = True) -> "TensorAccumulator":
         """Accumulators for one tensor. Per-row and per-column arrays (8 bytes per row and column, three of them)
         are kept only for non-empty matrices whose arrays fit ``max_row_bytes``: a declared dimension alone
-        never sizes an allocation."""
+        never sizes an allocation. ``row_maxima``: whether the row and column |w| maxima are wanted."""
         kind = pattern_kind(info)
         size = patterns.EXACT_PATTERNS.get(kind, 65536)
-        row_stats = info.is_matrix and info.numel > 0 and 3 * 8 * (info.rows + info.cols) <= max_row_bytes
-        acc = cls(info, kind, np.zeros(size, np.int64), row_stats, row_norms and row_stats)
+        fits = info.is_matrix and info.numel > 0 and 3 * 8 * (info.rows + info.cols) <= max_row_bytes
+        acc = cls(info, kind, np.zeros(size, np.int64), fits and row_maxima, row_norms and fits)
         acc.below = {t: 0 for t in SPARSITY_THRESHOLDS}
-        if row_stats:
+        if acc.row_stats:
             acc.row_absmax = np.zeros(info.rows, np.float64)
             acc.col_absmax = np.zeros(info.cols, np.float64)
         if acc.row_norms:
@@ -156,7 +156,7 @@ class BlockKernel:
         that want the converted block too do not convert it again.
         """
         info = acc.info
-        rows = block.row_stop - block.row_start if acc.row_stats else 1
+        rows = block.row_stop - block.row_start if acc.row_stats or acc.row_norms else 1
         x = None
         native_done = self.use_native and acc.kind in native.MASKS
         if native_done:
