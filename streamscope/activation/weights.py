@@ -5,7 +5,8 @@
 conversion rules where the installed version has them (renamed modules, fused MoE experts, base-model
 prefixes), so each family loads exactly as ``from_pretrained`` would load it. ``fetch_names(names)`` reads
 the bytes with streamscope's reader (``pread`` into fresh tensors, no map kept) and may run on a helper
-thread (``split`` says how much of a layer is read ahead); ``load(tensors)`` puts them into the model;
+thread (``split`` says how much of a layer is read ahead); ``load(tensors)`` puts them into the model (set
+directly when only a dtype cast is needed, else through transformers' loader);
 ``free(module)`` and ``free_names(names)`` send parameters back to the meta device. Every byte of the
 checkpoint is read once per run (``bytes_read``).
 """

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 METHODS = ("auto", "exact", "gram", "randomized", "off")
 GRAM_MAX_SIDE = 2048
+#: Values per float64 copy when a CPU block goes into a float64 Gram matrix (8 MB; the whole block's copy was
+#: 94 MB for a 30522 x 384 float32 embedding).
+GRAM_CHUNK_ELEMS = 1 << 20
 #: Why the randomized method gives no alpha. Fitted to the top 32 eigenvalues alone, alpha was off by 1.0 on
 #: a 4096 x 4096 matrix whose fitted tail holds 1462 eigenvalues (benchmarks/README.md): the tail that
 #: WeightWatcher fits reaches far below any top-k.
@@ -81,7 +84,7 @@ def method_bytes(method: str, rows: int, cols: int, columns: int = 192, block_el
 
     exact: the gathered matrix in float64 and LAPACK's copy of it, plus the small side squared for its workspace;
     gram: the Gram matrix and ``eigvalsh``'s copy (float64, float32 above ``GRAM_MAX_SIDE``), plus a float64
-    copy of one block;
+    copy of up to ``GRAM_CHUNK_ELEMS`` values;
     randomized: the Krylov basis (small side x ``columns``, float32, twice) and the final product (large
     side x ``columns``, float32 and its float64 copy). The bfloat16 copy of the matrix comes on top, when it fits.
     """
@@ -89,7 +92,7 @@ def method_bytes(method: str, rows: int, cols: int, columns: int = 192, block_el
     if method == "exact":
         return 2 * rows * cols * 8 + 3 * small * small * 8
     if method == "gram":
-        return 2 * small * small * (8 if small <= GRAM_MAX_SIDE else 4) + block_elems * 8
+        return 2 * small * small * (8 if small <= GRAM_MAX_SIDE else 4) + min(block_elems, GRAM_CHUNK_ELEMS) * 8
     if method == "randomized":
         return 2 * small * columns * 4 + large * columns * 12
     return 0
@@ -189,9 +192,12 @@ def update(state: SpectralState, x: torch.Tensor | None, block: Block, scratch, 
         import torch
 
         if state.numpy_gram and x.device.type == "cpu":
-            b = x.numpy().astype(np.float64)
+            g = state.gram.numpy()
+            step = max(1, GRAM_CHUNK_ELEMS // max(x.shape[1], 1))  # float64 copies of a few rows at a time, not the block
             with np.errstate(over="ignore", invalid="ignore"):  # extreme values: finish() reports the tensor's Inf/NaN
-                state.gram.numpy()[...] += b.T @ b  # (cols, cols) += block.T @ block
+                for r in range(0, x.shape[0], step):
+                    b = x[r : r + step].numpy().astype(np.float64)
+                    g += b.T @ b  # (cols, cols) += rows.T @ rows
             return
         b = x.to(state.gram_dtype)
         state.gram = state.gram.to(b.device)

@@ -4,7 +4,8 @@
 comes on top). It is split once, here:
 
 - block buffers take at most a third: each block element costs ``BYTES_PER_ELEM`` (two raw read-ahead
-  buffers of up to 8 bytes, the float32 block, |x|, a centred copy, integer keys, flags), and the
+  buffers of up to 8 bytes, the float32 block, one scratch buffer that holds integer keys, |x| and a centred
+  copy in turn, flags), and the
   quantization scratch and a second-pass buffer fit in the second third;
 - analyses that hold memory across blocks (the exact spectrum's gathered matrix, the Gram matrix, the
   randomized sketches) share the last third, ``analysis_bytes``, and choose a cheaper method when theirs
@@ -23,7 +24,7 @@ from streamscope.units import parse_bytes
 MIN_BUDGET = 16 << 20
 #: Largest block, in working-precision elements: 64 MiB of float32 (PERF_NOTES: larger blocks gain nothing).
 MAX_BLOCK_ELEMS = 16 << 20
-BYTES_PER_ELEM = 2 * 8 + 4 + 4 + 4 + 4 + 1
+BYTES_PER_ELEM = 2 * 8 + 4 + 4 + 1
 MIN_BLOCK_ELEMS = 1 << 16
 
 

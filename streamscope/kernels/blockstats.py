@@ -138,6 +138,12 @@ class BlockKernel:
             self._buffers[(key, dtype)] = buf
         return buf[:n]
 
+    def work(self, n: int, dtype: torch.dtype) -> torch.Tensor:
+        """The one scratch buffer of the statistics step, for values used and dropped in turn (histogram keys,
+        |x|, centred values): one block-sized buffer instead of three (94 MB less for a 47 MB float32
+        block)."""
+        return self.buffer("work", n, dtype)
+
     def convert(self, raw: torch.Tensor, info: TensorInfo) -> torch.Tensor:
         """The block's values in the working dtype, in a reused buffer on the device."""
         x = self.buffer("x", raw.numel(), working_dtype(info))
@@ -166,7 +172,7 @@ class BlockKernel:
             x = self.convert(raw, info) if needs_values else None
             self._histogram(acc, raw, x)
             if acc.row_stats:
-                a2 = torch.abs(x, out=self.buffer("abs", x.numel(), x.dtype)).view(rows, info.cols)  # (rows, cols)
+                a2 = torch.abs(x, out=self.work(x.numel(), x.dtype)).view(rows, info.cols)  # (rows, cols)
                 acc.row_absmax[block.row_start : block.row_stop] = a2.amax(dim=1).double().cpu().numpy()
                 np.maximum(acc.col_absmax, a2.amax(dim=0).double().cpu().numpy(), out=acc.col_absmax)
         if not acc.exact:
@@ -200,7 +206,7 @@ class BlockKernel:
             keys = raw.view(torch.int16)
         else:
             x32 = x if x.dtype == torch.float32 else self.buffer("x32", x.numel(), torch.float32).copy_(x)
-            keys = self.buffer("keys", x.numel(), torch.int32)
+            keys = self.work(x.numel(), torch.float32).view(torch.int32)
             torch.bitwise_right_shift(x32.view(torch.int32), 16, out=keys)
             keys.bitwise_and_(0xFFFF)
         if self.device.type == "cpu" and keys.device.type == "cpu":
@@ -219,7 +225,7 @@ class BlockKernel:
 
     def _centered(self, x: torch.Tensor, total: float, n: int) -> tuple[float, float]:
         """Mean (compensated two-pass) and M2 of a block; M2 is inf when the squares overflow even float64."""
-        d = self.buffer("centered", n, x.dtype)
+        d = self.work(n, x.dtype)
         mean = total / n
         torch.sub(x, mean, out=d)
         mean += float(d.sum()) / n
@@ -243,7 +249,7 @@ class BlockKernel:
         mean, m2 = self._centered(x, total, n)
         if not math.isfinite(m2) and x.dtype != torch.float64:  # values near the float32 limit: centre in float64
             mean, m2 = self._centered(x.double(), total, n)
-        a = self.buffer("abs", n, x.dtype)
+        a = self.work(n, x.dtype)  # the centred values are no longer needed
         torch.abs(x, out=a)
         sum_abs = float(a.sum())
         acc.sum_abs += sum_abs if math.isfinite(sum_abs) else float(a.sum(dtype=torch.float64))
