@@ -26,12 +26,15 @@ TOLERANCE = 0.05
 
 def child_streamscope(model_dir: str) -> tuple[dict, float]:
     import pandas  # noqa: F401 - the imports the scan makes on first use, outside the analysis time
+    import torch  # noqa: F401
     import zarr  # noqa: F401
 
     import streamscope
     import streamscope.analyses.spectral  # noqa: F401
     import streamscope.api  # noqa: F401
     import streamscope.engine.pipeline  # noqa: F401
+    import streamscope.engine.runner  # noqa: F401
+    import streamscope.kernels.powerlaw  # noqa: F401
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
