@@ -37,8 +37,9 @@ from streamscope.activation.weights import WeightLoader
 #: memory held for it stays small: reading a whole 72B layer ahead would hold 1.75 GB more.
 PREFETCH_BYTES = 64 << 20
 #: Tokens per layer call when ``batch_size`` is automatic: samples are batched up to this many tokens (at
-#: least one sample per call). Measured on a 2.2 GB Llama-style model, float32, CPU: 16 x 32 tokens ran at
-#: 25 tokens/s one sample per call and faster batched (see benchmarks/README.md); the activations inside a
+#: least one sample per call). Measured on a 2.2 GB Llama-style model, float32, CPU: transformers' in-memory
+#: forward over 16 x 32 tokens ran at 28.8 tokens/s one sample per call, 48-57 in one call of 16 (see
+#: benchmarks/README.md); at 4 x 256 batching changed nothing (25 s either way); the activations inside a
 #: layer grow with the batch (a 72B MLP: 512 tokens x 29568 x 4 bytes = 60 MB per intermediate tensor).
 TOKENS_PER_CALL = 512
 
