@@ -155,18 +155,19 @@ class BlockKernel:
             x.copy_(staged)
         return x
 
-    def update(self, acc: TensorAccumulator, raw: torch.Tensor, block: Block) -> torch.Tensor | None:
+    def update(self, acc: TensorAccumulator, raw: torch.Tensor, block: Block, values: bool = False) -> torch.Tensor | None:
         """Fold one block (``raw``: the stored dtype, host memory) into ``acc``.
 
-        Returns the block converted to the working dtype when this step needed it (else None), so callers
-        that want the converted block too do not convert it again.
+        Returns the block converted to the working dtype when this step needed it or ``values`` asks for it
+        (else None), so callers that want the converted block too do not convert it again.
         """
         info = acc.info
         rows = block.row_stop - block.row_start if acc.row_stats or acc.row_norms else 1
         x = None
         native_done = self.use_native and acc.kind in native.MASKS
         if native_done:
-            self._native(acc, raw, block, rows)
+            x = self.buffer("x", raw.numel(), torch.float32) if values else None  # written by the same pass
+            self._native(acc, raw, block, rows, x)
         else:
             needs_values = not acc.exact or acc.row_stats or acc.row_norms  # exact-pattern vectors need only the keys
             x = self.convert(raw, info) if needs_values else None
@@ -185,14 +186,15 @@ class BlockKernel:
             acc.row_sumsq[block.row_start : block.row_stop] = (norms * norms).cpu().numpy()
         return x
 
-    def _native(self, acc: TensorAccumulator, raw: torch.Tensor, block: Block, rows: int) -> None:
+    def _native(self, acc: TensorAccumulator, raw: torch.Tensor, block: Block, rows: int, x: torch.Tensor | None) -> None:
         keys = raw.view(torch.int16).numpy().view(np.uint16) if raw.element_size() == 2 else raw.view(torch.uint8).numpy()
         rowmax = colmax = None
         if acc.row_stats:
             rowmax = np.empty(rows, keys.dtype)
             colmax = np.zeros(acc.info.cols, keys.dtype)
         rowsq = acc.row_sumsq[block.row_start : block.row_stop] if acc.row_norms else None
-        native.scan_patterns(keys, rows, keys.size // rows, acc.kind, acc.hist, rowmax, colmax, rowsq)
+        vals = x.numpy() if x is not None else None
+        native.scan_patterns(keys, rows, keys.size // rows, acc.kind, acc.hist, rowmax, colmax, rowsq, vals)
         if acc.row_stats:
             magnitude = np.abs(patterns.pattern_values(acc.kind))
             acc.row_absmax[block.row_start : block.row_stop] = magnitude[rowmax]

@@ -27,7 +27,7 @@ def _lib():
     lib = ctypes.CDLL(_native.__file__)
     i64, vp = ctypes.c_int64, ctypes.c_void_p
     for fn, mask in ((lib.ss_scan16, ctypes.c_uint16), (lib.ss_scan8, ctypes.c_uint8)):
-        fn.argtypes = [vp, i64, i64, vp, vp, vp, mask, vp, vp, ctypes.c_int]
+        fn.argtypes = [vp, i64, i64, vp, vp, vp, mask, vp, vp, ctypes.c_int, vp]
         fn.restype = ctypes.c_int
     lib.ss_quant_rows.argtypes = [vp, i64, i64, i64, vp, vp, vp]
     lib.ss_quant_rows.restype = None
@@ -64,12 +64,13 @@ def scan_patterns(
     rowmax: np.ndarray | None,
     colmax: np.ndarray | None,
     rowsq: np.ndarray | None = None,
+    vals: np.ndarray | None = None,
 ) -> None:
     """Add ``keys`` (uint16 or uint8 patterns, ``rows*cols`` of them) to ``hist``; fill pattern maxima.
 
     ``rowmax`` (length ``rows``) receives each row's largest magnitude pattern; ``colmax`` (length ``cols``) is
-    raised to each column's; ``rowsq`` (float64, length ``rows``) receives each row's sum of squares. All may
-    be None, for vectors.
+    raised to each column's; ``rowsq`` (float64, length ``rows``) receives each row's sum of squares;
+    ``vals`` (float32, ``rows*cols``) receives the values. All may be None (vectors need no row arrays).
     """
     lib = _lib()
     fn = lib.ss_scan16 if keys.dtype == np.uint16 else lib.ss_scan8
@@ -77,13 +78,14 @@ def scan_patterns(
     values = _values(kind)
     if rowmax is None and colmax is None and rowsq is None and rows == 1:
         full = keys.size // _FLAT_ROW
-        parts = [(keys[: full * _FLAT_ROW], full, _FLAT_ROW)] if full else []
+        cut = full * _FLAT_ROW
+        parts = [(slice(0, cut), full, _FLAT_ROW)] if full else []
         if keys.size % _FLAT_ROW:
-            parts.append((keys[full * _FLAT_ROW :], 1, keys.size % _FLAT_ROW))
-        for k, r, c in parts:
-            _run(fn, k, r, c, hist, None, None, None, mask, values, 0)
+            parts.append((slice(cut, keys.size), 1, keys.size % _FLAT_ROW))
+        for part, r, c in parts:
+            _run(fn, keys[part], r, c, hist, None, None, None, mask, values, int(kind == "BF16"), None if vals is None else vals[part])
         return
-    _run(fn, keys, rows, cols, hist, rowmax, colmax, rowsq, mask, values, int(kind == "BF16"))
+    _run(fn, keys, rows, cols, hist, rowmax, colmax, rowsq, mask, values, int(kind == "BF16"), vals)
 
 
 #: Order of ``quant_sums``' output: ``xx``, then ``(xq, qq, ee, ae)`` for each of these schemes.
@@ -130,7 +132,7 @@ def _wait_all(futures) -> None:
             continue
 
 
-def _run(fn, keys, rows, cols, hist, rowmax, colmax, rowsq, mask, values, bf16) -> None:
+def _run(fn, keys, rows, cols, hist, rowmax, colmax, rowsq, mask, values, bf16, vals) -> None:
     n_threads = min(threads(), rows)
     bounds = np.linspace(0, rows, n_threads + 1).astype(np.int64)
     hists = [hist] + [np.zeros_like(hist) for _ in range(n_threads - 1)]
@@ -142,7 +144,8 @@ def _run(fn, keys, rows, cols, hist, rowmax, colmax, rowsq, mask, values, bf16) 
         sub = keys[r0 * cols : r1 * cols]
         rm = rowmax[r0:r1] if rowmax is not None else None
         rs = rowsq[r0:r1] if rowsq is not None else None
-        return fn(ptr(sub), r1 - r0, cols, ptr(hists[i]), ptr(rm), ptr(colmaxes[i]), mask, ptr(values), ptr(rs), bf16)
+        vs = vals[r0 * cols : r1 * cols] if vals is not None else None
+        return fn(ptr(sub), r1 - r0, cols, ptr(hists[i]), ptr(rm), ptr(colmaxes[i]), mask, ptr(values), ptr(rs), bf16, ptr(vs))
 
     codes = _on_threads(work, n_threads)
     if any(codes):
