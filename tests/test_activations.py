@@ -63,6 +63,24 @@ def test_streamed_forward_equals_in_memory_forward(models, tmp_path, family):
     assert r["run"]["bytes_read"] >= r["run"]["checkpoint_bytes"]
 
 
+def test_read_ahead_without_posix_fadvise(models, tmp_path, monkeypatch):
+    """Where the OS has no ``posix_fadvise`` the next layer is read ahead through a small buffer: same logits,
+    and the bytes that feed the model are still read once."""
+    import os
+
+    from streamscope.activation import forward, skeleton
+    from streamscope.io.checkpoint import CheckpointIndex
+
+    d = models("llama")
+    monkeypatch.delattr(os, "posix_fadvise")
+    ids = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    index = CheckpointIndex.from_path(d)
+    r = forward.run(skeleton.build(d, dtype=torch.float32), index, ids, torch.float32, torch.device("cpu"))
+    _, logits, _ = reference(d, ids, "LlamaForCausalLM")
+    assert (r.logits - logits).abs().max().item() <= 1e-5
+    assert r.bytes_read == index.total_bytes
+
+
 def test_statistics_equal_hooks_on_the_in_memory_model(models, tmp_path):
     d = models("llama")
     overrides = {**SMALL, "visualization.enabled.distribution": True, "outlier.threshold": 3}

@@ -4,9 +4,9 @@
    until a pre-hook on the first decoder layer stops it, keeping the layer's inputs: the hidden states and
    every keyword argument (attention mask, position ids, rotary ``position_embeddings``; the cache is off),
    so no per-family code builds them. Those weights are freed.
-2. Layers, outer loop: layer i's weights are loaded (the first ``PREFETCH_BYTES`` of layer i+1 are read
-   meanwhile on a helper thread), every batch of samples runs through it (inner loop) and its output
-   replaces its input; then it is freed. Samples go in batches of about ``TOKENS_PER_CALL`` tokens: a layer's
+2. Layers, outer loop: layer i's weights are loaded (a helper thread meanwhile has the operating system read
+   layer i+1's bytes into the page cache, which holds no process memory), every batch of samples runs through
+   it (inner loop) and its output replaces its input; then it is freed and its storage is reused by layer i+1. Samples go in batches of about ``TOKENS_PER_CALL`` tokens: a layer's
    weights are in memory for all samples anyway, and one call over 16 x 32 tokens runs its matrix products
    far faster than 16 calls over 32 (all samples have the same length, so no padding is involved).
    Hooks registered on the selected modules feed the statistics as the samples pass.
@@ -32,10 +32,6 @@ import numpy as np
 from streamscope.activation.weights import WeightLoader
 
 
-#: Bytes of the next layer read ahead. Reading is fast next to a layer's compute here (a 2.2 GB model: 0.1 s
-#: of cold reads per layer against about 1 s of compute), so a part of the layer hides the reads while the
-#: memory held for it stays small: reading a whole 72B layer ahead would hold 1.75 GB more.
-PREFETCH_BYTES = 64 << 20
 #: Tokens per layer call when ``batch_size`` is automatic: samples are batched up to this many tokens (at
 #: least one sample per call). Measured on a 2.2 GB Llama-style model, float32, CPU: transformers' in-memory
 #: forward over 16 x 32 tokens ran at 28.8 tokens/s one sample per call, 48-57 in one call of 16 (see
@@ -82,18 +78,15 @@ class ForwardResult:
 def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, object], None] | None = None,
         hidden_budget: int | None = None, keep_layer_outputs: bool = False, tail: bool = True,
         progress: Callable[[str, int, int], None] | None = None, spill_dir: Path | None = None,
-        prefetch_bytes: int = PREFETCH_BYTES, batch_size: int | None = None) -> ForwardResult:  # fmt: skip
+        batch_size: int | None = None) -> ForwardResult:  # fmt: skip
     """Stream ``input_ids`` (num_samples x seq) through the model of ``skeleton``.
 
     ``on_layer(i, module)`` runs after layer i is loaded and before its samples (weight statistics);
-    ``progress(stage, done, total)`` reports. ``prefetch_bytes``: how much of the next layer is read on the
-    helper thread while the current one computes (the rest is read when it is loaded). ``batch_size``:
-    samples per layer call (None: see ``batches``).
+    ``progress(stage, done, total)`` reports. ``batch_size``: samples per layer call (None: see ``batches``).
     """
     import torch
 
     t0 = time.perf_counter()
-    _fixed_mmap_threshold()
     model, layers = skeleton.model, skeleton.layers
     n_layers = len(layers)
     loader = WeightLoader(model, index, skeleton.layers_name, n_layers, dtype)
@@ -105,14 +98,7 @@ def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, obje
     pending = pool.submit(loader.fetch_names, before)
 
     def read_ahead(i: int):
-        ahead, rest = loader.split(f"layer {i}", prefetch_bytes)
-        return pool.submit(loader.fetch_names, ahead), rest
-
-    def layer_tensors(job) -> dict:
-        future, rest = job
-        tensors = future.result()
-        tensors.update(loader.fetch_names(rest))
-        return tensors
+        return pool.submit(loader.advise, loader.parts.get(f"layer {i}", []))
 
     try:
         # 1. capture the first layer's inputs
@@ -126,12 +112,13 @@ def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, obje
         returns_tuple = False
         # 2. layer-outer, batch-inner
         for i, layer in enumerate(layers):
-            tensors = layer_tensors(pending)
-            pending = None
-            loader.load(tensors)
+            pending.result()  # the advice for this layer was given: its reads are under way or done
+            loader.load_part(f"layer {i}")
             if i + 1 < n_layers:
                 pending = read_ahead(i + 1)
-            layer.to(device)
+            if device.type != "cpu":
+                layer.to(device)
+                loader.moved()
             if on_layer:
                 on_layer(i, layer)
             with torch.no_grad():
@@ -147,6 +134,7 @@ def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, obje
                 outputs.append(hidden.clone())
             if progress:
                 progress("layers", i + 1, n_layers)
+        loader.release()
         result_logits = _logits(model, layers, loader, before, after, hidden, input_ids, spans, device, returns_tuple) if tail else None
     finally:
         pool.shutdown(wait=True)
@@ -164,19 +152,6 @@ def _libc():
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
         return None
-
-
-def _fixed_mmap_threshold(threshold: int = 1 << 20) -> None:
-    """Give glibc's allocations over 1 MiB their own maps, returned to the system when freed.
-
-    By default glibc raises its mmap threshold (up to 32 MiB) each time such a block is freed, so a layer's
-    8-45 MiB tensors soon come from the heap and, freed layer after layer (some by the reading thread's
-    arena), fragment it: RSS grew by 30-50 MiB per layer here (1.46 GB after 20 layers of 196 MiB); with a
-    fixed threshold it stays flat. Setting it explicitly also turns off that adjustment. Elsewhere a no-op.
-    """
-    libc = _libc()
-    if libc is not None and hasattr(libc, "mallopt"):
-        libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD
 
 
 def _trim_heap() -> None:

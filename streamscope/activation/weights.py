@@ -3,11 +3,15 @@
 ``WeightLoader.plan`` assigns every checkpoint tensor to a part: ``"layer N"`` for the N-th decoder layer, or
 ``"rest"`` (embeddings, final norm, head). Checkpoint names become model names through transformers' own
 conversion rules where the installed version has them (renamed modules, fused MoE experts, base-model
-prefixes), so each family loads exactly as ``from_pretrained`` would load it. ``fetch_names(names)`` reads
-the bytes with streamscope's reader (``pread`` into fresh tensors, no map kept) and may run on a helper
-thread (``split`` says how much of a layer is read ahead); ``load(tensors)`` puts them into the model (set
-directly when only a dtype cast is needed, else through transformers' loader);
-``free(module)`` and ``free_names(names)`` send parameters back to the meta device. Every byte of the
+prefixes), so each family loads exactly as ``from_pretrained`` would load it.
+
+A decoder layer goes in with ``load_part``: tensors that need no more than a dtype cast are read with
+``pread`` a few MiB at a time and converted straight into their parameters, whose storage is reused from the
+layer freed before (``free`` gives it back), so no stored copy of the layer is ever held whole and no fresh
+pages are touched after the first layer; tensors that transformers converts (fused MoE experts) are read whole
+(``fetch_names``) and go through its loader (``load``). ``advise`` asks the operating system to read a part's
+byte ranges into the page cache and may run on a helper thread while the previous layer computes: the read
+ahead costs no process memory. ``free_names`` releases tensors outside the layers. Every byte of the
 checkpoint is read once per run (``bytes_read``).
 """
 
@@ -30,6 +34,9 @@ class WeightLoader:
     parts: dict[str, list[str]] = field(default_factory=dict)  # part -> checkpoint tensor names
     bytes_read: int = 0
     _mapping: list | None = None
+    _spare: dict = field(default_factory=dict)  # (shape, dtype) -> parameter storage given back by ``free``
+    _owned: dict = field(default_factory=dict)  # data_ptr -> storage this loader made for a parameter
+    _staging: object = None  # stored values on their way into a parameter
 
     def plan(self) -> None:
         """Assign every checkpoint tensor to a part; tensors the model has no place for are left out."""
@@ -135,22 +142,105 @@ class WeightLoader:
                 self._direct[name] = (module, attr)
         return self._direct
 
-    def split(self, part: str, prefetch_bytes: int) -> tuple[list[str], list[str]]:
-        """The part's tensors read ahead on the helper thread (up to ``prefetch_bytes``, in disk order) and
-        the rest, read when the part is loaded."""
-        ahead, rest, total = [], [], 0
-        for name in self.parts.get(part, []):
-            nbytes = self.index.tensors[name].nbytes
-            if not ahead or total + nbytes <= prefetch_bytes:
-                ahead.append(name)
-                total += nbytes
+    def advise(self, names: list[str]) -> None:
+        """Have the operating system read these tensors' bytes into the page cache (no process memory).
+
+        Without ``posix_fadvise`` the bytes are read through a small buffer instead, to the same effect."""
+        for name in names:
+            info = self.index.tensors[name]
+            if not info.nbytes:
+                continue
+            fd = os.open(info.shard, os.O_RDONLY)
+            try:
+                if hasattr(os, "posix_fadvise"):
+                    os.posix_fadvise(fd, info.begin, info.nbytes, os.POSIX_FADV_WILLNEED)
+                else:
+                    chunk = bytearray(min(info.nbytes, STAGING_BYTES))
+                    for at in range(0, info.nbytes, len(chunk)):
+                        os.preadv(fd, [memoryview(chunk)[: min(len(chunk), info.nbytes - at)]], info.begin + at)
+            finally:
+                os.close(fd)
+
+    def load_part(self, part: str) -> None:
+        """Read and load every tensor of a part (see the module docstring)."""
+        import torch
+
+        names = self.parts.get(part, [])
+        direct = self._direct_targets()
+        for name in names:
+            if name not in direct:
+                continue
+            info = self.index.tensors[name]
+            module, attr = direct[name]
+            dtype = self.dtype if info.torch_dtype.is_floating_point else info.torch_dtype
+            t = self._storage(tuple(info.shape), dtype)
+            self._read_into(info, t)
+            module._parameters[attr] = torch.nn.Parameter(t, requires_grad=False)
+        self._spare.clear()  # storage of shapes this part did not take
+        others = [n for n in names if n not in direct]
+        if others:
+            self.load(self.fetch_names(others))
+
+    def _storage(self, shape: tuple, dtype) -> object:
+        import torch
+
+        spare = self._spare.get((shape, dtype))
+        t = spare.pop() if spare else torch.empty(shape, dtype=dtype)
+        self._owned[t.data_ptr()] = t
+        return t
+
+    def _read_into(self, info, out) -> None:
+        """``pread`` a stored tensor into ``out`` (its shape, the compute dtype), converting a few MiB at a time."""
+        import torch
+
+        from streamscope.io.reader import read_exact
+
+        flat = out.view(-1)
+        fd = os.open(info.shard, os.O_RDONLY)
+        try:
+            if info.torch_dtype == out.dtype:
+                if info.nbytes:
+                    read_exact(fd, memoryview(flat.view(torch.uint8).numpy()), info.begin)
             else:
-                rest.append(name)
-        return ahead, rest
+                item = info.nbytes // max(info.numel, 1)
+                step = max(1, STAGING_BYTES // max(item, 1))
+                stage = self._stage(info.torch_dtype, min(step, info.numel))
+                for s0 in range(0, info.numel, step):
+                    n = min(step, info.numel - s0)
+                    read_exact(fd, memoryview(stage[:n].view(torch.uint8).numpy()), info.begin + s0 * item)
+                    flat[s0 : s0 + n].copy_(stage[:n])
+        finally:
+            os.close(fd)
+        self.bytes_read += info.nbytes
+
+    def _stage(self, dtype, n: int):
+        """The staging buffer of stored values (one, of the last stored dtype asked for)."""
+        import torch
+
+        if self._staging is None or self._staging.dtype != dtype or self._staging.numel() < n:
+            self._staging = torch.empty(n, dtype=dtype)
+        return self._staging
 
     def free(self, module) -> None:
-        """Release a module's parameters (back to the meta device); buffers stay."""
+        """Release a module's parameters (back to the meta device; storage this loader made is kept for the
+        next part's parameters of the same shape); buffers stay."""
+        for sub in module.modules():
+            for p in sub._parameters.values():
+                t = self._owned.pop(p.data_ptr(), None) if p is not None and p.device.type == "cpu" else None
+                if t is not None:
+                    self._spare.setdefault((tuple(t.shape), t.dtype), []).append(t)
         _to_meta(module)
+
+    def release(self) -> None:
+        """Drop the storage kept for reuse (after the last layer)."""
+        self._spare.clear()
+        self._staging = None
+
+    def moved(self) -> None:
+        """The loaded part's parameters were copied to an accelerator: their host storage is free for reuse."""
+        for t in self._owned.values():
+            self._spare.setdefault((tuple(t.shape), t.dtype), []).append(t)
+        self._owned.clear()
 
     def free_names(self, names: list[str]) -> None:
         """Release the parameters these checkpoint tensors were loaded into, wherever they are shared (tied)."""
@@ -192,6 +282,10 @@ class WeightLoader:
             target = rename(name)
             self._targets[name] = target if _under(target, meta) else None
         return self._targets
+
+
+#: Bytes of stored values read and converted at a time by ``load_part``.
+STAGING_BYTES = 16 << 20
 
 
 def _under(target: str, meta: dict) -> bool:
