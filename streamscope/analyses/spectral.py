@@ -12,8 +12,7 @@ Methods, chosen per matrix (``spectral.method`` in the output):
 - ``randomized``: top-``k`` singular values by randomized block Krylov iteration (``svd_block_krylov``);
   stable rank from the exact Frobenius norm. When the matrix fits the analysis memory as bfloat16 it is
   kept there during the pass, so that the Krylov products (bfloat16, float32 accumulation) read no bytes
-  again; the final Rayleigh-Ritz product takes its vectors at 16 bits (``StreamedOperator.from_bf16_exact``)
-  when the matrix is bfloat16, else float32 from the blocks. The top ``krylov_converge`` values (ten) converge and are
+  again; the final Rayleigh-Ritz product is float32. The top ``krylov_converge`` values (ten) converge and are
   reported; the Ritz values after them, up to ``rank``, are lower bounds of the true ones
   (``singular_value_lower_bounds``). The small end of the spectrum, and so ``alpha``, is not computed.
 ``auto`` takes ``gram`` when the smaller side is at most 2048, else ``randomized``: a Gram spectrum costs
@@ -288,8 +287,7 @@ def _stable_rank(frob2: float, smax: float, full: np.ndarray | None) -> float:
 
 def _krylov(state: SpectralState, ctx, k: int) -> tuple[np.ndarray, int]:
     """Top-``k`` singular values by block Krylov: products on the bfloat16 copy when one was kept, else
-    one pass over the (page-cached) blocks per product; the final product with 16-bit vectors on a bfloat16
-    matrix, else in float32."""
+    one pass over the (page-cached) blocks per product; the final product in float32."""
     from streamscope.kernels.linalg import StreamedOperator, svd_block_krylov
 
     o = state.options
@@ -299,11 +297,28 @@ def _krylov(state: SpectralState, ctx, k: int) -> tuple[np.ndarray, int]:
         op = exact = streamed
     else:
         op = StreamedOperator.from_matrix(state.low)
-        exact = StreamedOperator.from_bf16_exact(state.low) if state.low_exact else streamed
+        exact = StreamedOperator.from_blocks(_float_rows(state.low, ctx.memory.block_elems), shape) if state.low_exact else streamed
     values, depth = svd_block_krylov(op, k, block=o.krylov_block, max_depth=o.krylov_depth, tol=o.krylov_tol,
                                      seed=o.seed, converge_k=o.krylov_converge, exact=exact, sketch=state.sketch)  # fmt: skip
     state.low = state.sketch = state.omega = None
     return values.numpy(), depth
+
+
+def _float_rows(low: torch.Tensor, block_elems: int):
+    """Row blocks of a bfloat16 matrix as float32, each at most ``block_elems`` values."""
+    import torch
+
+    step = max(1, block_elems // max(low.shape[1], 1))
+    buf = torch.empty(min(step, low.shape[0]), low.shape[1], dtype=torch.float32)
+
+    def blocks():
+        for r0 in range(0, low.shape[0], step):
+            r1 = min(low.shape[0], r0 + step)
+            out = buf[: r1 - r0]
+            out.copy_(low[r0:r1])
+            yield r0, r1, out
+
+    return blocks
 
 
 def _row_gram(ctx, rows: int, dtype) -> torch.Tensor:

