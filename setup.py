@@ -8,7 +8,7 @@ setup(
             "streamscope.kernels._native",
             ["streamscope/kernels/_native.c"],
             # fp-contract off: the quantization kernel must round exactly as torch does, element by element
-            extra_compile_args=["-O3", "-fopenmp-simd", "-ffp-contract=off", "-mprefer-vector-width=512"],
+            extra_compile_args=["-O3", "-fopenmp-simd", "-ffp-contract=off"],
             libraries=["m"],  # fmaf, where the CPU has no FMA instruction
             optional=True,
         )

@@ -144,7 +144,8 @@ static inline float quotient(float v, float s, float r) {
 }
 static inline int reciprocal_ok(float s) { return s >= 0x1p-90f && s <= 0x1p90f; }
 
-#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
+#if defined(__GNUC__) && __GNUC__ >= 11 && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
+/* x86-64-v3 and v4 include FMA (-mavx512f alone does not); the default clone calls libm's fmaf */
 #define SS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define SS_CLONES
