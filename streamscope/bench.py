@@ -152,7 +152,6 @@ def run_bench(
     path = write_sized(cache_dir / f"{layout}-{size}", layout, size)
     total = CheckpointIndex.from_path(path).total_bytes
     warm(path)
-    rows = []
 
     def row(method: str, cache: str, label: str, runs: list[float], peak: int) -> dict:
         seconds = statistics.median(runs)
@@ -171,15 +170,12 @@ def run_bench(
             r = run_child(method, path, **kwargs)
             timings[i].append(r["seconds"])
             peaks[i] = max(peaks[i], r["peak_rss"])
+    rows = [row(method, "warm", label, timings[i], peaks[i]) for i, (method, label, _) in enumerate(warm_jobs)]
     if naive:
         r = run_child("naive", path)
-        warm_jobs.insert(1, ("naive", "", {}))
-        timings = {i + (i >= 1): t for i, t in timings.items()} | {1: [r["seconds"]]}
-        peaks = {i + (i >= 1): p for i, p in peaks.items()} | {1: r["peak_rss"]}
-    for i, (method, label, _) in enumerate(warm_jobs):
-        rows.append(row(method, "warm", label, timings[i], peaks[i]))
-        r = rows[-1]
-        echo(f"  {method:6s} {label:28s} warm  {r['seconds']:8.2f} s {r['gbs']:7.2f} GB/s  peak RSS {r['peak_rss'] / 2**20:6.0f} MiB"
+        rows.insert(1, row("naive", "warm", "", [r["seconds"]], r["peak_rss"]))
+    for r in rows:
+        echo(f"  {r['method']:6s} {r['analyses']:28s} warm  {r['seconds']:8.2f} s {r['gbs']:7.2f} GB/s  peak RSS {r['peak_rss'] / 2**20:6.0f} MiB"
              f"  72B: {r['extrapolated_72b_seconds'] / 60:5.1f} min")  # fmt: skip
     raw = rows[0]
     base = rows[1] if naive else None

@@ -6,8 +6,9 @@
    so no per-family code builds them. Those weights are freed.
 2. Layers, outer loop: layer i's weights are loaded (a helper thread meanwhile has the operating system read
    layer i+1's bytes into the page cache, which holds no process memory), every batch of samples runs through
-   it (inner loop) and its output replaces its input; then it is freed and its storage is reused by layer i+1. Samples go in batches of about ``TOKENS_PER_CALL`` tokens: a layer's
-   weights are in memory for all samples anyway, and one call over 16 x 32 tokens runs its matrix products
+   it (inner loop) and its output replaces its input; then it is freed and its storage is reused by layer
+   i+1. Samples go in batches of about ``TOKENS_PER_CALL`` tokens: a layer's weights are in memory for all
+   samples anyway, and one call over 16 x 32 tokens runs its matrix products
    far faster than 16 calls over 32 (all samples have the same length, so no padding is involved).
    Hooks registered on the selected modules feed the statistics as the samples pass.
 3. Tail (``tail=True``): the weights after the layers (final norm, head) are loaded and the model's own

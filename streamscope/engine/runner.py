@@ -92,7 +92,7 @@ class TensorRunner:
         states = {a.name: a.start(ctx, self.options.options_for(a)) for a in block_analyses}
         need_float = any(a.float_blocks(states[a.name]) if callable(a.float_blocks) else a.float_blocks for a in block_analyses)
         for block, raw in self._stored(info, blocks):
-            x = self.kernel.update(acc, raw, block, values=bool(block_analyses) and need_float)
+            x = self.kernel.update(acc, raw, block, values=need_float)
             if block_analyses:
                 if x is not None or need_float:
                     x = _matrix(x if x is not None else self.kernel.convert(raw, info), info, block)
