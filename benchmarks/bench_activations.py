@@ -5,8 +5,8 @@
 A Llama-style checkpoint of about 2.2 GB (bf16, random weights, 20 layers of hidden 2048 and MLP 5632,
 vocabulary 16000, shards of 500 MB) is built once in the temp directory. The same samples (4 x 256 random
 tokens, then 16 x 32: a forward call's cost shrinks with its tokens while offloading re-reads every weight
-per call), in the same batches (streamscope's automatic ``data.batch_size``: about 512 tokens per call, so
-2 x 256 and 16 x 32), then go, each method in its own child process under ``/usr/bin/time -v`` (peak RSS),
+per call), in the same batches (streamscope's automatic ``data.batch_size``: about 256 tokens per call, so
+1 x 256 and 8 x 32), then go, each method in its own child process under ``/usr/bin/time -v`` (peak RSS),
 through:
 - ``streamed``: streamscope's layer-by-layer forward alone (``activation.forward.run``, no statistics);
 - ``profile``: ``streamscope activations`` (the forward with every statistic and file);

@@ -65,16 +65,25 @@ def test_randomized_on_real_weights(minilm_dir, tmp_path):
         assert rel(r.tensors[n]["spectral"]["top_singular_values"][:10], exact[:10]) < 0.01, n
 
 
-# tall: W.T W over row blocks; wide: W W.T over column slabs, several or one holding every column
-@pytest.mark.parametrize("shape,block_elems", [((900, 300), 100 * 900), ((300, 900), 100 * 900), ((300, 900), 300 * 900)])
-def test_gram_full_spectrum(tmp_path, shape, block_elems):
+# tall: W.T W over row blocks; wide: W W.T from a float64 copy kept during the pass, or, when the copy would
+# not fit the budget (300 x 3000 in 16MB), over column slabs in a second pass
+@pytest.mark.parametrize("shape,block_elems,budget,slabs", [((900, 300), 100 * 900, "2GB", 0), ((300, 900), 100 * 900, "2GB", 0),
+                                                            ((300, 3000), 100 * 3000, "16MB", 1)])  # fmt: skip
+def test_gram_full_spectrum(tmp_path, monkeypatch, shape, block_elems, budget, slabs):
+    from streamscope.analyses import spectral
+
+    calls = []
+    row_gram = spectral._row_gram
+    monkeypatch.setattr(spectral, "_row_gram", lambda *a: calls.append(a) or row_gram(*a))
     w = decaying(*shape, noise=1e-2)
     w[:, 5] *= 1e-6  # a nearly dead direction stretches the spectrum
     path = save_tensors(tmp_path / "m.safetensors", {"w": w})
-    r = streamscope.scan(path, out=tmp_path / "o", analyses="spectral", spectral="gram", block_elems=block_elems).tensors["w"]["spectral"]
+    r = streamscope.scan(path, out=tmp_path / "o", analyses="spectral", spectral="gram", block_elems=block_elems,
+                         memory_budget=budget).tensors["w"]["spectral"]  # fmt: skip
+    assert len(calls) == slabs
     exact = torch.linalg.svdvals(w.double()).numpy()
     assert r["method"] == "gram" and r["total_rank"] == 300
-    assert r["resolution"] == pytest.approx(np.sqrt(np.finfo(np.float64).eps * 900) * exact[0])
+    assert r["resolution"] == pytest.approx(np.sqrt(np.finfo(np.float64).eps * max(shape)) * exact[0])
     got = np.asarray(r["top_singular_values"])
     assert rel(got, exact[: got.size]) < 1e-4
     assert r["effective_rank"] == int((exact > 0.01 * exact[0]).sum())

@@ -3,7 +3,8 @@
 Tolerances:
 - dtypes whose bit-pattern histogram is exact (BF16, F16, F8, I8, U8, I16, BOOL): all statistics are sums
   over at most 65,536 float64 terms, so they match the reference to float64 rounding (rel 1e-12).
-- F32, F64, I32, I64: per-block sums in the working precision (float32 for F32), combined in float64. A
+- F32 through the native kernel: float64 sums per row (checked to 1e-12 in its own test below).
+- F32 without it, F64, I32, I64: per-block sums in the working precision (float32 for F32), combined in float64. A
   float32 cascade sum of a block carries a relative error of a few eps32 (1.2e-7) times the sum of |x|, so
   the mean is checked to 1e-6 of mean(|x|) and M2-derived values (var, std, l2) to rel 1e-5.
 - Magnitude percentiles are exact for exact dtypes and for float tensors that fit in one block; for float
@@ -141,3 +142,33 @@ def test_embedding_row_norms_against_reference(tmp_path, analyses, native):
         assert e["norm_percentiles"]["p50"] == pytest.approx(np.percentile(ref, 50), rel=1e-6)
         assert e["largest"][0]["id"] == 17
         assert [x["id"] for x in e["smallest"]] == list(np.argsort(ref, kind="stable")[:10])
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("block_elems", [None, 700, 1 << 16])
+def test_float32_native_kernel_and_torch_path(tmp_path, native, block_elems):
+    """F32 tensors go through the native one-pass kernel (sums in float64: the reference to 1e-12) or, with
+    ``native=False``, the torch path (float32 block sums); both agree with the float64 reference. Covers a
+    matrix with NaN/Inf, a vector longer than the kernel's 65,536-value rows, and an all-NaN matrix."""
+    g = torch.Generator().manual_seed(3)
+    vec = torch.randn(200_003, generator=g) * 0.1 + 0.5
+    vec[17], vec[150_000] = float("nan"), float("-inf")
+    tensors = {"w": make(torch.float32, rows=300, cols=200), "vec": vec, "nan": torch.full((5, 6), float("nan"))}
+    path = save_tensors(tmp_path / "m.safetensors", tensors)
+    r = streamscope.scan(path, out=tmp_path / "o", block_elems=block_elems, native=native).tensors
+    rel = 1e-12 if native else 1e-5
+    for name in ("w", "vec"):
+        ref, b, s = reference(tensors[name].reshape(-1, tensors[name].shape[-1])), r[name]["basic_stats"], r[name]["sparsity"]
+        assert (b["numel"], b["nan_count"], b["inf_count"]) == (ref["numel"], ref["nan_count"], ref["inf_count"]), name
+        assert b["mean"] == pytest.approx(ref["mean"], abs=(1e-13 if native else 1e-6) * ref["mean_abs"]), name
+        for key in ("var", "l2_norm"):
+            assert b[key] == pytest.approx(ref[key], rel=rel), (name, key)
+        assert s["mean_abs_weight"] == pytest.approx(ref["mean_abs"], rel=rel), name
+        for key in ("min", "max", "abs_max"):
+            assert b[key] == ref[key], (name, key)
+        for t_ in ("0.0", "1e-6", "1e-4", "1e-2"):
+            assert s["sparsity_levels"][f"threshold_{t_}"] == pytest.approx(ref[f"threshold_{t_}"], rel=1e-12), (name, t_)
+    ss, ref = r["w"]["sparsity"]["structured_sparsity"], reference(tensors["w"])
+    assert (ss["dead_rows"], ss["dead_columns"]) == (ref["dead_rows"], ref["dead_cols"])
+    nan = r["nan"]["basic_stats"]
+    assert nan["nan_count"] == 30 and nan["mean"] != nan["mean"]

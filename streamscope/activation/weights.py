@@ -284,8 +284,9 @@ class WeightLoader:
         return self._targets
 
 
-#: Bytes of stored values read and converted at a time by ``load_part``.
-STAGING_BYTES = 16 << 20
+#: Bytes of stored values read and converted at a time by ``load_part`` (the one staging buffer's size: 16 MiB
+#: read a 2.2 GB model's layers no faster than 4 MiB, and held 12 MiB more through the run).
+STAGING_BYTES = 4 << 20
 
 
 def _under(target: str, meta: dict) -> bool:

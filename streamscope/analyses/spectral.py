@@ -142,12 +142,14 @@ class SpectralState:
         import torch
 
         self.gram_dtype = torch.float64 if min(self.rows, self.cols) <= GRAM_MAX_SIDE else torch.float32
-        if self.method == "gram" and self.cols <= self.rows:
-            self.gram = torch.zeros(self.cols, self.cols, dtype=self.gram_dtype)
         # Small float64 Gram matrices on CPU go through numpy's BLAS and LAPACK: measured here on a 576-wide
         # matrix, torch's eigvalsh took 74 ms where numpy's took 13.5 ms, and the float64 product 15 ms vs 9 ms.
         self.numpy_gram = self.gram_dtype == torch.float64
         left = available - method_bytes(self.method, self.rows, self.cols, options.krylov_columns, block_elems)
+        # A wide matrix's Gram W @ W.T needs every row at once: a float64 copy kept during the pass when it fits
+        # (one product at the end), else one more pass over column slabs.
+        self.wide_copy: np.ndarray | None = None
+        self.wide_fits = self.method == "gram" and self.numpy_gram and self.rows < self.cols and self.rows * self.cols * 8 <= left
         if self.method == "randomized" and self.rows * self.cols * 2 <= left:
             self.low = torch.empty(self.rows, self.cols, dtype=torch.bfloat16)
         self.sketch: torch.Tensor | None = None  # the first Krylov product, made during the pass
@@ -161,11 +163,18 @@ class SpectralState:
 
 
 def start(ctx, options: SpectralOptions) -> SpectralState:
-    state = SpectralState(ctx.info, options, ctx.memory.analysis_bytes, ctx.memory.block_elems)
-    if state.low is not None and ctx.runner is not None:  # reuse one buffer across tensors: fresh pages fault slowly
-        import torch
+    import torch
 
-        state.low = ctx.runner.kernel.buffer("spectral_low", state.rows * state.cols, torch.bfloat16).view(state.rows, state.cols)
+    state = SpectralState(ctx.info, options, ctx.memory.analysis_bytes, ctx.memory.block_elems)
+    # Buffers reused across tensors where there is a runner: fresh pages fault at about 0.7 GB/s here, and a
+    # 576-wide float64 Gram matrix allocated per tensor cost 2 ms of its 15.
+    buffer = ctx.runner.kernel.buffer if ctx.runner is not None else (lambda key, n, dtype: torch.empty(n, dtype=dtype))
+    if state.low is not None:
+        state.low = buffer("spectral_low", state.rows * state.cols, torch.bfloat16).view(state.rows, state.cols)
+    if state.method == "gram" and state.cols <= state.rows:
+        state.gram = buffer("spectral_gram", state.cols * state.cols, state.gram_dtype).view(state.cols, state.cols).zero_()
+    if state.wide_fits and ctx.device.type == "cpu":
+        state.wide_copy = buffer("spectral_wide", state.rows * state.cols, torch.float64).view(state.rows, state.cols).numpy()
     return state
 
 
@@ -188,6 +197,8 @@ def update(state: SpectralState, x: torch.Tensor | None, block: Block, scratch, 
             state.sketch[r0:r1] = (rows @ state.omega).float()
         else:  # on the column side: W.T @ Omega, as (Omega.T @ W).T (the faster bf16 GEMM)
             state.sketch += (state.omega[r0:r1].T @ rows).T.float()
+    elif state.wide_copy is not None:
+        state.wide_copy[block.row_start : block.row_stop] = x.numpy()
     elif state.gram is not None:
         import torch
 
@@ -225,7 +236,13 @@ def finish(state: SpectralState, ctx) -> dict | None:
         state.dense.clear()
         iterations = None
     elif state.method == "gram":
-        g = state.gram if state.gram is not None else _row_gram(ctx, state.rows, state.gram_dtype)
+        if state.gram is not None:
+            g = state.gram
+        elif state.wide_copy is not None:  # W @ W.T in one product (numpy takes BLAS's syrk for it)
+            g = torch.from_numpy(state.wide_copy @ state.wide_copy.T)
+            state.wide_copy = None
+        else:
+            g = _row_gram(ctx, state.rows, state.gram_dtype)
         if g.device.type == "cpu":
             ev = np.linalg.eigvalsh(g.numpy())[::-1].astype(np.float64).clip(min=0)
         else:

@@ -1,5 +1,5 @@
-/* Native block kernels, called through ctypes: the pattern scan (below) and the quantization error sums
- * (`ss_quant_rows`, further down).
+/* Native block kernels, called through ctypes: the pattern scan (below), the float32 statistics
+ * (`ss_stats32`) and the quantization error sums (`ss_quant_rows`, further down).
  *
  * Pattern scan, for sign-magnitude float patterns (bf16, fp16, fp8): one pass over a block of `rows` x `cols`
  * patterns adds every pattern to a count histogram and keeps the largest magnitude pattern (pattern & mask) of
@@ -15,6 +15,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+
+#if defined(__GNUC__) && __GNUC__ >= 11 && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
+/* Per-CPU clones of the float kernels: x86-64-v3 and v4 include FMA and wider vectors (-mavx512f alone does
+ * not give FMA); the default clone calls libm's fmaf */
+#define SS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define SS_CLONES
+#endif
 
 static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", NULL, -1, NULL};
 PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
@@ -112,6 +120,113 @@ int ss_scan8(const uint8_t *x, int64_t rows, int64_t cols, int64_t *hist, uint8_
 #undef write_values
 }
 
+/* Statistics of a float32 block of `rows` x `cols` values in one read of it (the numpy/torch path makes about
+ * ten passes): the truncated pattern histogram (each value's top 16 bits, what the torch path keys on);
+ * counts of finite, NaN and Inf values, of zeros and of |v| below the three sparsity thresholds `t`;
+ * float64 sums of |v| and of the finite values; min and max of the finite values; and the centred sum of
+ * squares M2, each row's about its own mean by a second pass over the row while it is in cache, rows combined
+ * by Chan's pairwise update. Optional: per-row |v| maxima, per-column maxima (raised, NaN sticky as in
+ * torch's amax), per-row sums of squares (NaN or Inf where the row holds them). Sums run in 16 independent lanes so the
+ * compiler vectorizes them. out (double[12]): n_finite, nan, inf, zeros, below t0, t1, t2, sum |v|, mean,
+ * M2, min, max. Returns 0, or -1 when memory for the counters could not be had. Blocks must hold < 2^32
+ * values. */
+#define SL 16
+/* One value (its bits `B`) into lane l. Non-finite values are masked to 0 by their bits, not by a branch or a
+ * float select, so that GCC vectorizes the lanes. */
+#define STATS32_ELEMENT(l, B)                                                                      \
+    {                                                                                              \
+        uint32_t bits = (B), abits = bits & 0x7fffffffu;                                           \
+        int fin = abits < 0x7f800000u, nan = abits > 0x7f800000u;                                  \
+        uint32_t keep = 0u - (uint32_t)fin, fbits = bits & keep, fabits = abits & keep;            \
+        float v, a, fv, fa;                                                                        \
+        memcpy(&v, &bits, 4); memcpy(&a, &abits, 4); memcpy(&fv, &fbits, 4); memcpy(&fa, &fabits, 4); \
+        s[l] += fv; sa[l] += fa; sq[l] += (double)v * (double)v;                                   \
+        nf[l] += fin; nn[l] += nan; nz[l] += abits == 0;                                           \
+        b0[l] += a < t0; b1[l] += a < t1; b2[l] += a < t2;                                         \
+        mn[l] = fin & (v < mn[l]) ? v : mn[l];                                                     \
+        mx[l] = fin & (v > mx[l]) ? v : mx[l];                                                     \
+        rm[l] = (a > rm[l]) | nan ? a : rm[l];                                                     \
+    }
+/* Its deviation from the row mean into lane l: 0 for non-finite values (masked by bits, as above). */
+#define STATS32_CENTRED(l, B)                                                                      \
+    {                                                                                              \
+        uint32_t bits = (B), fin = (bits & 0x7fffffffu) < 0x7f800000u, fbits = bits & (0u - fin);  \
+        float fv;                                                                                  \
+        memcpy(&fv, &fbits, 4);                                                                    \
+        double d = ((double)fv - mean) * (double)fin;                                              \
+        d1[l] += d; d2[l] += d * d;                                                                \
+    }
+SS_CLONES
+int ss_stats32(const float *x, int64_t rows, int64_t cols, int64_t *hist, const float *t, float *rowmax,
+               float *colmax, double *rowsq, double *out) {
+    uint32_t *h = (uint32_t *)calloc(2 * 65536, sizeof(uint32_t));
+    if (!h) return -1;
+    uint32_t *h0 = h, *h1 = h + 65536;
+    const float t0 = t[0], t1 = t[1], t2 = t[2];
+    double n_all = 0, mean_all = 0, m2_all = 0, sum_abs = 0, c_nan = 0, c_zero = 0, c_b0 = 0, c_b1 = 0, c_b2 = 0;
+    float lo = INFINITY, hi = -INFINITY;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *p = x + r * cols;
+        const uint32_t *u = (const uint32_t *)p;
+        int64_t j = 0;
+        for (; j + 1 < cols; j += 2) {
+            h0[u[j] >> 16]++;
+            h1[u[j + 1] >> 16]++;
+        }
+        if (j < cols) h0[u[j] >> 16]++;
+        double s[SL] = {0}, sa[SL] = {0}, sq[SL] = {0};
+        int32_t nf[SL] = {0}, nn[SL] = {0}, nz[SL] = {0}, b0[SL] = {0}, b1[SL] = {0}, b2[SL] = {0};
+        float mn[SL], mx[SL], rm[SL];
+        for (int l = 0; l < SL; l++) { mn[l] = INFINITY; mx[l] = -INFINITY; rm[l] = 0.0f; }
+        int64_t body = cols - cols % SL;
+        for (j = 0; j < body; j += SL) {
+            for (int l = 0; l < SL; l++) STATS32_ELEMENT(l, u[j + l])
+        }
+        for (; j < cols; j++) STATS32_ELEMENT(j - body, u[j])
+        if (colmax) {
+            for (j = 0; j < cols; j++) {
+                float a = fabsf(p[j]), c = colmax[j];
+                colmax[j] = (a > c) | (a != a) ? a : c;
+            }
+        }
+        double rs = 0, ra = 0, rq = 0;
+        int64_t rn = 0;
+        float rmax = 0.0f;
+        for (int l = 0; l < SL; l++) {
+            rs += s[l]; ra += sa[l]; rq += sq[l]; rn += nf[l];
+            c_nan += nn[l]; c_zero += nz[l]; c_b0 += b0[l]; c_b1 += b1[l]; c_b2 += b2[l];
+            lo = mn[l] < lo ? mn[l] : lo;
+            hi = mx[l] > hi ? mx[l] : hi;
+            rmax = (rm[l] > rmax) | (rm[l] != rm[l]) ? rm[l] : rmax;
+        }
+        sum_abs += ra;
+        if (rowmax) rowmax[r] = rmax;
+        if (rowsq) rowsq[r] = rq;
+        if (!rn) continue;
+        /* the row's M2 about its mean, with the rounding of the mean corrected (compensated two-pass) */
+        double mean = rs / (double)rn, d2[SL] = {0}, d1[SL] = {0};
+        for (j = 0; j < body; j += SL) {
+            for (int l = 0; l < SL; l++) STATS32_CENTRED(l, u[j + l])
+        }
+        for (; j < cols; j++) STATS32_CENTRED(j - body, u[j])
+        double c1 = 0, m2 = 0;
+        for (int l = 0; l < SL; l++) { c1 += d1[l]; m2 += d2[l]; }
+        m2 -= c1 * c1 / (double)rn;
+        mean += c1 / (double)rn;
+        double total = n_all + (double)rn, delta = mean - mean_all;
+        mean_all += delta * (double)rn / total;
+        m2_all += m2 + delta * delta * n_all * (double)rn / total;
+        n_all = total;
+    }
+    for (int64_t k = 0; k < 65536; k++) hist[k] += (int64_t)h0[k] + (int64_t)h1[k];
+    free(h);
+    double n_vals = (double)rows * (double)cols;
+    out[0] = n_all; out[1] = c_nan; out[2] = n_vals - n_all - c_nan; out[3] = c_zero;
+    out[4] = c_b0; out[5] = c_b1; out[6] = c_b2; out[7] = sum_abs; out[8] = mean_all; out[9] = m2_all;
+    out[10] = lo; out[11] = hi;
+    return 0;
+}
+
 /* Error sums of the blockwise quantization schemes over a row-major block, in one read of it.
  *
  * For every row: INT8 per channel (scale = row absmax / 127, levels -127..127); for every group of `g`
@@ -143,13 +258,6 @@ static inline float quotient(float v, float s, float r) {
     return fmaf(fmaf(-q0, s, v), r, q0);
 }
 static inline int reciprocal_ok(float s) { return s >= 0x1p-90f && s <= 0x1p90f; }
-
-#if defined(__GNUC__) && __GNUC__ >= 11 && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-/* x86-64-v3 and v4 include FMA (-mavx512f alone does not); the default clone calls libm's fmaf */
-#define SS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define SS_CLONES
-#endif
 
 /* One element with its rounded levels m1..m3 (before the zero point and the clamp) into lane l of acc. */
 #define QUANT_ELEMENT(VALUE, M1, M2, M3, l)                                                                 \

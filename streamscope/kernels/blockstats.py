@@ -5,7 +5,8 @@ combine step (Chan et al.'s pairwise update for mean and M2); ``TensorAccumulato
 
 Exactness: for bf16, fp16, 8-bit and 16-bit integer tensors every scalar statistic comes from the bit-pattern
 histogram (see ``patterns``), in float64, exactly. For float32 and wider, mean and M2 are accumulated per block
-in the working precision with a compensated two-pass mean, then combined in float64.
+in the working precision with a compensated two-pass mean, then combined in float64; float32 blocks on CPU go
+through the native kernel instead (``native.stats32``: one pass, per-row sums in float64).
 """
 
 from __future__ import annotations
@@ -168,6 +169,11 @@ class BlockKernel:
         if native_done:
             x = self.buffer("x", raw.numel(), torch.float32) if values else None  # written by the same pass
             self._native(acc, raw, block, rows, x)
+        elif self.use_native and raw.dtype == torch.float32 and not acc.exact:
+            self._native32(acc, raw, block, rows)
+            if acc.keep_block:
+                acc.kept = raw.clone()
+            return self.convert(raw, info) if values else None
         else:
             needs_values = not acc.exact or acc.row_stats or acc.row_norms  # exact-pattern vectors need only the keys
             x = self.convert(raw, info) if needs_values else None
@@ -199,6 +205,24 @@ class BlockKernel:
             magnitude = np.abs(patterns.pattern_values(acc.kind))
             acc.row_absmax[block.row_start : block.row_stop] = magnitude[rowmax]
             np.maximum(acc.col_absmax, magnitude[colmax], out=acc.col_absmax)
+
+    def _native32(self, acc: TensorAccumulator, raw: torch.Tensor, block: Block, rows: int) -> None:
+        """Every statistic of a float32 block in one native pass (``native.stats32``); the same results as the
+        torch path below up to the rounding of its float32 sums (the kernel sums in float64)."""
+        rowmax = np.empty(rows, np.float32) if acc.row_stats else None
+        colmax = np.zeros(acc.info.cols, np.float32) if acc.row_stats else None
+        rowsq = acc.row_sumsq[block.row_start : block.row_stop] if acc.row_norms else None
+        parts = native.stats32(raw.numpy(), rows, raw.numel() // rows, acc.hist, SPARSITY_THRESHOLDS[1:], rowmax, colmax, rowsq)
+        for n, nan, inf, zeros, b0, b1, b2, sum_abs, mean, m2, lo, hi in parts:
+            acc.nan, acc.inf, acc.zeros, acc.sum_abs = acc.nan + int(nan), acc.inf + int(inf), acc.zeros + int(zeros), acc.sum_abs + sum_abs
+            for t, count in zip(SPARSITY_THRESHOLDS, (zeros, b0, b1, b2)):
+                acc.below[t] += int(count)
+            if n:
+                merge(acc, int(n), mean, m2)
+                acc.min, acc.max = min(acc.min, lo), max(acc.max, hi)
+        if acc.row_stats:
+            acc.row_absmax[block.row_start : block.row_stop] = rowmax
+            np.maximum(acc.col_absmax, colmax, out=acc.col_absmax)
 
     def _histogram(self, acc: TensorAccumulator, raw: torch.Tensor, x: torch.Tensor | None) -> None:
         size = acc.hist.size

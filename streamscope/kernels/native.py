@@ -1,7 +1,8 @@
 """ctypes front of the optional C block kernel (``_native.c``), split over threads.
 
 ``available()`` is False when the extension was not built (no C compiler at install time); callers then use
-the numpy/torch path, which gives identical results (``--no-native`` asks for that path on purpose).
+the numpy/torch path, which gives identical results (``--no-native`` asks for that path on purpose), except
+that float32 sums there are rounded in float32 per block where ``stats32`` keeps float64.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def _lib():
         fn.restype = ctypes.c_int
     lib.ss_quant_rows.argtypes = [vp, i64, i64, i64, vp, vp, vp]
     lib.ss_quant_rows.restype = None
+    lib.ss_stats32.argtypes = [vp, i64, i64, vp, vp, vp, vp, vp, vp]
+    lib.ss_stats32.restype = ctypes.c_int
     return lib
 
 
@@ -86,6 +89,57 @@ def scan_patterns(
             _run(fn, keys[part], r, c, hist, None, None, None, mask, values, int(kind == "BF16"), None if vals is None else vals[part])
         return
     _run(fn, keys, rows, cols, hist, rowmax, colmax, rowsq, mask, values, int(kind == "BF16"), vals)
+
+
+#: Order of ``stats32``' per-thread output.
+STATS32_FIELDS = ("n", "nan", "inf", "zeros", "below0", "below1", "below2", "sum_abs", "mean", "m2", "min", "max")
+
+
+def stats32(
+    x: np.ndarray,
+    rows: int,
+    cols: int,
+    hist: np.ndarray,
+    thresholds: tuple[float, float, float],
+    rowmax: np.ndarray | None = None,
+    colmax: np.ndarray | None = None,
+    rowsq: np.ndarray | None = None,
+) -> np.ndarray:
+    """Statistics of a float32 block (``rows*cols`` values) in one read, rows split over threads.
+
+    Adds the top-16-bit patterns to ``hist``; fills ``rowmax`` (float32, per row |v| max), raises ``colmax``
+    (float32), fills ``rowsq`` (float64). Returns one row of ``STATS32_FIELDS`` per thread part, for the
+    caller to merge (counts add; mean and M2 by Chan's update; see ``_native.c``).
+    """
+    lib = _lib()
+    if rowmax is None and colmax is None and rowsq is None and rows == 1 and cols > _FLAT_ROW:
+        full = cols // _FLAT_ROW
+        outs = [stats32(x[: full * _FLAT_ROW], full, _FLAT_ROW, hist, thresholds)]
+        if cols % _FLAT_ROW:
+            outs.append(stats32(x[full * _FLAT_ROW :], 1, cols % _FLAT_ROW, hist, thresholds))
+        return np.concatenate(outs)
+    n_threads = min(threads(), rows)
+    bounds = np.linspace(0, rows, n_threads + 1).astype(np.int64)
+    t = np.asarray(thresholds, np.float32)
+    hists = [hist] + [np.zeros_like(hist) for _ in range(n_threads - 1)]
+    colmaxes = [colmax] + [np.zeros_like(colmax) for _ in range(n_threads - 1)] if colmax is not None else [None] * n_threads
+    outs = np.zeros((n_threads, len(STATS32_FIELDS)), np.float64)
+    ptr = lambda a: a.ctypes.data if a is not None else None  # noqa: E731
+
+    def work(i: int) -> int:
+        r0, r1 = int(bounds[i]), int(bounds[i + 1])
+        rm = rowmax[r0:r1] if rowmax is not None else None
+        rs = rowsq[r0:r1] if rowsq is not None else None
+        return lib.ss_stats32(ptr(x[r0 * cols : r1 * cols]), r1 - r0, cols, ptr(hists[i]), ptr(t), ptr(rm), ptr(colmaxes[i]), ptr(rs), ptr(outs[i]))
+
+    if any(_on_threads(work, n_threads)):
+        raise MemoryError("the native block kernel could not allocate its counters")
+    for h in hists[1:]:
+        hist += h
+    if colmax is not None:
+        for c in colmaxes[1:]:  # np.maximum keeps NaN, as the kernel does
+            np.maximum(colmax, c, out=colmax)
+    return outs
 
 
 #: Order of ``quant_sums``' output: ``xx``, then ``(xq, qq, ee, ae)`` for each of these schemes.
