@@ -126,10 +126,10 @@ int ss_scan8(const uint8_t *x, int64_t rows, int64_t cols, int64_t *hist, uint8_
  * float64 sums of |v| and of the finite values; min and max of the finite values; and the centred sum of
  * squares M2, each row's about its own mean by a second pass over the row while it is in cache, rows combined
  * by Chan's pairwise update. Optional: per-row |v| maxima, per-column maxima (raised, NaN sticky as in
- * torch's amax), per-row sums of squares (NaN or Inf where the row holds them). Sums run in 16 independent lanes so the
- * compiler vectorizes them. out (double[12]): n_finite, nan, inf, zeros, below t0, t1, t2, sum |v|, mean,
- * M2, min, max. Returns 0, or -1 when memory for the counters could not be had. Blocks must hold < 2^32
- * values. */
+ * torch's amax), per-row sums of squares (NaN or Inf where the row holds them). Sums run in 16 independent
+ * lanes so the compiler vectorizes them. out (double[12]): n_finite, nan, inf, zeros, below t0, t1, t2,
+ * sum |v|, mean, M2, min, max. Returns 0, or -1 when memory for the counters could not be had. Blocks must
+ * hold < 2^32 values. */
 #define SL 16
 /* One value (its bits `B`) into lane l. Non-finite values are masked to 0 by their bits, not by a branch or a
  * float select, so that GCC vectorizes the lanes. */

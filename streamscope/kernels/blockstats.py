@@ -212,9 +212,11 @@ class BlockKernel:
         rowmax = np.empty(rows, np.float32) if acc.row_stats else None
         colmax = np.zeros(acc.info.cols, np.float32) if acc.row_stats else None
         rowsq = acc.row_sumsq[block.row_start : block.row_stop] if acc.row_norms else None
-        parts = native.stats32(raw.numpy(), rows, raw.numel() // rows, acc.hist, SPARSITY_THRESHOLDS[1:], rowmax, colmax, rowsq)
+        values = raw.numpy()
+        parts = native.stats32(values, rows, values.size // rows, acc.hist, SPARSITY_THRESHOLDS[1:], rowmax, colmax, rowsq)
         for n, nan, inf, zeros, b0, b1, b2, sum_abs, mean, m2, lo, hi in parts:
-            acc.nan, acc.inf, acc.zeros, acc.sum_abs = acc.nan + int(nan), acc.inf + int(inf), acc.zeros + int(zeros), acc.sum_abs + sum_abs
+            acc.nan, acc.inf, acc.zeros = acc.nan + int(nan), acc.inf + int(inf), acc.zeros + int(zeros)
+            acc.sum_abs += sum_abs
             for t, count in zip(SPARSITY_THRESHOLDS, (zeros, b0, b1, b2)):
                 acc.below[t] += int(count)
             if n:
