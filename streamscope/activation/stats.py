@@ -68,7 +68,8 @@ class Magnitude:
 
         x = x.detach()
         if self.reduce_dim is not None and x.dim() >= 2:
-            self._add_abs(x.abs().amax(dim=self.reduce_dim).to(torch.float32).reshape(-1))
+            d = self.reduce_dim
+            self._add_abs(torch.maximum(x.amax(dim=d), x.amin(dim=d).neg_()).to(torch.float32).reshape(-1))
             return
         flat = x.reshape(-1)
         for i in range(0, flat.numel(), self.CHUNK):
@@ -165,7 +166,7 @@ class ChannelStats:
 
         x = x.detach()
         flat = x.reshape(-1, x.shape[-1])
-        amax = flat.abs().amax(dim=0).to(torch.float32)
+        amax = torch.maximum(flat.amax(dim=0), flat.amin(dim=0).neg_()).to(torch.float32)  # max |x|, no |x| copy
         sq = torch.zeros(flat.shape[1], dtype=torch.float64, device=flat.device)
         step = max(1, self.CHUNK // max(flat.shape[1], 1))
         for t0 in range(0, flat.shape[0], step):  # float64 copies of a few tokens at a time, not of the call
