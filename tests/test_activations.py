@@ -95,15 +95,21 @@ def test_statistics_equal_hooks_on_the_in_memory_model(models, tmp_path):
             full(input_ids=ids[s : s + 1])
     for h in handles:
         h.remove()
-    name = "model.layers.1.mlp.down_proj"
-    x = torch.cat([a for a, _ in seen[name]]).abs().reshape(-1)
-    got = r["modules"][name]["input"]
-    top = torch.topk(x, 3).values
-    assert [got["top1"], got["top2"], got["top3"]] == pytest.approx(top.tolist(), rel=1e-6)
-    assert got["min"] == pytest.approx(float(x.min()), rel=1e-6, abs=1e-12)
-    assert got["mean_abs"] == pytest.approx(float(x.double().mean()), rel=1e-6)
-    median = float(x.median())
-    assert median * (1 - 2**-7) <= got["median"] <= median  # bf16 truncation of |x|: within one bf16 step below
+    # layer 0's statistics were reduced to results when layer 1 was loaded; layer 1's at the end
+    for name in ("model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"):
+        x = torch.cat([a for a, _ in seen[name]]).abs().reshape(-1)
+        got = r["modules"][name]["input"]
+        top = torch.topk(x, 3).values
+        assert [got["top1"], got["top2"], got["top3"]] == pytest.approx(top.tolist(), rel=1e-6)
+        assert got["min"] == pytest.approx(float(x.min()), rel=1e-6, abs=1e-12)
+        assert got["mean_abs"] == pytest.approx(float(x.double().mean()), rel=1e-6)
+        median = float(x.median())
+        assert median * (1 - 2**-7) <= got["median"] <= median  # bf16 truncation of |x|: within one bf16 step below
+        assert got["count"] == x.numel()
+        signed = torch.cat([a for a, _ in seen[name]]).reshape(-1)  # the distribution is of x itself
+        dist = r["distribution"]["modules"][name]
+        hi, lo = float(signed.max()), float(signed.min())
+        assert hi * (1 - 2**-7) <= dist["max"] <= hi and lo <= dist["min"] <= lo * (1 - 2**-7)
     scales = torch.load(tmp_path / "o" / "act_scales.pt", weights_only=True)
     for n, pairs in seen.items():
         x = torch.cat([a for a, _ in pairs])
@@ -349,6 +355,35 @@ def test_hidden_states_spill_to_disk(models, tmp_path):
     ref = streamscope.activations(d, out=tmp_path / "p", overrides=SMALL, echo=lambda s: None)
     assert r["modules"] == ref["modules"]
     assert not list((tmp_path / "o" / ".spill").glob("*"))  # the spill file is removed
+
+
+def test_heatmaps_go_to_disk_as_made(models, tmp_path, monkeypatch):
+    """One heatmap per selected layer (seq_len x hidden: 32 MiB at 2048 tokens of a 72B model) is written to a
+    file when made, read back one at a time into arrays.zarr, equal to |layer output| of the chosen sample."""
+    from pathlib import Path
+
+    from streamscope.activation import export
+    from streamscope.activation.profile import profile
+
+    held = {}
+    write = export.write
+
+    def spy(out, record, ids, channels, heatmaps, *rest):
+        held.update(heatmaps)
+        assert all(isinstance(v, Path) and v.is_file() for v in heatmaps.values())  # files, not arrays in memory
+        return write(out, record, ids, channels, heatmaps, *rest)
+
+    monkeypatch.setattr(export, "write", spy)
+    cfg = config_mod.load(None, {"data.num_samples": 3, "data.seq_len": 12, "data.batch_size": 1,
+                                 "visualization.enabled.heatmap_3d": True, "heatmap_3d.sample_idx": 2})  # fmt: skip
+    r = profile(models("llama"), cfg, tmp_path / "o", echo=lambda s: None, keep_tensors=True)
+    assert set(held) == {"model.layers.0", "model.layers.1"}
+    assert not (tmp_path / "o" / ".heatmaps").exists()
+    heat = _zarr(tmp_path / "o")["activations/heatmap"]
+    for _, a in heat.arrays():
+        i = int(a.attrs["module"].rsplit(".", 1)[1])
+        expect = r["forward"].layer_outputs[i][2].abs().to(torch.float16).numpy()
+        assert a.shape == expect.shape and np.array_equal(a[:], expect)
 
 
 class _ByteTokenizer:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from streamscope.activation import stats
 
@@ -40,8 +41,12 @@ class Selection:
 
 
 class Collector:
-    def __init__(self, selection: Selection, vis: dict, n_samples: int):
+    def __init__(self, selection: Selection, vis: dict, n_samples: int, heat_spill: Path | None = None):
+        """``heat_spill``: a folder where each heatmap is written as it is made (``.npy``; ``heatmaps`` then holds
+        paths): one per selected layer, seq_len x hidden each (32 MiB for 2048 tokens of a 72B model), so
+        holding them all would grow with the model."""
         self.sel = selection
+        self.heat_spill = heat_spill
         watched = dict.fromkeys(selection.magnitude + selection.outliers + selection.distribution + selection.heatmap)
         self.magnitude = {(n, d): stats.Magnitude(vis["magnitude"]["reduce_dim"]) for n in watched for d in DIRECTIONS}
         self.outliers = {n: stats.Outliers(float(vis["outlier"]["threshold"])) for n in selection.outliers}
@@ -57,6 +62,7 @@ class Collector:
         self.sample = 0  # the first sample of the batch passing
         self.batch = 1  # samples in it
         self._seen: dict[int, int] = {}
+        self._open: str | None = None  # the prefix of the decoder layer whose samples are passing
         self._handles: list = []
 
     def attach(self, model, layers, modules: dict) -> None:
@@ -73,9 +79,13 @@ class Collector:
         self._handles.clear()
 
     def on_layer(self, prefix: str, modules: dict) -> None:
-        """Weight magnitudes of the watched modules under ``prefix``, while their weights are loaded."""
+        """Weight magnitudes of the watched modules under ``prefix``, while their weights are loaded; the
+        previous layer's samples have all passed: its statistics are reduced to their results."""
         import torch
 
+        if self._open is not None:
+            self.close(self._open)
+        self._open = prefix
         if not self.want_weights:
             return
         for n in self.sel.magnitude:
@@ -84,6 +94,16 @@ class Collector:
                 m = stats.Magnitude(None)
                 m.add(w)
                 self.weights[n] = m.result()
+
+    def close(self, prefix: str) -> None:
+        """Reduce the statistics of the decoder layer ``prefix`` (``model.layers.3.``) and its modules to
+        their results: held to the end, their counters would grow with the number of layers."""
+        layer = prefix[:-1]
+        for table in (self.magnitude, self.distribution):
+            for key, stat in table.items():
+                name = key[0] if isinstance(key, tuple) else key
+                if (name == layer or name.startswith(prefix)) and not isinstance(stat, stats.Done):
+                    table[key] = stats.Done(stat)
 
     def _counter(self, i: int):
         import torch
@@ -121,11 +141,22 @@ class Collector:
                     self.distribution[name].add(x)
                 if direction == self.heat_dir and name in self.sel.heatmap and self.sample <= self.heat_sample < self.sample + self.batch:
                     xs = dict(self._samples(x)).get(self.heat_sample, x)
-                    self.heatmaps[name] = xs.detach().abs().reshape(-1, x.shape[-1]).to("cpu", torch.float16).numpy()
+                    self._keep_heatmap(name, xs.detach().abs().reshape(-1, x.shape[-1]).to("cpu", torch.float16).numpy())
             if name in self.channels and isinstance(x_in, torch.Tensor) and x_in.is_floating_point():
                 self.channels[name].add(x_in)
 
         return hook
+
+    def _keep_heatmap(self, name: str, heat) -> None:
+        if self.heat_spill is None:
+            self.heatmaps[name] = heat
+            return
+        import numpy as np
+
+        self.heat_spill.mkdir(parents=True, exist_ok=True)
+        path = self.heatmaps.get(name) or self.heat_spill / f"m{len(self.heatmaps):04d}.npy"
+        np.save(path, heat)
+        self.heatmaps[name] = path
 
     def records(self, ids, tokenizer, decode: bool) -> dict:
         """``modules``, ``outliers`` (per module, with token ids and text, and the model's massive channels),

@@ -127,8 +127,10 @@ def _write_arrays(out: Path, input_ids, heatmaps: dict) -> None:
     if heatmaps:
         h = g.require_group("heatmap")
         for i, (name, arr) in enumerate(heatmaps.items()):
-            a = h.create_array(f"m{i:04d}", data=arr)
+            data = np.load(arr, mmap_mode="r") if isinstance(arr, Path) else arr  # spilled: read back one at a time
+            a = h.create_array(f"m{i:04d}", data=data)
             a.attrs["module"] = name
+            del data
     final = out / "arrays.zarr"
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)

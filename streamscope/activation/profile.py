@@ -57,7 +57,9 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
     if tokenizer is not None and vocab and int(ids.max()) >= vocab:
         raise CheckpointError(f"{model_dir}: the tokenizer gives ids up to {int(ids.max())}, beyond the model's vocabulary of {vocab}")
 
-    collector = collect.Collector(sel, vis, int(ids.shape[0]))
+    heat_spill = Path(out) / ".heatmaps"  # the heatmaps until export writes them to arrays.zarr
+    shutil.rmtree(heat_spill, ignore_errors=True)
+    collector = collect.Collector(sel, vis, int(ids.shape[0]), heat_spill=heat_spill)
     collector.attach(sk.model, sk.layers, modules)
     bar = _progress(progress, len(sk.layers))
     try:
@@ -65,6 +67,9 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
                              hidden_budget=_hidden_budget(mem.get("budget")), keep_layer_outputs=keep_tensors,
                              progress=bar.update if bar else None, spill_dir=Path(out) / ".spill",
                              batch_size=None if dcfg["batch_size"] == "auto" else dcfg["batch_size"])  # fmt: skip
+    except BaseException:
+        shutil.rmtree(heat_spill, ignore_errors=True)
+        raise
     finally:
         collector.detach()
         if bar:
@@ -82,7 +87,10 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
         "config": config,
     }  # fmt: skip
     record["outliers"].update(threshold=float(vis["outlier"]["threshold"]), pattern=vis["outlier"]["pattern"])
-    files = export.write(Path(out), record, ids, collector.channels, collector.heatmaps, sk, index)
+    try:
+        files = export.write(Path(out), record, ids, collector.channels, collector.heatmaps, sk, index)
+    finally:
+        shutil.rmtree(heat_spill, ignore_errors=True)
     record["run"]["files"] = files
     export.write_json(Path(out), record)
     if keep_tensors:

@@ -115,6 +115,21 @@ class Distribution:
         return out
 
 
+class Done:
+    """A statistic reduced to its result once its module has seen every sample: its counters (256-512 KiB
+    per module and direction, for every watched module of every layer) are freed."""
+
+    def __init__(self, stat):
+        self.count = getattr(stat, "count", None)
+        self._result = stat.result()
+
+    def add(self, x) -> None:
+        raise RuntimeError("activation statistics: a module received samples after its layer was finished")
+
+    def result(self) -> dict:
+        return self._result
+
+
 class Outliers:
     """Outlier tokens of one module's output (the seed: |x| above ``threshold`` x the median |x|)."""
 

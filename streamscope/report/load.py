@@ -74,12 +74,18 @@ class Results:
                 return np.asarray(g[key][:])
         return None
 
-    def activation_heatmaps(self) -> dict[str, np.ndarray]:
-        """``{module: |x| (tokens x channels)}`` of the activation run's heatmap sample."""
+    def activation_heatmap_peak(self) -> tuple[str, np.ndarray] | None:
+        """``(module, |x| (tokens x channels))`` of the heatmap sample, for the module with the largest value;
+        the maps are read one at a time (one per selected layer: together they grow with the model)."""
         root = self._arrays()
         if not root or "activations" not in root or "heatmap" not in root["activations"]:
-            return {}
-        return {a.attrs["module"]: np.asarray(a[:]) for _, a in root["activations"]["heatmap"].arrays()}
+            return None
+        best = None
+        for _, a in root["activations"]["heatmap"].arrays():
+            peak = float(np.max(a[:])) if a.size else float("-inf")
+            if best is None or peak > best[0]:
+                best = (peak, a)
+        return (best[1].attrs["module"], np.asarray(best[1][:])) if best else None
 
     def _arrays(self):
         if self._zarr is None:

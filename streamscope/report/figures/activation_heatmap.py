@@ -14,10 +14,10 @@ def draw(results):
     act = results.activations
     if not act or not act.get("config", {}).get("visualization", {}).get("enabled", {}).get("heatmap_3d", False):
         return None
-    maps = results.activation_heatmaps()
-    if not maps:
+    peak = results.activation_heatmap_peak()
+    if peak is None:
         return None
-    name, a = max(maps.items(), key=lambda kv: float(np.max(kv[1])))
+    name, a = peak
     a = np.asarray(a, dtype=np.float32)
     steps = [-(-n // min(n, MAX_SIDE)) for n in a.shape]  # tokens and channels per drawn cell
     a = _pool(a)
