@@ -141,7 +141,8 @@ class Collector:
                     self.distribution[name].add(x)
                 if direction == self.heat_dir and name in self.sel.heatmap and self.sample <= self.heat_sample < self.sample + self.batch:
                     xs = dict(self._samples(x)).get(self.heat_sample, x)
-                    self._keep_heatmap(name, xs.detach().abs().reshape(-1, x.shape[-1]).to("cpu", torch.float16).numpy())
+                    heat = xs.detach().abs().reshape(-1, x.shape[-1]).to("cpu", torch.float16)
+                    self._keep_heatmap(name, heat.numpy())
             if name in self.channels and isinstance(x_in, torch.Tensor) and x_in.is_floating_point():
                 self.channels[name].add(x_in)
 

@@ -318,7 +318,8 @@ def _krylov(state: SpectralState, ctx, k: int) -> tuple[np.ndarray, int]:
         op = exact = streamed
     else:
         op = StreamedOperator.from_matrix(state.low)
-        exact = StreamedOperator.from_blocks(_float_rows(state.low, min(ctx.memory.block_elems, EXACT_BLOCK_ELEMS)), shape) if state.low_exact else streamed
+        rows = _float_rows(state.low, min(ctx.memory.block_elems, EXACT_BLOCK_ELEMS))
+        exact = StreamedOperator.from_blocks(rows, shape) if state.low_exact else streamed
     values, depth = svd_block_krylov(op, k, block=o.krylov_block, max_depth=o.krylov_depth, tol=o.krylov_tol,
                                      seed=o.seed, converge_k=o.krylov_converge, exact=exact, sketch=state.sketch)  # fmt: skip
     state.low = state.sketch = state.omega = None

@@ -80,12 +80,13 @@ class Results:
         root = self._arrays()
         if not root or "activations" not in root or "heatmap" not in root["activations"]:
             return None
-        best = None
+        best = None  # (peak, module, map): at most two maps in memory at once
         for _, a in root["activations"]["heatmap"].arrays():
-            peak = float(np.max(a[:])) if a.size else float("-inf")
+            values = np.asarray(a[:])
+            peak = float(np.max(values)) if values.size else float("-inf")
             if best is None or peak > best[0]:
-                best = (peak, a)
-        return (best[1].attrs["module"], np.asarray(best[1][:])) if best else None
+                best = (peak, a.attrs["module"], values)
+        return best[1:] if best else None
 
     def _arrays(self):
         if self._zarr is None:
