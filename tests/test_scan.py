@@ -167,6 +167,57 @@ def test_distributed_scheduler_gives_the_same_results(llama_dir, tmp_path):
     assert dist.tensors == local.tensors
 
 
+def test_small_tensors_run_side_by_side_with_the_same_results(llama_dir, tmp_path, monkeypatch):
+    """With a compute-bound analysis, runs of small tensors go one per thread, each kernel on one thread; the
+    results equal one tensor at a time."""
+    import threading
+
+    from streamscope.engine import executors, runner
+
+    original, seen = runner.TensorRunner.run, {}
+
+    def watched(self, info, on_bytes=None):
+        seen[info.name] = (threading.current_thread().name, torch.get_num_threads())
+        return original(self, info, on_bytes)
+
+    monkeypatch.setattr(runner.TensorRunner, "run", watched)
+    monkeypatch.setattr(executors, "job_threads", lambda: 2)
+    side = streamscope.scan(llama_dir, out=tmp_path / "a", analyses="all")
+    assert len(seen) == 30 and all(t.startswith("streamscope-job") and n == 1 for t, n in seen.values()), seen
+    seen.clear()
+    streamscope.scan(llama_dir, out=tmp_path / "light", analyses="basic,sparsity")  # no compute-bound analysis
+    assert {t for t, _ in seen.values()} == {"MainThread"}
+    seen.clear()
+    monkeypatch.setattr(executors, "job_threads", lambda: 1)
+    alone = streamscope.scan(llama_dir, out=tmp_path / "b", analyses="all")
+    assert {t for t, _ in seen.values()} == {"MainThread"}
+    assert side.tensors.keys() == alone.tensors.keys()
+    for name, rec in alone.tensors.items():
+        for section, values in rec.items():
+            assert side.tensors[name][section] == pytest.approx(values, rel=1e-9, nan_ok=True) if section == "spectral" else (
+                side.tensors[name][section] == values), (name, section)  # fmt: skip
+    assert (tmp_path / "a" / "tensors.csv").read_text().count("\n") == (tmp_path / "b" / "tensors.csv").read_text().count("\n")
+
+
+def test_side_by_side_takes_small_jobs_only():
+    """A job runs beside others only when every analysis could pick its method within a share of the budget."""
+    from types import SimpleNamespace
+
+    from streamscope.analyses.spectral import method_bytes
+    from streamscope.engine.budget import MemoryBudget
+    from streamscope.engine.executors import BYTES_PER_VALUE, SIDE_BY_SIDE_MAX_VALUES, side_by_side
+
+    job = lambda *shape: SimpleNamespace(tensors=(SimpleNamespace(numel=int(np.prod(shape))),))  # noqa: E731
+    share = MemoryBudget(512 << 20)
+    assert side_by_side(job(576, 1536), share) and side_by_side(job(896), share)
+    assert not side_by_side(job(4096, 4096), share)  # memory-bound products: faster on every core, one at a time
+    assert not side_by_side(job(1024, 2048), MemoryBudget(32 << 20))  # over the share's analysis memory
+    for rows, cols in ((2, 2), (576, 1536), (2048, 2048), (7, 2048), (2048, 1)):
+        for method in ("exact", "gram", "randomized"):
+            need = method_bytes(method, rows, cols, block_elems=SIDE_BY_SIDE_MAX_VALUES)
+            assert need <= BYTES_PER_VALUE * rows * cols or method == "randomized", (method, rows, cols)
+
+
 def test_bad_options(tmp_path, llama_dir):
     with pytest.raises(streamscope.OptionError, match="--memory-budget 'lots'"):
         streamscope.scan(llama_dir, memory_budget="lots")

@@ -181,4 +181,5 @@ ANALYSIS = Analysis(
     start=start,
     update=update,
     finish=finish,
+    compute_bound=True,
 )

@@ -88,7 +88,7 @@ def method_bytes(method: str, rows: int, cols: int, columns: int = 192, block_el
 
     exact: the gathered matrix in float64 and LAPACK's copy of it, plus the small side squared for its workspace;
     gram: the Gram matrix and ``eigvalsh``'s copy (float64, float32 above ``GRAM_MAX_SIDE``), plus a float64
-    copy of up to ``GRAM_CHUNK_ELEMS`` values;
+    copy of up to ``GRAM_CHUNK_ELEMS`` values (of a block, never more than the matrix);
     randomized: the Krylov basis (small side x ``columns``, float32, twice) and the final product (large
     side x ``columns``, float32 and its float64 copy). The bfloat16 copy of the matrix comes on top, when it fits.
     """
@@ -96,7 +96,7 @@ def method_bytes(method: str, rows: int, cols: int, columns: int = 192, block_el
     if method == "exact":
         return 2 * rows * cols * 8 + 3 * small * small * 8
     if method == "gram":
-        return 2 * small * small * (8 if small <= GRAM_MAX_SIDE else 4) + min(block_elems, GRAM_CHUNK_ELEMS) * 8
+        return 2 * small * small * (8 if small <= GRAM_MAX_SIDE else 4) + min(block_elems, GRAM_CHUNK_ELEMS, rows * cols) * 8
     if method == "randomized":
         return 2 * small * columns * 4 + large * columns * 12
     return 0
@@ -365,4 +365,5 @@ ANALYSIS = Analysis(
     start=start,
     update=update,
     finish=finish,
+    compute_bound=True,
 )

@@ -41,7 +41,7 @@ def embedding_matrices(index: CheckpointIndex) -> list[str]:
 
 def run(index: CheckpointIndex, options: ScanOptions, clusters: ClusterOptions, out: str | Path, progress: bool = False) -> dict:
     """Study every embedding matrix of ``index``; write ``embeddings.json``, ``clusters.csv`` and arrays into ``out``."""
-    from streamscope.engine.executors import default_threads
+    from streamscope.engine.threads import default_threads
     from streamscope.engine.runner import TensorRunner
     from streamscope.results import _key, _lock, _unlock, json_safe
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streamscope.analyses import REGISTRY
-from streamscope.engine.executors import PairJob, TensorJob, default_threads, run_distributed, run_local
+from streamscope.engine.executors import PairJob, TensorJob, run_distributed, run_local
+from streamscope.engine.threads import default_threads
 from streamscope.engine.options import ScanOptions, resolve_device
 from streamscope.errors import Interrupted, OptionError
 from streamscope.io.checkpoint import CheckpointIndex

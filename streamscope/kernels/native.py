@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
@@ -46,8 +47,22 @@ def available() -> bool:
     return _lib() is not None
 
 
+_limit: int | None = None
+
+
 def threads() -> int:
-    return _pool()._max_workers
+    return min(_pool()._max_workers, _limit or 1 << 30)
+
+
+@contextmanager
+def limit_threads(n: int):
+    """Split each call over at most ``n`` threads while the block runs (jobs side by side take one each)."""
+    global _limit
+    before, _limit = _limit, max(1, int(n))
+    try:
+        yield
+    finally:
+        _limit = before
 
 
 @lru_cache(maxsize=None)

