@@ -115,6 +115,12 @@ def test_statistics_equal_hooks_on_the_in_memory_model(models, tmp_path):
         x = torch.cat([a for a, _ in pairs])
         assert torch.equal(scales[n], x.abs().reshape(-1, x.shape[-1]).amax(dim=0)), n
     assert "lm_head" in scales  # the head's input: the tail runs too
+    import gguf
+
+    sums = {t.name: np.asarray(t.data).reshape(-1) for t in gguf.GGUFReader(str(tmp_path / "o" / "imatrix.gguf")).tensors}
+    for i in range(2):  # layer 0's sums were made float32 when layer 1 was loaded
+        x = torch.cat([a for a, _ in seen[f"model.layers.{i}.mlp.down_proj"]]).double()
+        np.testing.assert_allclose(sums[f"blk.{i}.ffn_down.weight.in_sum2"], x.reshape(-1, x.shape[-1]).square().sum(dim=0).numpy(), rtol=1e-6)
     assert set(r["distribution"]["modules"]) == {f"model.layers.{i}.mlp.down_proj" for i in range(2)}
 
 
@@ -384,6 +390,24 @@ def test_heatmaps_go_to_disk_as_made(models, tmp_path, monkeypatch):
         i = int(a.attrs["module"].rsplit(".", 1)[1])
         expect = r["forward"].layer_outputs[i][2].abs().to(torch.float16).numpy()
         assert a.shape == expect.shape and np.array_equal(a[:], expect)
+
+
+def test_no_counters_before_a_layer_runs(models, tmp_path, monkeypatch):
+    """Each module's counters (256-512 KiB per module and direction) are made at its first sample and reduced
+    when the next layer loads: when a layer loads, no module of any decoder layer holds counters."""
+    from streamscope.activation import collect
+
+    live, original = [], collect.Collector.on_layer
+
+    def spy(self, prefix, modules):
+        original(self, prefix, modules)
+        tables = (self.magnitude, self.distribution)
+        live.append({k[0] if isinstance(k, tuple) else k for t in tables for k, s in t.items() if getattr(s, "counts", None) is not None})
+
+    monkeypatch.setattr(collect.Collector, "on_layer", spy)
+    r = streamscope.activations(models("llama"), out=tmp_path / "o", overrides=SMALL, echo=lambda s: None)
+    assert len(live) == 2 and not any(n.startswith("model.layers.") for names in live for n in names), live
+    assert r["modules"]["model.layers.1.mlp.down_proj"]["input"]["count"] > 0
 
 
 class _ByteTokenizer:

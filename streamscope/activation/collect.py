@@ -104,6 +104,9 @@ class Collector:
                 name = key[0] if isinstance(key, tuple) else key
                 if (name == layer or name.startswith(prefix)) and not isinstance(stat, stats.Done):
                     table[key] = stats.Done(stat)
+        for name, channel in self.channels.items():
+            if name.startswith(prefix):
+                channel.close()
 
     def _counter(self, i: int):
         import torch
