@@ -34,8 +34,8 @@ def pattern_counts(x, size: int = N_PATTERNS, chunk: int = 1 << 20) -> np.ndarra
     """Counts of ``x``'s values per bfloat16 pattern (truncation of the float32 bits); ``size`` 32768 for
     magnitudes (the sign bit is 0: half the counters).
 
-    ``chunk`` values at a time: the int32 keys of a whole MLP activation (1024 tokens x 5632 channels) were a
-    23 MB copy per hooked call."""
+    ``chunk`` values at a time: the int32 keys of a whole call's activation were one copy of it (a 72B MLP's
+    intermediate at 256 tokens: 30 MB)."""
     import torch
 
     flat = x.detach().reshape(-1)
@@ -122,15 +122,14 @@ class Distribution:
             self.counts += counts
 
     def result(self, bins: int = 64) -> dict:
-        if self.counts is None:
-            self.counts = np.zeros(N_PATTERNS, np.int64)
-        q = quantiles(self.counts, self.BOX)
+        counts = self.counts if self.counts is not None else np.zeros(N_PATTERNS, np.int64)
+        q = quantiles(counts, self.BOX)
         out = dict(zip(("min", "p01", "q1", "median", "q3", "p99", "max"), q))
         lo, hi = q[0], q[-1]
         values = pattern_values()
-        ok = (self.counts > 0) & np.isfinite(values)
+        ok = (counts > 0) & np.isfinite(values)
         if np.isfinite(lo) and np.isfinite(hi) and hi > lo:
-            hist, edges = np.histogram(values[ok], bins=bins, range=(lo, hi), weights=self.counts[ok])
+            hist, edges = np.histogram(values[ok], bins=bins, range=(lo, hi), weights=counts[ok])
             out["histogram"] = {"counts": hist.astype(int).tolist(), "edges": edges.tolist()}
         return out
 

@@ -41,8 +41,8 @@ def embedding_matrices(index: CheckpointIndex) -> list[str]:
 
 def run(index: CheckpointIndex, options: ScanOptions, clusters: ClusterOptions, out: str | Path, progress: bool = False) -> dict:
     """Study every embedding matrix of ``index``; write ``embeddings.json``, ``clusters.csv`` and arrays into ``out``."""
-    from streamscope.engine.threads import default_threads
     from streamscope.engine.runner import TensorRunner
+    from streamscope.engine.threads import default_threads
     from streamscope.results import _key, _lock, _unlock, json_safe
 
     names = embedding_matrices(index)

@@ -140,8 +140,8 @@ class SideBySide:
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
         def run_one(job, runner) -> None:
-            # Reported here, not by the waiting thread: that one would queue for the interpreter lock behind
-            # the jobs' Python code at every file write (2.1 s vs 1.3 s over a 135M model's 272 tensors).
+            # Reported here, not by the waiting thread: that one queued for the interpreter lock behind the
+            # jobs' Python code at every file write (np.savez took 4 ms a tensor there, 0.34 ms alone).
             try:
                 result, error = job.run(runner), None
             except Exception as e:  # noqa: BLE001 - one tensor's failure must not end the scan

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 from streamscope.analyses import REGISTRY
 from streamscope.engine.executors import PairJob, TensorJob, run_distributed, run_local
-from streamscope.engine.threads import default_threads
 from streamscope.engine.options import ScanOptions, resolve_device
+from streamscope.engine.threads import default_threads
 from streamscope.errors import Interrupted, OptionError
 from streamscope.io.checkpoint import CheckpointIndex
 from streamscope.io.names import compile_select
