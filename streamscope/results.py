@@ -59,7 +59,7 @@ class ResultStore:
             self._records_file = self._partial / "records.jsonl"
             if resume:
                 self._load_partial()
-            self._log = open(self._records_file, "a", encoding="utf-8")
+            self._log = open(self._records_file, "ab", buffering=0)  # unbuffered: a failed write leaves nothing behind
         except BaseException:
             self.close()
             raise
@@ -103,8 +103,9 @@ class ResultStore:
         np.savez(self._partial / "arrays" / file, **arrays)
         line = {"name": name, "fingerprint": fingerprint, "options": self.options, "model_path": self.model_path,
                 "arrays": file, "record": record}  # fmt: skip
-        self._log.write(json.dumps(json_plain(line)) + "\n")  # Infinity and NaN kept: resumed tables equal fresh ones
-        self._log.flush()
+        # Infinity and NaN kept: resumed tables equal fresh ones. One line per write; a line the disk could not
+        # take whole is cut off, so that no half line is left to be flushed when the file closes.
+        _append(self._log, (json.dumps(json_plain(line)) + "\n").encode())
         self.records[name] = record
         self.fingerprints[name] = fingerprint
         self._array_files[name] = self._partial / "arrays" / file
@@ -117,12 +118,14 @@ class ResultStore:
         shutil.rmtree(self._partial, ignore_errors=True)
 
     def close(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        if self._lock is not None:
-            _unlock(self._lock)
-            self._lock = None
+        try:
+            if self._log is not None:
+                log, self._log = self._log, None
+                log.close()
+        finally:
+            if self._lock is not None:
+                _unlock(self._lock)
+                self._lock = None
 
     def table(self, order: list[str] | None = None) -> "pd.DataFrame":
         """One row per tensor, nested fields flattened to ``section.field`` columns."""
@@ -211,6 +214,18 @@ def _atomic(path: Path, write) -> None:
 
 
 _SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def _append(f, data: bytes) -> None:
+    """Append ``data`` to the unbuffered file ``f`` whole, or raise with the file as it was."""
+    end = os.fstat(f.fileno()).st_size
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[f.write(view) :]
+    except OSError:
+        os.ftruncate(f.fileno(), end)
+        raise
 
 
 def _lock(path: Path):

@@ -303,6 +303,45 @@ def test_disk_full_is_one_line_and_a_rerun_completes(llama_dir, tmp_path):
         subprocess.run(["umount", str(mnt)], capture_output=True)
 
 
+def test_a_record_the_disk_cannot_take_leaves_no_half_line(tmp_path):
+    """The record log is appended a whole line or nothing: a half line flushed later (at close) would be
+    counted as kept, and the lock must go whatever closing the log raises."""
+    import errno
+
+    from streamscope.results import ResultStore, _append
+
+    path = tmp_path / "log"
+    with open(path, "ab", buffering=0) as f:
+        _append(f, b'{"a": 1}\n')
+
+        class Full:  # takes half the bytes, then the disk is full
+            def __init__(self):
+                self.calls = 0
+
+            def fileno(self):
+                return f.fileno()
+
+            def write(self, view):
+                self.calls += 1
+                if self.calls > 1:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                return f.write(view[: len(view) // 2])
+
+        with pytest.raises(OSError, match="No space"):
+            _append(Full(), b'{"b": 2, "c": 3}\n')
+    assert path.read_bytes() == b'{"a": 1}\n'
+    store = ResultStore(tmp_path / "o", "m", "opts")
+
+    class Failing:
+        def close(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    store._log = Failing()
+    with pytest.raises(OSError):
+        store.close()
+    ResultStore(tmp_path / "o", "m", "opts").close()  # the lock was released
+
+
 def test_ctrl_c_keeps_finished_tensors_and_says_so(tmp_path):
     from streamscope.synthetic import write_sized
 
