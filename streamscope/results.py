@@ -1,7 +1,9 @@
 """One result store, many views: per-tensor records (JSON, CSV, Parquet), model results, arrays in zarr.
 
-While a scan runs, every finished tensor is appended to ``.partial/records.jsonl`` and its arrays to an
-``.npz`` beside it; a later scan of the same checkpoint with the same options reuses what it finds there.
+While a scan runs, every finished tensor is appended to ``.partial/records.jsonl`` and its arrays' bytes to
+``.partial/arrays.bin`` (the record line says where they lie); a later scan of the same checkpoint with the same
+options reuses what it finds there. One appended file, not a ``.npz`` per tensor: saving and re-reading those
+took 0.3 s of a 1 s scan of a 135M model's 272 tensors here.
 ``arrays.zarr`` is written once at the end: value histograms stacked as ``histograms/counts`` (tensors x
 bins) and ``histograms/edges``, row i belonging to ``histograms.attrs["tensor_names"][i]``, and other arrays (embedding row norms,
 singular values) as one ragged array per kind, ``tensors/<kind>/values``, indexed by the group's
@@ -47,19 +49,21 @@ class ResultStore:
         self.options = options_fingerprint
         self.records: dict[str, dict] = {}
         self.fingerprints: dict[str, str] = {}
-        self._array_files: dict[str, Path] = {}
+        self._array_spans: dict[str, dict[str, list]] = {}  # name -> {key: [offset, dtype, shape]} in arrays.bin
         self._partial = self.out / partial
         self._lock = _lock(self.out / f"{partial}.lock")
         self.columns: dict = {}  # constant columns of every table row (provenance of a hub model)
-        self._log = None
+        self._log = self._blob = None
         try:
             if not resume and self._partial.exists():
                 shutil.rmtree(self._partial)
-            (self._partial / "arrays").mkdir(parents=True, exist_ok=True)
+            self._partial.mkdir(parents=True, exist_ok=True)
             self._records_file = self._partial / "records.jsonl"
             if resume:
                 self._load_partial()
-            self._log = open(self._records_file, "ab", buffering=0)  # unbuffered: a failed write leaves nothing behind
+            # unbuffered: a failed write leaves nothing behind
+            self._log = open(self._records_file, "ab", buffering=0)
+            self._blob = open(self._partial / "arrays.bin", "a+b", buffering=0)
         except BaseException:
             self.close()
             raise
@@ -77,15 +81,20 @@ class ResultStore:
     def _load_partial(self) -> None:
         if not self._records_file.exists():
             return
+        blob = self._partial / "arrays.bin"
+        size = blob.stat().st_size if blob.exists() else 0
         with open(self._records_file, encoding="utf-8", errors="replace") as f:
             for line in f:
                 try:
                     entry = json.loads(line)
                     if entry.get("options") == self.options and entry.get("model_path") == self.model_path:
                         name = entry["name"]
+                        spans = {k: _span(v) for k, v in entry["arrays"].items()}
+                        if any(_end(span) > size for span in spans.values()):
+                            continue  # its arrays are not all there (the file was cut): computed again
                         self.records[name] = entry["record"]
                         self.fingerprints[name] = entry["fingerprint"]
-                        self._array_files[name] = self._partial / "arrays" / entry["arrays"]
+                        self._array_spans[name] = spans
                 except (ValueError, KeyError, TypeError, AttributeError):
                     continue  # a line cut short by a kill, or not ours
 
@@ -95,33 +104,39 @@ class ResultStore:
     def add(self, name: str, fingerprint: str, record: dict, arrays: dict[str, np.ndarray]) -> None:
         """Store one tensor's results now, so that an interrupted run keeps them.
 
-        The arrays file is named by the checkpoint, the options, the tensor's fingerprint and its name, so that
-        results of different checkpoints or options never overwrite each other.
+        The arrays go first, so that a record line never points at bytes that are not there; the line carries
+        the checkpoint and options, so results of different checkpoints or options are never mixed.
         """
-        key = "\0".join((self.model_path, self.options, fingerprint, name))
-        file = f"{hashlib.blake2b(key.encode('utf-8', 'surrogatepass'), digest_size=12).hexdigest()}.npz"
-        np.savez(self._partial / "arrays" / file, **arrays)
+        spans = {}
+        for key, value in arrays.items():
+            a = np.ascontiguousarray(value)
+            spans[key] = [_append(self._blob, a.tobytes()), a.dtype.str, list(a.shape)]
         line = {"name": name, "fingerprint": fingerprint, "options": self.options, "model_path": self.model_path,
-                "arrays": file, "record": record}  # fmt: skip
+                "arrays": spans, "record": record}  # fmt: skip
         # Infinity and NaN kept: resumed tables equal fresh ones. One line per write; a line the disk could not
         # take whole is cut off, so that no half line is left to be flushed when the file closes.
         _append(self._log, (json.dumps(json_plain(line)) + "\n").encode())
         self.records[name] = record
         self.fingerprints[name] = fingerprint
-        self._array_files[name] = self._partial / "arrays" / file
+        self._array_spans[name] = spans
 
     def discard_partial(self) -> None:
         """Remove ``.partial/`` once the final files are written (a successful run leaves none behind)."""
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._close_files()
         shutil.rmtree(self._partial, ignore_errors=True)
+
+    def _close_files(self) -> None:
+        files, self._log, self._blob = (self._log, self._blob), None, None
+        try:
+            if files[0] is not None:
+                files[0].close()
+        finally:
+            if files[1] is not None:
+                files[1].close()
 
     def close(self) -> None:
         try:
-            if self._log is not None:
-                log, self._log = self._log, None
-                log.close()
+            self._close_files()
         finally:
             if self._lock is not None:
                 _unlock(self._lock)
@@ -150,12 +165,16 @@ class ResultStore:
         return df
 
     def arrays(self, name: str) -> dict[str, np.ndarray]:
-        """The arrays stored for one tensor."""
-        file = self._array_files.get(name)
-        if file is None or not file.exists():
-            return {}
-        with np.load(file) as data:
-            return {k: data[k] for k in data.files}
+        """The arrays stored for one tensor (read back from ``arrays.bin``)."""
+        out = {}
+        for key, span in self._array_spans.get(name, {}).items():
+            offset, dtype, shape = span
+            n = _end(span) - offset
+            data = os.pread(self._blob.fileno(), n, offset) if n else b""
+            if len(data) != n:
+                raise StreamscopeError(f"{self._partial / 'arrays.bin'}: cut short while this run read it")
+            out[key] = np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+        return out
 
     def write_arrays(self, names: list[str]) -> None:
         """Write ``arrays.zarr`` from the stored per-tensor arrays, in a handful of zarr writes.
@@ -216,8 +235,9 @@ def _atomic(path: Path, write) -> None:
 _SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
-def _append(f, data: bytes) -> None:
-    """Append ``data`` to the unbuffered file ``f`` whole, or raise with the file as it was."""
+def _append(f, data: bytes) -> int:
+    """Append ``data`` to the unbuffered file ``f`` whole, or raise with the file as it was; returns the offset
+    at which ``data`` begins."""
     end = os.fstat(f.fileno()).st_size
     try:
         view = memoryview(data)
@@ -226,6 +246,21 @@ def _append(f, data: bytes) -> None:
     except OSError:
         os.ftruncate(f.fileno(), end)
         raise
+    return end
+
+
+def _span(value) -> list:
+    """A record line's ``[offset, dtype, shape]``, checked (a line of another version raises ValueError)."""
+    offset, dtype, shape = value
+    if not isinstance(offset, int) or offset < 0 or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise ValueError(value)
+    np.dtype(dtype)  # TypeError when unknown
+    return [offset, dtype, list(shape)]
+
+
+def _end(span: list) -> int:
+    offset, dtype, shape = span
+    return offset + np.dtype(dtype).itemsize * math.prod(shape)
 
 
 def _lock(path: Path):

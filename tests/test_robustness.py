@@ -342,6 +342,28 @@ def test_a_record_the_disk_cannot_take_leaves_no_half_line(tmp_path):
     ResultStore(tmp_path / "o", "m", "opts").close()  # the lock was released
 
 
+def test_a_record_whose_arrays_were_cut_is_computed_again(tmp_path, monkeypatch):
+    """Records are resumed only with all their arrays' bytes in ``arrays.bin``; the rest is computed again."""
+    from streamscope.results import ResultStore
+
+    monkeypatch.setattr(ResultStore, "discard_partial", lambda self: None)  # keep .partial, as interrupted runs do
+    weights = {"a": torch.randn(16, 8), "b": torch.randn(32, 8)}
+    path = save_tensors(tmp_path / "m.safetensors", weights)
+    out = tmp_path / "o"
+    first = streamscope.scan(path, out=out, analyses="basic,spectral")
+    blob = out / ".partial" / "arrays.bin"
+    spans = [json.loads(line)["arrays"] for line in (out / ".partial" / "records.jsonl").read_text().splitlines()]
+    last = max(spans, key=lambda s: max(v[0] for v in s.values()))
+    with open(blob, "r+b") as f:
+        f.truncate(max(v[0] for v in last.values()) + 1)  # the last tensor's last array cut short
+    again = streamscope.scan(path, out=out, analyses="basic,spectral")
+    assert again.model["timing"]["tensors_reused"] == 1 and again.tensors == first.tensors
+    from streamscope.report.load import Results
+
+    for name, w in weights.items():
+        np.testing.assert_allclose(Results.open(out).array(name, "singular_values"), np.linalg.svd(w.double().numpy(), compute_uv=False), rtol=1e-6)
+
+
 def test_ctrl_c_keeps_finished_tensors_and_says_so(tmp_path):
     from streamscope.synthetic import write_sized
 
