@@ -361,7 +361,8 @@ def test_a_record_whose_arrays_were_cut_is_computed_again(tmp_path, monkeypatch)
     from streamscope.report.load import Results
 
     for name, w in weights.items():
-        np.testing.assert_allclose(Results.open(out).array(name, "singular_values"), np.linalg.svd(w.double().numpy(), compute_uv=False), rtol=1e-6)
+        want = np.linalg.svd(w.double().numpy(), compute_uv=False)
+        np.testing.assert_allclose(Results.open(out).array(name, "singular_values"), want, rtol=1e-6)
 
 
 def test_ctrl_c_keeps_finished_tensors_and_says_so(tmp_path):
