@@ -173,7 +173,7 @@ class ResultStore:
             data = os.pread(self._blob.fileno(), n, offset) if n else b""
             if len(data) != n:
                 raise StreamscopeError(f"{self._partial / 'arrays.bin'}: cut short while this run read it")
-            out[key] = np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+            out[key] = np.frombuffer(data, dtype=dtype).reshape(shape)  # read-only: every reader only reads
         return out
 
     def write_arrays(self, names: list[str]) -> None:
