@@ -124,6 +124,22 @@ def test_statistics_equal_hooks_on_the_in_memory_model(models, tmp_path):
     assert set(r["distribution"]["modules"]) == {f"model.layers.{i}.mlp.down_proj" for i in range(2)}
 
 
+@pytest.mark.parametrize("n", [1, 3, 4095, 4096, 5000, 1 << 20])
+def test_largest_three_values_equal_topk(n):
+    from streamscope.activation.stats import largest3
+
+    g = torch.Generator().manual_seed(n)
+    cases = [torch.randn(n, generator=g)]
+    if n >= 5000:
+        a = torch.randn(n, generator=g)
+        a[1024:1027] = 9.0  # the three largest in one row of the reduction
+        b = torch.randn(n, generator=g)
+        b[[5, n - 1, n - 2]] = 7.0  # two in the values after the last whole row, ties
+        cases += [a, b]
+    for x in cases:
+        assert largest3(x) == torch.topk(x, min(3, n)).values.tolist()
+
+
 def test_bf16_checkpoint_computes_in_float32(tmp_path):
     import transformers
 

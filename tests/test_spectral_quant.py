@@ -232,6 +232,9 @@ def test_native_quantization_kernel_matches_torch_passes(shape):
     for s in schemes:
         for field in ErrorSums.__slots__:
             assert getattr(got[s], field) == pytest.approx(getattr(ref[s], field), rel=1e-6, abs=1e-30), (s, field)
+    stored = {s: ErrorSums() for s in schemes}  # the same values given as bfloat16 patterns: the same sums, bit for bit
+    block_schemes_native(x.to(torch.bfloat16).view(torch.int16), schemes, stored)
+    assert all(getattr(stored[s], f) == getattr(got[s], f) for s in schemes for f in ErrorSums.__slots__)
 
 
 def test_health_grades_and_summary(tmp_path):

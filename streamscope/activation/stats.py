@@ -90,8 +90,7 @@ class Magnitude:
 
         if flat.numel() == 0:
             return
-        k = min(3, flat.numel())
-        self.top = sorted(self.top + torch.topk(flat, k).values.tolist(), reverse=True)[:3]
+        self.top = sorted(self.top + largest3(flat), reverse=True)[:3]
         self.min = min(self.min, float(flat.min()))
         self.sum += float(flat.sum(dtype=torch.float64))
         self.count += flat.numel()
@@ -106,6 +105,27 @@ class Magnitude:
         (median,) = quantiles(self.counts, [0.5]) if self.counts is not None else (float("nan"),)
         return {"top1": top[0], "top2": top[1], "top3": top[2], "median": median, "min": self.min if self.count else float("nan"),
                 "mean_abs": self.sum / self.count if self.count else float("nan"), "count": self.count}  # fmt: skip
+
+
+ROW = 1024  # values per row in ``largest3``
+
+
+def largest3(flat) -> list[float]:
+    """The three largest values of a 1-D tensor (fewer if it holds fewer), descending.
+
+    ``torch.topk`` takes 1.8 ms for 2^20 values on this class of CPU where a max takes 0.07: rows of 1024 values
+    are reduced to their maxima first. The three largest values lie in the three rows with the largest maxima
+    (a fourth row ahead of one of them would hold three larger values), so ``topk`` runs over those rows alone.
+    """
+    import torch
+
+    n = flat.numel()
+    rows = n // ROW
+    if rows < 4:
+        return torch.topk(flat, min(3, n)).values.tolist()
+    head = flat[: rows * ROW].view(rows, ROW)
+    best = torch.topk(head.amax(dim=1), 3).indices
+    return torch.topk(torch.cat([head[best].reshape(-1), flat[rows * ROW :]]), 3).values.tolist()
 
 
 class Distribution:

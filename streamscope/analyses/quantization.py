@@ -52,6 +52,10 @@ class QuantState:
         self.matrix = info.is_matrix and info.numel > 0
         self.sums = {s: ErrorSums() for s in self.schemes}
         self.native = native
+        # bfloat16 blocks go to the kernel as stored: it widens them a row at a time, and the statistics pass
+        # need not write the block as float32 for this analysis (quantization scan of the 7B bench layout:
+        # 0.95 s instead of 1.08 s, median of 5 alternating runs; the same sums)
+        self.from_stored = native and info.dtype == "BF16" and self.matrix
 
 
 def start(ctx, options: QuantOptions) -> QuantState:
@@ -61,15 +65,22 @@ def start(ctx, options: QuantOptions) -> QuantState:
     return QuantState(ctx.info, options, use_native)
 
 
-def update(state: QuantState, x: torch.Tensor, block: Block, scratch) -> None:
-    """Fold a (rows, cols) float block into the per-channel and group schemes."""
+def update(state: QuantState, x: torch.Tensor | None, block: Block, scratch, stored: torch.Tensor | None = None) -> None:
+    """Fold a (rows, cols) float block into the per-channel and group schemes; ``x`` is None when the block
+    goes to the kernel as stored (``from_stored``)."""
     if not state.matrix:
         return
     import torch
 
     from streamscope.kernels.quant import block_schemes, block_schemes_native
 
-    if state.native and x.dtype == torch.float32 and block_schemes_native(x.contiguous(), state.schemes, state.sums):
+    if state.from_stored:
+        rows = block.row_stop - block.row_start
+        patterns = stored.view(torch.int16).view(rows, -1)
+        if block_schemes_native(patterns, state.schemes, state.sums):
+            return
+        x = patterns.view(torch.bfloat16).float() if x is None else x  # NaN or Inf inside: the torch path below
+    elif state.native and x.dtype == torch.float32 and block_schemes_native(x.contiguous(), state.schemes, state.sums):
         return
     if not (x.dtype == torch.float32 and math.isfinite(float(x.sum()))):
         # float64 working precision, or NaN/Inf present: simulate on a finite float32 copy
@@ -178,6 +189,8 @@ ANALYSIS = Analysis(
     aliases=("quant",),
     help="INT8 simulation, IQR outliers, and per-channel INT8, INT4 g128 (sym/asym), FP8 E4M3 errors",
     options=QuantOptions,
+    stored=True,
+    float_blocks=lambda state: state.matrix and not state.from_stored,
     start=start,
     update=update,
     finish=finish,

@@ -23,6 +23,12 @@
 #else
 #define SS_CLONES
 #endif
+/* Helpers of the cloned kernels are inlined into each clone: called, they would run as the default ISA. */
+#if defined(__GNUC__)
+#define SS_INLINE static inline __attribute__((always_inline))
+#else
+#define SS_INLINE static inline
+#endif
 
 static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", NULL, -1, NULL};
 PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
@@ -50,7 +56,7 @@ static double rowsq_bf16(const uint16_t *p, int64_t cols) {
 }
 
 /* A row's float32 values: bf16 by a shift, other kinds from the pattern's value table. */
-static void write_values16(const uint16_t *p, int64_t cols, const float *values, int bf16, float *o) {
+SS_INLINE void write_values16(const uint16_t *p, int64_t cols, const float *values, int bf16, float *o) {
     if (bf16) {
         uint32_t *u = (uint32_t *)o;
         for (int64_t j = 0; j < cols; j++) u[j] = (uint32_t)p[j] << 16;
@@ -281,7 +287,7 @@ static inline int reciprocal_ok(float s) { return s >= 0x1p-90f && s <= 0x1p90f;
 #define QUANT_ELEMENT(...) QUANT_ELEMENT_WITH(CLAMP_SYM, __VA_ARGS__)
 
 /* Group and row extremes of one row: glo/ghi per group, returns the row's absmax. */
-static inline float row_extremes(const float *p, int64_t ng, int64_t g, float *glo, float *ghi) {
+SS_INLINE float row_extremes(const float *p, int64_t ng, int64_t g, float *glo, float *ghi) {
     float rowmax = 0.0f;
     for (int64_t k = 0; k < ng; k++) {
         const float *q = p + k * g;
@@ -299,47 +305,60 @@ static inline float row_extremes(const float *p, int64_t ng, int64_t g, float *g
     return rowmax;
 }
 
+/* The error sums of one row of float32 values into out[13]. */
+SS_INLINE void quant_row(const float *p, int64_t cols, int64_t g, double *out, float *glo, float *ghi) {
+    const int64_t ng = cols / g;
+    float s8 = row_extremes(p, ng, g, glo, ghi) / 127.0f;
+    if (s8 == 0.0f) s8 = 1.0f;
+    float acc[13][LANES];
+    memset(acc, 0, sizeof acc);
+    for (int64_t k = 0; k < ng; k++) {
+        const float *q = p + k * g;
+        const float lo = glo[k], hi = ghi[k];
+        float s4 = fmaxf(fabsf(lo), fabsf(hi)) / 7.0f;
+        if (s4 == 0.0f) s4 = 1.0f;
+        float sa = (hi - lo) / 15.0f;
+        if (sa == 0.0f) sa = 1.0f;
+        const float z = rne(-lo / sa);
+        int64_t j0 = 0;
+        if (reciprocal_ok(s8) && reciprocal_ok(s4) && reciprocal_ok(sa)) {
+            const float r8 = 1.0f / s8, r4 = 1.0f / s4, ra = 1.0f / sa;
+            for (; j0 + LANES <= g; j0 += LANES) {
+                const float *c = q + j0;
+#pragma omp simd
+                for (int l = 0; l < LANES; l++)
+                    QUANT_ELEMENT_WITH(NO_CLAMP, c[l], rne(quotient(c[l], s8, r8)), rne(quotient(c[l], s4, r4)), rne(quotient(c[l], sa, ra)), l)
+            }
+        } else {
+            for (; j0 + LANES <= g; j0 += LANES) {
+                const float *c = q + j0;
+#pragma omp simd
+                for (int l = 0; l < LANES; l++)
+                    QUANT_ELEMENT(c[l], rne(c[l] / s8), rne(c[l] / s4), rne(c[l] / sa), l)
+            }
+        }
+        for (int64_t j = j0; j < g; j++) /* a group size that is not a multiple of the lanes */
+            QUANT_ELEMENT(q[j], rne(q[j] / s8), rne(q[j] / s4), rne(q[j] / sa), 0)
+    }
+    for (int sidx = 0; sidx < 13; sidx++) {
+        double t = 0.0;
+        for (int l = 0; l < LANES; l++) t += acc[sidx][l];
+        out[sidx] += t;
+    }
+}
+
 SS_CLONES
 void ss_quant_rows(const float *x, int64_t rows, int64_t cols, int64_t g, double *out, float *glo, float *ghi) {
-    const int64_t ng = cols / g;
+    for (int64_t r = 0; r < rows; r++) quant_row(x + r * cols, cols, g, out, glo, ghi);
+}
+
+/* The same from bfloat16 patterns: each row is widened into `row` (cols floats, in cache) and quantized there,
+ * so the block is read once at two bytes a value instead of being written and read again as float32. */
+SS_CLONES
+void ss_quant_rows_bf16(const uint16_t *x, int64_t rows, int64_t cols, int64_t g, double *out, float *glo, float *ghi,
+                        float *row) {
     for (int64_t r = 0; r < rows; r++) {
-        const float *p = x + r * cols;
-        float s8 = row_extremes(p, ng, g, glo, ghi) / 127.0f;
-        if (s8 == 0.0f) s8 = 1.0f;
-        float acc[13][LANES];
-        memset(acc, 0, sizeof acc);
-        for (int64_t k = 0; k < ng; k++) {
-            const float *q = p + k * g;
-            const float lo = glo[k], hi = ghi[k];
-            float s4 = fmaxf(fabsf(lo), fabsf(hi)) / 7.0f;
-            if (s4 == 0.0f) s4 = 1.0f;
-            float sa = (hi - lo) / 15.0f;
-            if (sa == 0.0f) sa = 1.0f;
-            const float z = rne(-lo / sa);
-            int64_t j0 = 0;
-            if (reciprocal_ok(s8) && reciprocal_ok(s4) && reciprocal_ok(sa)) {
-                const float r8 = 1.0f / s8, r4 = 1.0f / s4, ra = 1.0f / sa;
-                for (; j0 + LANES <= g; j0 += LANES) {
-                    const float *c = q + j0;
-#pragma omp simd
-                    for (int l = 0; l < LANES; l++)
-                        QUANT_ELEMENT_WITH(NO_CLAMP, c[l], rne(quotient(c[l], s8, r8)), rne(quotient(c[l], s4, r4)), rne(quotient(c[l], sa, ra)), l)
-                }
-            } else {
-                for (; j0 + LANES <= g; j0 += LANES) {
-                    const float *c = q + j0;
-#pragma omp simd
-                    for (int l = 0; l < LANES; l++)
-                        QUANT_ELEMENT(c[l], rne(c[l] / s8), rne(c[l] / s4), rne(c[l] / sa), l)
-                }
-            }
-            for (int64_t j = j0; j < g; j++) /* a group size that is not a multiple of the lanes */
-                QUANT_ELEMENT(q[j], rne(q[j] / s8), rne(q[j] / s4), rne(q[j] / sa), 0)
-        }
-        for (int sidx = 0; sidx < 13; sidx++) {
-            double t = 0.0;
-            for (int l = 0; l < LANES; l++) t += acc[sidx][l];
-            out[sidx] += t;
-        }
+        write_values16(x + r * cols, cols, NULL, 1, row);
+        quant_row(row, cols, g, out, glo, ghi);
     }
 }
