@@ -1,7 +1,8 @@
 """Quantization risk of one tensor: IQR outliers, INT8 simulation with the WeightScope fields, and the
 blockwise schemes (per-channel INT8, group-128 INT4 symmetric and asymmetric, FP8 E4M3), from streamed blocks.
 
-Per-channel and group schemes are folded in block by block during the tensor's one pass. Per-tensor schemes
+Per-channel and group schemes are folded in block by block during the tensor's one pass (on CPU by the native
+kernel, which takes bfloat16 blocks as stored and widens them a row at a time). Per-tensor schemes
 need the tensor's absmax first: for bf16/fp16/8-bit tensors they are computed exactly from the bit-pattern
 histogram after the pass (no second read); for float32 and wider from the tensor itself when it fits in one
 block, else from a second pass over its (page-cached) bytes.
