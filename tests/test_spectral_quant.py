@@ -237,6 +237,19 @@ def test_native_quantization_kernel_matches_torch_passes(shape):
     assert all(getattr(stored[s], f) == getattr(got[s], f) for s in schemes for f in ErrorSums.__slots__)
 
 
+def test_bf16_block_with_nan_and_inf_takes_the_cleaned_path(tmp_path):
+    """A bfloat16 matrix reaches the kernel as stored; NaN or Inf in it sends the block to the torch path on a
+    copy with those values set to 0, as for float32."""
+    w = torch.randn(64, 256, generator=torch.Generator().manual_seed(2)) * 0.02
+    w[3, 5], w[10, 7] = float("nan"), float("inf")
+    w = w.to(torch.bfloat16)
+    clean = torch.nan_to_num(w.float(), nan=0.0, posinf=0.0, neginf=0.0).to(torch.bfloat16)
+    got, ref = (streamscope.scan(save_tensors(tmp_path / f"{k}.safetensors", {"w": t}), out=tmp_path / k, analyses="quantization")
+                .tensors["w"]["quantization"]["schemes"] for k, t in (("nan", w), ("clean", clean)))  # fmt: skip
+    for scheme in ("int8_channel", "int4_g128", "int4_g128_asym"):
+        assert got[scheme]["mse"] == pytest.approx(ref[scheme]["mse"], rel=1e-5), scheme
+
+
 def test_health_grades_and_summary(tmp_path):
     g = torch.Generator().manual_seed(0)
     calm = torch.randn(256, 256, generator=g) * 0.02
