@@ -172,3 +172,65 @@ def test_float32_native_kernel_and_torch_path(tmp_path, native, block_elems):
     assert (ss["dead_rows"], ss["dead_columns"]) == (ref["dead_rows"], ref["dead_cols"])
     nan = r["nan"]["basic_stats"]
     assert nan["nan_count"] == 30 and nan["mean"] != nan["mean"]
+
+
+def test_light_kernel_against_reference():
+    """``native.light_bf16``: the sum of squares of the finite values, NaN and Inf counts, per-row sums of squares
+    (NaN or Inf where the row holds them, as the pattern scan writes them), also for a long vector."""
+    from streamscope.kernels import native
+
+    if not native.available():
+        pytest.skip("native kernel not built")
+    g = torch.Generator().manual_seed(5)
+    w = (torch.randn(37, 301, generator=g) * 0.05).to(torch.bfloat16)
+    w[3, 7], w[3, 8], w[30, 0] = float("nan"), float("inf"), float("-inf")
+    keys = w.view(torch.int16).numpy().view(np.uint16).reshape(-1)
+    rowsq = np.empty(37)
+    sumsq, nan, inf = native.light_bf16(keys, 37, 301, rowsq)
+    x = w.double().numpy()
+    finite = x[np.isfinite(x)]
+    assert (nan, inf) == (1, 2)
+    assert sumsq == pytest.approx(float(np.dot(finite, finite)), rel=1e-12)
+    ok = np.isfinite(x).all(axis=1)
+    np.testing.assert_allclose(rowsq[ok], (x[ok] ** 2).sum(axis=1), rtol=1e-12)
+    assert not np.isfinite(rowsq[~ok]).any()
+    vec = torch.randn(200_003, generator=g).to(torch.bfloat16)
+    vec[150_000] = float("nan")
+    v = vec.double().numpy()
+    sumsq, nan, inf = native.light_bf16(vec.view(torch.int16).numpy().view(np.uint16), 1, vec.numel())
+    assert (nan, inf) == (1, 0) and sumsq == pytest.approx(float(np.nansum(v * v)), rel=1e-12)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_spectral_alone_skips_the_histogram(tmp_path, native):
+    """A bfloat16 scan whose analyses read no histogram (``spectral`` alone) keeps only counts and the sum of
+    squares: the spectra, health grades and embedding row norms equal those of a scan that keeps the histogram,
+    and no value histograms are written. The randomized method's stable rank reads the sum of squares."""
+    import zarr
+
+    g = torch.Generator().manual_seed(7)
+    tensors = {
+        "model.embed_tokens.weight": (torch.randn(300, 48, generator=g) * 0.02).to(torch.bfloat16),
+        "model.layers.0.mlp.up_proj.weight": (torch.randn(96, 64, generator=g) * 0.02).to(torch.bfloat16),
+        "model.layers.0.mlp.down_proj.weight": (torch.randn(64, 96, generator=g) * 0.02).to(torch.bfloat16),
+        "model.norm.weight": torch.ones(200_003, dtype=torch.bfloat16),
+    }
+    tensors["model.layers.0.mlp.down_proj.weight"][5, 5] = float("nan")
+    path = save_tensors(tmp_path / "m.safetensors", tensors)
+    runs = {}
+    for analyses in ("spectral", "basic,spectral"):
+        out = tmp_path / analyses.replace(",", "_")
+        runs[analyses] = streamscope.scan(path, out=out, analyses=analyses, spectral="randomized", block_elems=64 * 32, native=native)
+        has_histograms = "histograms" in zarr.open_group(str(out / "arrays.zarr"), mode="r")
+        assert has_histograms == ("basic" in analyses)
+    light, full = runs["spectral"], runs["basic,spectral"]
+    for name in tensors:
+        assert light.tensors[name].get("health") == full.tensors[name].get("health"), name
+        a, b = light.tensors[name].get("spectral"), full.tensors[name].get("spectral")
+        if name == "model.layers.0.mlp.down_proj.weight":
+            assert "NaN" in a["error"] and a == b
+        elif b is not None:
+            assert a["stable_rank"] == pytest.approx(b["stable_rank"], rel=1e-12), name
+            assert a["top_singular_values"] == b["top_singular_values"], name
+    e, f = light.model["embedding"]["model.embed_tokens.weight"], full.model["embedding"]["model.embed_tokens.weight"]
+    assert e["norm_mean"] == pytest.approx(f["norm_mean"], rel=1e-12) and e["largest"] == f["largest"]

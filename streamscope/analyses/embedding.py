@@ -84,6 +84,7 @@ ANALYSIS = Analysis(
     help="per-token L2 norms of embedding and output matrices, extreme tokens decoded",
     selectable=False,
     row_norms_for=("embedding", "output"),
+    histogram=False,
     writes=("row_norms",),
     compute=tensor_embedding,
 )

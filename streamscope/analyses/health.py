@@ -97,6 +97,7 @@ ANALYSIS = Analysis(
     kind="tensor",
     help="a grade per tensor from condition number, INT8 SQNR and extreme outliers",
     selectable=False,
+    histogram=False,
     compute=lambda ctx, options: grade_tensor(ctx.record, ctx.acc.summary()["nan"], ctx.acc.summary()["inf"]),
 )
 

@@ -1,6 +1,8 @@
 """The value histogram of every tensor, for figures: ``histogram_bins`` equal bins between min and max.
 
-Rebinned from the pass's bit-pattern counts (``kernels.patterns``), so it costs no extra read.
+Rebinned from the pass's bit-pattern counts (``kernels.patterns``), so it costs no extra read. The pass keeps
+those counts when some other analysis reads them (``Analysis.histogram``): a bfloat16 scan of ``spectral``
+alone skips them, and has no value histograms.
 """
 
 from __future__ import annotations
@@ -21,10 +23,16 @@ class HistogramOptions:
 
 
 def histogram(ctx, options: HistogramOptions) -> None:
-    """Adds ``histogram_counts`` and ``histogram_edges`` to the tensor's arrays; writes no record field."""
+    """Adds ``histogram_counts`` and ``histogram_edges`` to the tensor's arrays; writes no record field.
+
+    Nothing when the pass kept no histogram: a scan whose other analyses read none (``spectral`` alone, on
+    bfloat16 weights) skips it, and its report has no value histograms.
+    """
     from streamscope.kernels import patterns
 
     acc = ctx.acc
+    if acc.light:
+        return None
     s = acc.summary()
     if s["n"]:
         counts, edges = patterns.rebin(acc.kind, acc.hist, options.histogram_bins, s["min"], s["max"])
@@ -38,6 +46,7 @@ ANALYSIS = Analysis(
     help="value histogram for figures",
     options=HistogramOptions,
     selectable=False,
+    histogram=False,  # drawn from the histogram when the pass kept one (see ``histogram``); never asks for it
     writes=("histogram_counts", "histogram_edges"),
     compute=histogram,
 )

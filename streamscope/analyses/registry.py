@@ -50,6 +50,11 @@ class Analysis:
     #: reads the per-row and per-column |w| maxima of matrices (``ctx.acc.row_absmax``, ``col_absmax``); the
     #: statistics pass computes them only when an active analysis does (a quarter of the pattern scan's time)
     row_maxima: bool = False
+    #: reads the statistics pass's value histogram or what comes from it (``ctx.acc``: mean, var, min, max,
+    #: zeros, quantiles, ``abs_below``); False when it reads only ``nan``, ``inf``, ``finite`` and ``sumsq`` of
+    #: ``ctx.acc.summary()`` and ``row_sumsq``, or nothing. Scans of bfloat16 tensors whose block and tensor
+    #: analyses all say False skip the histogram (a sixth of the spectral bench scan, see ``benchmarks/README.md``).
+    histogram: bool = True
     writes: tuple[str, ...] = ()  # arrays it adds to ``arrays.zarr`` (documentation and the developer guide)
     stored: bool = False  # ``update`` also receives the block as stored (``stored=``)
     #: whether ``update`` needs the float block ``x``; a callable of the tensor's state may say no (``x`` is then

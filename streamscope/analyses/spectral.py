@@ -360,6 +360,7 @@ ANALYSIS = Analysis(
     help="singular values (exact, Gram or randomized), condition number, stable/effective rank, power-law alpha",
     options=SpectralOptions,
     writes=("singular_values",),
+    histogram=False,
     stored=True,
     float_blocks=lambda state: not (state.low is not None and state.low_exact),
     start=start,

@@ -85,7 +85,8 @@ class TensorRunner:
         block_types = {t for a in self.active for t in a.row_norms_for}
         blocks = plan_blocks(info, self.memory.block_elems)
         acc = TensorAccumulator.start(info, row_norms=ctx.name_info.block_type in block_types, max_row_bytes=self.memory.analysis_bytes,
-                                      row_maxima=any(a.row_maxima for a in self.active))
+                                      row_maxima=any(a.row_maxima for a in self.active),
+                                      histogram=any(a.histogram for a in self.active if a.kind != "model"))
         acc.keep_block = len(blocks) == 1 and not acc.exact
         numeric = info.dtype != "BOOL" and info.numel > 0
         block_analyses = [a for a in self.active if a.kind == "block"] if numeric else []

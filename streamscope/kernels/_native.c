@@ -1,5 +1,6 @@
-/* Native block kernels, called through ctypes: the pattern scan (below), the float32 statistics
- * (`ss_stats32`) and the quantization error sums (`ss_quant_rows`, further down).
+/* Native block kernels, called through ctypes: the pattern scan (below), the light bf16 statistics
+ * (`ss_light_bf16`), the float32 statistics (`ss_stats32`) and the quantization error sums (`ss_quant_rows`,
+ * further down).
  *
  * Pattern scan, for sign-magnitude float patterns (bf16, fp16, fp8): one pass over a block of `rows` x `cols`
  * patterns adds every pattern to a count histogram and keeps the largest magnitude pattern (pattern & mask) of
@@ -35,7 +36,7 @@ PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
 
 /* Sum of squares of a row of bf16 patterns: the value is the pattern shifted into the top of a float, so no
  * table is needed; eight independent double lanes let the compiler vectorize. */
-static double rowsq_bf16(const uint16_t *p, int64_t cols) {
+SS_INLINE double rowsq_bf16(const uint16_t *p, int64_t cols) {
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t j = 0;
     for (; j + 7 < cols; j += 8) {
@@ -124,6 +125,42 @@ int ss_scan8(const uint8_t *x, int64_t rows, int64_t cols, int64_t *hist, uint8_
 #define write_values write_values8
     SCAN_BODY(uint8_t, 256)
 #undef write_values
+}
+
+/* The light statistics of bf16 patterns, for scans whose analyses read no histogram: per row, the sum of squares
+ * (`rowsq`, optional, as ss_scan16 writes it), and into out (double[3], added to) the sum of squares of the
+ * finite values and the counts of NaN and Inf. A row is checked for NaN/Inf by its largest magnitude pattern
+ * first, so the finite-only sum runs only on rows that hold them. */
+SS_CLONES
+void ss_light_bf16(const uint16_t *x, int64_t rows, int64_t cols, double *rowsq, double *out) {
+    for (int64_t r = 0; r < rows; r++) {
+        const uint16_t *p = x + r * cols;
+        uint16_t top = 0;
+        for (int64_t j = 0; j < cols; j++) {
+            uint16_t a = p[j] & 0x7FFF;
+            top = a > top ? a : top;
+        }
+        double s = rowsq_bf16(p, cols);
+        if (rowsq) rowsq[r] = s;
+        if (top >= 0x7F80) { /* exponent all ones: Inf (0x7F80) or NaN (above) */
+            double finite = 0.0;
+            for (int64_t j = 0; j < cols; j++) {
+                uint16_t a = p[j] & 0x7FFF;
+                if (a > 0x7F80) {
+                    out[1] += 1;
+                } else if (a == 0x7F80) {
+                    out[2] += 1;
+                } else {
+                    uint32_t bits = (uint32_t)p[j] << 16;
+                    float v;
+                    memcpy(&v, &bits, sizeof v);
+                    finite += (double)v * (double)v;
+                }
+            }
+            s = finite;
+        }
+        out[0] += s;
+    }
 }
 
 /* Statistics of a float32 block of `rows` x `cols` values in one read of it (the numpy/torch path makes about

@@ -60,17 +60,24 @@ class TensorAccumulator:
     col_absmax: np.ndarray | None = None  # (cols,)
     row_sumsq: np.ndarray | None = None  # (rows,)
     kept: torch.Tensor | None = None  # the whole tensor when it fits in one block (exact quantiles)
+    #: no histogram: only n, nan, inf and the sum of squares are kept (``BlockKernel._light``)
+    light: bool = False
+    sumsq: float = 0.0
     _summary: dict | None = None
 
     @classmethod
-    def start(cls, info: TensorInfo, row_norms: bool = False, max_row_bytes: int = 1 << 62, row_maxima: bool = True) -> "TensorAccumulator":
+    def start(cls, info: TensorInfo, row_norms: bool = False, max_row_bytes: int = 1 << 62, row_maxima: bool = True,
+              histogram: bool = True) -> "TensorAccumulator":  # fmt: skip
         """Accumulators for one tensor. Per-row and per-column arrays (8 bytes per row and column, three of them)
         are kept only for non-empty matrices whose arrays fit ``max_row_bytes``: a declared dimension alone
-        never sizes an allocation. ``row_maxima``: whether the row and column |w| maxima are wanted."""
+        never sizes an allocation. ``row_maxima``: whether the row and column |w| maxima are wanted.
+        ``histogram=False``: no analysis reads the histogram or what comes from it; bfloat16 tensors then keep
+        only the counts and the sum of squares (``summary`` gives n, nan, inf, finite and sumsq)."""
         kind = pattern_kind(info)
-        size = patterns.EXACT_PATTERNS.get(kind, 65536)
+        light = not histogram and kind == "BF16" and not row_maxima
+        size = 0 if light else patterns.EXACT_PATTERNS.get(kind, 65536)
         fits = info.is_matrix and info.numel > 0 and 3 * 8 * (info.rows + info.cols) <= max_row_bytes
-        acc = cls(info, kind, np.zeros(size, np.int64), fits and row_maxima, row_norms and fits)
+        acc = cls(info, kind, np.zeros(size, np.int64), fits and row_maxima, row_norms and fits, light=light)
         acc.below = {t: 0 for t in SPARSITY_THRESHOLDS}
         if acc.row_stats:
             acc.row_absmax = np.zeros(info.rows, np.float64)
@@ -93,6 +100,8 @@ class TensorAccumulator:
         return self._summary
 
     def _summarize(self) -> dict:
+        if self.light:
+            return {"n": self.n + self.nan + self.inf, "nan": self.nan, "inf": self.inf, "finite": self.n, "sumsq": self.sumsq}
         if self.exact:
             return patterns.summarize(self.kind, self.hist)
         finite = self.n
@@ -110,13 +119,19 @@ class TensorAccumulator:
             "sumsq": self.m2 + finite * self.mean * self.mean,  # x * x overflows to inf; x**2 would raise
         }
 
+    def _histogram_kept(self) -> None:
+        if self.light:
+            raise RuntimeError("the statistics pass kept no histogram: an analysis that reads it must say histogram=True")
+
     def abs_below(self, threshold: float) -> int:
+        self._histogram_kept()
         if self.exact:
             return patterns.count_abs_below(self.kind, self.hist, threshold)
         return self.below[threshold]
 
     def quantiles(self, qs, absolute: bool = False) -> tuple[np.ndarray, bool]:
         """Quantiles of values or |values| and whether they are exact."""
+        self._histogram_kept()
         if self.exact or self.kept is None:
             return patterns.quantiles(self.kind, self.hist, qs, absolute), self.exact
         return patterns.exact_quantiles(self.kept, qs, absolute), True
@@ -164,6 +179,9 @@ class BlockKernel:
         """
         info = acc.info
         rows = block.row_stop - block.row_start if acc.row_stats or acc.row_norms else 1
+        if acc.light:
+            self._light(acc, raw, block, rows)
+            return self.convert(raw, info) if values else None
         x = None
         native_done = self.use_native and acc.kind in native.MASKS
         if native_done:
@@ -205,6 +223,25 @@ class BlockKernel:
             magnitude = np.abs(patterns.pattern_values(acc.kind))
             acc.row_absmax[block.row_start : block.row_stop] = magnitude[rowmax]
             np.maximum(acc.col_absmax, magnitude[colmax], out=acc.col_absmax)
+
+    def _light(self, acc: TensorAccumulator, raw: torch.Tensor, block: Block, rows: int) -> None:
+        """Counts and the sum of squares of a bfloat16 block, without the histogram (``native.light_bf16``, or
+        torch where the native kernel is missing)."""
+        rowsq = acc.row_sumsq[block.row_start : block.row_stop] if acc.row_norms else None
+        if self.use_native:
+            keys = raw.view(torch.int16).numpy().view(np.uint16)
+            sumsq, nan, inf = native.light_bf16(keys, rows, keys.size // rows, rowsq)
+        else:
+            x = self.convert(raw, acc.info)
+            finite = torch.isfinite(x)
+            nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+            if rowsq is not None:  # as the full torch path below computes them
+                norms = torch.linalg.vector_norm(x.view(rows, -1), dim=1).double()
+                rowsq[:] = (norms * norms).cpu().numpy()
+            f = (x[finite] if nan or inf else x).double()
+            sumsq = float(torch.dot(f, f)) if f.numel() else 0.0
+        acc.nan, acc.inf, acc.sumsq = acc.nan + nan, acc.inf + inf, acc.sumsq + sumsq
+        acc.n += raw.numel() - nan - inf
 
     def _native32(self, acc: TensorAccumulator, raw: torch.Tensor, block: Block, rows: int) -> None:
         """Every statistic of a float32 block in one native pass (``native.stats32``); the same results as the

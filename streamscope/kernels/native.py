@@ -35,6 +35,8 @@ def _lib():
     lib.ss_quant_rows.restype = None
     lib.ss_quant_rows_bf16.argtypes = [vp, i64, i64, i64, vp, vp, vp, vp]
     lib.ss_quant_rows_bf16.restype = None
+    lib.ss_light_bf16.argtypes = [vp, i64, i64, vp, vp]
+    lib.ss_light_bf16.restype = None
     lib.ss_stats32.argtypes = [vp, i64, i64, vp, vp, vp, vp, vp, vp]
     lib.ss_stats32.restype = ctypes.c_int
     return lib
@@ -106,6 +108,35 @@ def scan_patterns(
             _run(fn, keys[part], r, c, hist, None, None, None, mask, values, int(kind == "BF16"), None if vals is None else vals[part])
         return
     _run(fn, keys, rows, cols, hist, rowmax, colmax, rowsq, mask, values, int(kind == "BF16"), vals)
+
+
+def light_bf16(keys: np.ndarray, rows: int, cols: int, rowsq: np.ndarray | None = None) -> tuple[float, int, int]:
+    """Sum of squares of the finite values and the NaN and Inf counts of ``rows*cols`` bfloat16 patterns (uint16),
+    in one read, rows split over threads; fills ``rowsq`` (float64, one per row) when given.
+
+    The statistics pass of scans whose analyses read no histogram: on the 7B bench layout's 4096 x 11008
+    blocks it runs at about the raw read rate, where the pattern histogram costs a quarter of a spectral scan.
+    """
+    lib = _lib()
+    keys = keys.reshape(-1)
+    if rowsq is None and rows == 1 and cols > _FLAT_ROW:  # a long vector: rows of _FLAT_ROW, so threads can share it
+        full = cols // _FLAT_ROW
+        parts = [light_bf16(keys[: full * _FLAT_ROW], full, _FLAT_ROW)]
+        if cols % _FLAT_ROW:
+            parts.append(light_bf16(keys[full * _FLAT_ROW :], 1, cols % _FLAT_ROW))
+        return sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts)
+    n_threads = min(threads(), rows)
+    bounds = np.linspace(0, rows, n_threads + 1).astype(np.int64)
+    outs = np.zeros((n_threads, 3), np.float64)
+
+    def work(i: int) -> None:
+        r0, r1 = int(bounds[i]), int(bounds[i + 1])
+        rs = rowsq[r0:r1].ctypes.data if rowsq is not None else None
+        lib.ss_light_bf16(keys[r0 * cols : r1 * cols].ctypes.data, r1 - r0, cols, rs, outs[i].ctypes.data)
+
+    _on_threads(work, n_threads)
+    total = outs.sum(axis=0)
+    return float(total[0]), int(total[1]), int(total[2])
 
 
 #: Order of ``stats32``' per-thread output.
