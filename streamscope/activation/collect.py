@@ -162,7 +162,7 @@ class Collector:
         np.save(path, heat)
         self.heatmaps[name] = path
 
-    def records(self, ids, tokenizer, decode: bool) -> dict:
+    def records(self, ids, decode=None) -> dict:
         """``modules``, ``outliers`` (per module, with token ids and text, and the model's massive channels),
         ``distribution`` and ``weights`` of ``activations.json``."""
         modules: dict[str, dict] = {}
@@ -173,8 +173,8 @@ class Collector:
         for n, o in self.outliers.items():
             r = o.result()
             r["token_ids"] = [int(ids[s, t]) for s, t in o.positions]
-            if decode and tokenizer is not None:
-                r["tokens"] = [tokenizer.decode([i]) for i in r["token_ids"]]
+            if decode is not None:
+                r["tokens"] = [decode(i) for i in r["token_ids"]]
             for c, k in r["channels"].items():
                 massive[c] = massive.get(c, 0) + k
             layers[n] = r

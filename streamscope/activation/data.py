@@ -43,7 +43,9 @@ def samples(source: str, num_samples: int, seq_len: int, seed: int, vocab_size: 
     text = read_text(source, text_column, fmt)
     if tokenizer is None:
         raise DataError(f"data.source {source!r} is text, and the model directory has no tokenizer; use data.source random")
-    ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.int64)
+    from streamscope.io.tokenizer import encode
+
+    ids = torch.tensor(encode(tokenizer, text), dtype=torch.int64)
     if ids.numel() < seq_len:
         raise DataError(f"{source}: {ids.numel()} tokens, fewer than data.seq_len {seq_len}; give more text or a smaller seq_len")
     starts = torch.randint(0, ids.numel() - seq_len + 1, (num_samples,), generator=gen)

@@ -50,7 +50,7 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
     if max_pos and dcfg["seq_len"] > max_pos:
         raise OptionError(f"data.seq_len {dcfg['seq_len']} is beyond the model's {max_pos} positions (config.json)")
 
-    tokenizer = _tokenizer(index, required=dcfg["source"] != "random")  # for text sources, and to decode outlier tokens
+    tokenizer = _tokenizer(model_dir, required=dcfg["source"] != "random")  # for text sources, and to decode outlier tokens
     vocab = _vocab_size(sk.model.config)
     ids = data.samples(dcfg["source"], dcfg["num_samples"], dcfg["seq_len"], dcfg["seed"], vocab, tokenizer,
                        dcfg["custom"]["text_column"], dcfg["custom"]["format"])  # fmt: skip
@@ -83,7 +83,7 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
                 "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "bytes_read": result.bytes_read,
                 "checkpoint_bytes": index.total_bytes, "decoder_layers": sk.layers_name, "n_layers": len(sk.layers),
                 "hidden_states_spilled": result.spilled_to is not None, "tokens_per_second": ids.numel() / result.seconds if result.seconds else None},
-        **collector.records(ids, tokenizer, bool(vis["outlier"]["decode_tokens"])),
+        **collector.records(ids, _decode(index) if vis["outlier"]["decode_tokens"] else None),
         "config": config,
     }  # fmt: skip
     record["outliers"].update(threshold=float(vis["outlier"]["threshold"]), pattern=vis["outlier"]["pattern"])
@@ -134,17 +134,26 @@ def _vocab_size(cfg) -> int:
     return v
 
 
-def _tokenizer(index, required: bool):
-    if index.tokenizer_path is None:
-        return None
-    from transformers import AutoTokenizer
+def _tokenizer(model_dir: Path, required: bool):
+    """The checkpoint's tokenizer; a damaged one is an error only when text must be encoded with it."""
+    from streamscope.io import tokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(index.tokenizer_path))
-    except (OSError, ValueError) as e:
+        return tokenizer.load(model_dir)
+    except tokenizer.TokenizerError:
         if not required:
-            return None  # random ids need none; outlier tokens are then given as ids
-        raise CheckpointError(f"{index.tokenizer_path}: the tokenizer cannot be loaded ({str(e).splitlines()[0]})") from e
+            return None  # random ids need none; outlier tokens are then decoded from the vocabulary file alone
+        raise
+
+
+def _decode(index):
+    """``id -> text`` from the checkpoint's vocabulary, or None without one."""
+    from streamscope.io.tokenizer import TokenizerError, decoder
+
+    try:
+        return decoder(str(index.tokenizer_path)) if index.tokenizer_path else None
+    except TokenizerError:
+        return None  # tokens are then shown as ids
 
 
 def _model_dir(path: Path) -> Path:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from streamscope.analyses.registry import Analysis
+from streamscope.io.tokenizer import decoder
 
 NORM_PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 _POSITIONAL = re.compile(r"position|wpe|token_type|embed_positions")  # rows are positions, not tokens
@@ -23,7 +22,7 @@ def embedding_norms(name: str, shape: tuple[int, ...], row_norms: np.ndarray, to
         name: tensor name.
         shape: ``(vocab_size, embedding_dim)``.
         row_norms: the L2 norm of every row, float64.
-        tokenizer: ``tokenizer.json``, ``vocab.txt`` or ``vocab.json``; when given, extreme rows are decoded.
+        tokenizer: the vocabulary (see ``io.tokenizer.find``); when given, extreme rows are decoded to text.
 
     Returns:
         ``vocab_size, embedding_dim, norm_mean, norm_std, norm_min, norm_max, norm_percentiles`` and
@@ -32,7 +31,7 @@ def embedding_norms(name: str, shape: tuple[int, ...], row_norms: np.ndarray, to
     norms = np.asarray(row_norms, dtype=np.float64)
     order = np.argsort(norms, kind="stable")
     token_rows = tokenizer is not None and not _POSITIONAL.search(name)
-    decode = _decoder(str(tokenizer)) if token_rows else (lambda i: None)
+    decode = decoder(str(tokenizer)) if token_rows else (lambda i: None)
     rows = lambda ids: [{"id": int(i), "norm": float(norms[i]), "token": decode(int(i))} for i in ids]  # noqa: E731
     return {
         "name": name,
@@ -47,21 +46,6 @@ def embedding_norms(name: str, shape: tuple[int, ...], row_norms: np.ndarray, to
         "largest": rows(order[::-1][:TOP_K]),
         "smallest": rows(order[:TOP_K]),
     }
-
-
-@lru_cache(maxsize=4)
-def _decoder(path: str):
-    p = Path(path)
-    if p.name == "tokenizer.json":
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(path)
-        return lambda i: tok.id_to_token(i)
-    if p.name == "vocab.txt":
-        vocab = p.read_text(encoding="utf-8").splitlines()
-        return lambda i: vocab[i] if i < len(vocab) else None
-    inverse = {v: k for k, v in json.loads(p.read_text(encoding="utf-8")).items()}
-    return lambda i: inverse.get(i)
 
 
 def tensor_embedding(ctx, options) -> dict | None:

@@ -24,7 +24,7 @@ HINTS: dict[type, str] = {
     HeaderError: "the file may be truncated or not a safetensors file; re-download or re-save it",
     DeviceError: "run with --device cpu, or check `python -c 'import torch; print(torch.cuda.is_available())'`",
     OptionError: "see the command's --help for the allowed values",
-    CheckpointError: "give a .safetensors file or a directory holding safetensors shards",
+    CheckpointError: "give a checkpoint: a .safetensors, .gguf or PyTorch file, or a directory holding them",
 }
 _ERRNO_HINTS = {
     errno.ENOSPC: "the disk is full: free space (or choose another --out); finished tensors are kept and a rerun resumes",
@@ -41,7 +41,7 @@ def fail(e: BaseException) -> None:
         hint = _ERRNO_HINTS.get(e.errno or 0)
     else:
         message = str(e)
-        hint = next((h for t, h in HINTS.items() if isinstance(e, t)), None)
+        hint = getattr(e, "hint", None) or next((h for t, h in HINTS.items() if isinstance(e, t)), None)
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if hint:
         err_console.print(f"[dim]hint: {hint}[/]", highlight=False, soft_wrap=True)

@@ -87,7 +87,8 @@ def run(index: CheckpointIndex, options: ScanOptions, clusters: ClusterOptions, 
 
 
 def _results(index, scanned, scan_results, studies, clusters: ClusterOptions) -> dict:
-    from streamscope.analyses.embedding import _POSITIONAL, _decoder
+    from streamscope.analyses.embedding import _POSITIONAL
+    from streamscope.io.tokenizer import decoder
 
     tokenizer = index.tokenizer_path
     out = {"schema_version": SCHEMA_VERSION, "model_path": str(index.path),
@@ -95,7 +96,7 @@ def _results(index, scanned, scan_results, studies, clusters: ClusterOptions) ->
            "norm_layers": (scanned.model.get("norm_layers") or {}).get("embedding_related", []),
            "clusters": {}}  # fmt: skip
     for name, s in studies.items():
-        decode = _decoder(str(tokenizer)) if tokenizer is not None and not _POSITIONAL.search(name) else (lambda i: None)
+        decode = decoder(str(tokenizer)) if tokenizer is not None and not _POSITIONAL.search(name) else (lambda i: None)
         norms = scan_results.array(name, "row_norms")
         table = cluster_table(s, norms, decode, clusters.random_state)
         out["clusters"][name] = {

@@ -19,8 +19,7 @@ from streamscope.errors import CheckpointError
 from streamscope.io import formats
 from streamscope.io.names import NameInfo, classify
 from streamscope.io.tensor import ShardFile, TensorInfo
-
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
+from streamscope.io.tokenizer import find as find_tokenizer
 
 
 @dataclass
@@ -87,7 +86,7 @@ class CheckpointIndex:
                     f"e.g. {missing[0]!r} (expected in {weight_map[missing[0]].name})"
                 )
         config = _read_json(root / "config.json") or next((f.config for f in files if f.config), None)
-        tokenizer = next((root / n for n in TOKENIZER_FILES if (root / n).is_file()), None)
+        tokenizer = find_tokenizer(root, files)
         return cls(path, root, files, tensors, config, tokenizer, {n: classify(n) for n in tensors})
 
     def __len__(self) -> int:

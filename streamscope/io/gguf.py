@@ -55,6 +55,8 @@ def open_file(path: Path) -> ShardFile:
     meta = {k: _value(f) for k, f in reader.fields.items() if not k.startswith("GGUF.") and not k.startswith("tokenizer.ggml.")}
     arch = meta.get("general.architecture") if isinstance(meta.get("general.architecture"), str) else None
     config = {"model_type": arch, "gguf": True} if arch else {"gguf": True}
+    if "tokenizer.ggml.tokens" in reader.fields:
+        config["vocabulary"] = True  # token texts in the metadata: io.tokenizer decodes ids with them
     for key, name in CONFIG_KEYS.items():
         v = meta.get(f"{arch}.{key}")
         if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
