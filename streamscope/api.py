@@ -296,12 +296,14 @@ def activations(
     progress: bool = False,
     revision: str | None = None,
     echo=print,
+    verbose: bool = False,
 ) -> dict:
     """Activation analysis by a forward pass streamed from the shards, one decoder layer in memory at a time.
 
     ``path``: the model directory (or hub repo id); None takes ``model.path`` of the config.
     ``config`` is a YAML file with the Quant Smooth Ana keys (optional; defaults in ``activations.config``);
-    ``overrides`` sets dotted keys, e.g. ``{"data.num_samples": 128, "outlier.threshold": 100}``.
+    ``overrides`` sets dotted keys, e.g. ``{"data.num_samples": 128, "outlier.threshold": 100}``;
+    ``verbose`` echoes the first 20 module names even when every pattern matches.
 
     Returns:
         The ``activations.json`` record: ``{"run", "modules", "weights", "outliers", "distribution", "config"}``.
@@ -318,5 +320,5 @@ def activations(
         local, _ = hub.resolve(str(path), revision=revision, progress=progress)
         path = local
     cfg = load_config(config, overrides, path)
-    return profile(cfg["model"]["path"], cfg, out, echo=echo, progress=progress)
+    return profile(cfg["model"]["path"], cfg, out, echo=echo, progress=progress, verbose=verbose)
 

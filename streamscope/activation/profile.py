@@ -18,11 +18,12 @@ from streamscope.errors import CheckpointError, OptionError
 
 
 def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str], None] = print, progress: bool = False,
-            keep_tensors: bool = False) -> dict:  # fmt: skip
+            keep_tensors: bool = False, verbose: bool = False) -> dict:  # fmt: skip
     """Run the activation analysis of ``config`` (see ``activations.config``) on the checkpoint at ``path``.
 
     Returns the ``activations.json`` record; with ``keep_tensors`` also ``"forward"``: the ``ForwardResult``
-    with the logits and every layer's output (tests).
+    with the logits and every layer's output (tests). The first 20 module names are echoed (to write patterns
+    with) when a pattern matches nothing, or with ``verbose``.
     """
     import transformers
 
@@ -41,9 +42,11 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
     sk = skeleton.build(model_dir, trust_remote_code=bool(config["model"]["trust_remote_code"]), dtype=dtype)
     names = skeleton.module_names(sk.model)
     echo(f"Total modules found: {len(names)}; decoder layers: {sk.layers_name} ({len(sk.layers)} x {type(sk.layers[0]).__name__})")
-    echo("Showing first 20 module names:\n" + "\n".join(f"  {n}" for n in names[:20]))
-
-    selection_patterns(names, vis, echo)
+    notes = selection_patterns(names, vis)
+    if notes or verbose:
+        echo("First 20 module names (patterns are regular expressions over these):\n" + "\n".join(f"  {n}" for n in names[:20]))
+    for note in notes:
+        echo(f"note: {note} matches no module of this model; set it to names like those above")
     modules = dict(sk.model.named_modules())
     sel = collect.Selection.of(names, modules, vis)
     max_pos = _max_positions(sk.model.config)
@@ -98,8 +101,9 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
     return record
 
 
-def selection_patterns(names: list[str], vis: dict, echo) -> None:
-    """Check every enabled pattern against the module names (see ``skeleton.check_patterns``)."""
+def selection_patterns(names: list[str], vis: dict) -> list[str]:
+    """Check every enabled pattern against the module names (see ``skeleton.check_patterns``); returns the
+    patterns that match nothing."""
     from streamscope.activation import skeleton
 
     enabled, chosen = vis["enabled"], vis["layer_selection"]["patterns"]
@@ -113,8 +117,7 @@ def selection_patterns(names: list[str], vis: dict, echo) -> None:
     defaults = config_mod.DEFAULTS["visualization"]
     at_default = {key for key in ("magnitude.patterns", "outlier.pattern", "distribution.patterns", "heatmap_3d.pattern")
                   if vis[key.split(".")[0]][key.split(".")[1]] == defaults[key.split(".")[0]][key.split(".")[1]]}  # fmt: skip
-    for note in skeleton.check_patterns(names, patterns, at_default):
-        echo(f"note: {note} matches no module of this model; set it to names like those above")
+    return skeleton.check_patterns(names, patterns, at_default)
 
 
 def _max_positions(cfg) -> int | None:
