@@ -332,10 +332,13 @@ def test_cli_prints_module_names_and_writes_results(models, tmp_path):
     from streamscope.cli import app
 
     d = models("llama")
-    r = CliRunner().invoke(app, ["activations", str(d), "--out", str(tmp_path / "o"), "--data.num_samples", "2", "--data.seq_len", "8",
-                                 "--outlier.threshold", "5"])  # fmt: skip
+    args = ["activations", str(d), "--out", str(tmp_path / "o"), "--data.num_samples", "2", "--data.seq_len", "8", "--outlier.threshold", "5"]
+    r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
-    assert "Total modules found" in r.output and "model.layers.0.self_attn.q_proj" in r.output
+    assert "Total modules found" in r.output and "model.layers.0.self_attn.q_proj" not in r.output  # every pattern matched
+    r = CliRunner().invoke(app, [*args, "--verbose"])
+    assert r.exit_code == 0, r.output
+    assert "model.layers.0.self_attn.q_proj" in r.output
     assert json.loads((tmp_path / "o" / "activations.json").read_text())["config"]["visualization"]["outlier"]["threshold"] == 5
 
 
@@ -390,17 +393,17 @@ def test_heatmaps_go_to_disk_as_made(models, tmp_path, monkeypatch):
     held = {}
     write = export.write
 
-    def spy(out, record, ids, channels, heatmaps, *rest):
-        held.update(heatmaps)
-        assert all(isinstance(v, Path) and v.is_file() for v in heatmaps.values())  # files, not arrays in memory
-        return write(out, record, ids, channels, heatmaps, *rest)
+    def spy(out, collector, run):
+        held.update(collector.reduced["heatmap"])
+        assert all(isinstance(v, Path) and v.is_file() for v in held.values())  # files, not arrays in memory
+        return write(out, collector, run)
 
     monkeypatch.setattr(export, "write", spy)
     cfg = config_mod.load(None, {"data.num_samples": 3, "data.seq_len": 12, "data.batch_size": 1,
                                  "visualization.enabled.heatmap_3d": True, "heatmap_3d.sample_idx": 2})  # fmt: skip
     r = profile(models("llama"), cfg, tmp_path / "o", echo=lambda s: None, keep_tensors=True)
     assert set(held) == {"model.layers.0", "model.layers.1"}
-    assert not (tmp_path / "o" / ".heatmaps").exists()
+    assert not (tmp_path / "o" / ".probes").exists()
     heat = _zarr(tmp_path / "o")["activations/heatmap"]
     for _, a in heat.arrays():
         i = int(a.attrs["module"].rsplit(".", 1)[1])
@@ -410,24 +413,23 @@ def test_heatmaps_go_to_disk_as_made(models, tmp_path, monkeypatch):
 
 def test_no_counters_before_a_layer_runs(models, tmp_path, monkeypatch):
     """Each module's counters (256-512 KiB per module and direction) are made at its first sample and reduced
-    when the next layer loads: when a layer loads, no module of any decoder layer holds counters."""
+    when its layer is done: when a layer loads, no module of any decoder layer holds a live state."""
     from streamscope.activation import collect
 
-    live, original = [], collect.Collector.on_layer
+    live, original = [], collect.Collector.on_weights
 
     def spy(self, prefix, modules):
         original(self, prefix, modules)
-        tables = (self.magnitude, self.distribution)
-        live.append({k[0] if isinstance(k, tuple) else k for t in tables for k, s in t.items() if getattr(s, "counts", None) is not None})
+        live.append({module for _, module in self.states})
 
-    monkeypatch.setattr(collect.Collector, "on_layer", spy)
+    monkeypatch.setattr(collect.Collector, "on_weights", spy)
     r = streamscope.activations(models("llama"), out=tmp_path / "o", overrides=SMALL, echo=lambda s: None)
     assert len(live) == 2 and not any(n.startswith("model.layers.") for names in live for n in names), live
     assert r["modules"]["model.layers.1.mlp.down_proj"]["input"]["count"] > 0
 
 
 class _ByteTokenizer:
-    def __call__(self, text, add_special_tokens=False):
+    def __call__(self, text, add_special_tokens=False, verbose=True):
         return {"input_ids": list(text.encode())}
 
     def decode(self, ids):

@@ -81,11 +81,15 @@ class ForwardResult:
 def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, object], None] | None = None,
         hidden_budget: int | None = None, keep_layer_outputs: bool = False, tail: bool = True,
         progress: Callable[[str, int, int], None] | None = None, spill_dir: Path | None = None,
-        batch_size: int | None = None) -> ForwardResult:  # fmt: skip
+        batch_size: int | None = None, layer_done: Callable[[int, object, bool], None] | None = None,
+        resume: tuple[int, object, bool] | None = None) -> ForwardResult:  # fmt: skip
     """Stream ``input_ids`` (num_samples x seq) through the model of ``skeleton``.
 
     ``on_layer(i, module)`` runs after layer i is loaded and before its samples (weight statistics);
-    ``progress(stage, done, total)`` reports. ``batch_size``: samples per layer call (None: see ``batches``).
+    ``layer_done(i, hidden, as_tuple)`` after every sample has passed layer i (``as_tuple``: the layer returns a
+    tuple); ``progress(stage, done, total)`` reports. ``batch_size``: samples per layer call (None: see
+    ``batches``). ``resume``: ``(i, hidden states after layer i, as_tuple)`` of an earlier run: layers 0..i are
+    neither read nor run.
     """
     import torch
 
@@ -105,16 +109,21 @@ def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, obje
 
     try:
         # 1. capture the first layer's inputs
+        start = resume[0] + 1 if resume else 0
         loader.load(pending.result())
-        pending = read_ahead(0)
+        pending = read_ahead(start) if start < n_layers else pool.submit(lambda: None)
         hidden, inputs, spilled = _capture(model, layers[0], input_ids, spans, dtype, device, hidden_budget, spill_dir)
+        if resume:
+            hidden.copy_(resume[1])
         loader.free_names(before)
         if progress:
-            progress("layers", 0, n_layers)
+            progress("layers", start, n_layers)
         outputs = [] if keep_layer_outputs else None
-        returns_tuple = False
+        returns_tuple = bool(resume and resume[2])
         # 2. layer-outer, batch-inner
         for i, layer in enumerate(layers):
+            if i < start:
+                continue
             pending.result()  # the advice for this layer was given: its reads are under way or done
             loader.load_part(f"layer {i}")
             if i + 1 < n_layers:
@@ -132,6 +141,8 @@ def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, obje
                     h = out[0] if returns_tuple else out
                     hidden[s0:s1] = h.to(hidden.device)
             loader.free(layer)
+            if layer_done:
+                layer_done(i, hidden, returns_tuple)
             _trim_heap()
             if outputs is not None:
                 outputs.append(hidden.clone())

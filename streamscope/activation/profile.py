@@ -14,25 +14,31 @@ from pathlib import Path
 from typing import Callable
 
 from streamscope.activation import config as config_mod
-from streamscope.errors import CheckpointError, OptionError
+from streamscope.errors import CheckpointError, Interrupted, OptionError
 
 
 def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str], None] = print, progress: bool = False,
-            keep_tensors: bool = False, verbose: bool = False) -> dict:  # fmt: skip
+            keep_tensors: bool = False, verbose: bool = False, resume: bool = True) -> dict:  # fmt: skip
     """Run the activation analysis of ``config`` (see ``activations.config``) on the checkpoint at ``path``.
 
     Returns the ``activations.json`` record; with ``keep_tensors`` also ``"forward"``: the ``ForwardResult``
     with the logits and every layer's output (tests). The first 20 module names are echoed (to write patterns
-    with) when a pattern matches nothing, or with ``verbose``.
+    with) when a pattern matches nothing, or with ``verbose``. A run killed before it wrote its files continues
+    from its last finished decoder layer (``resume``; see ``activation.resume``).
     """
     import transformers
 
-    from streamscope.activation import collect, data, export, forward, skeleton
+    from streamscope.activation import data, export, forward, skeleton
+    from streamscope.activation.collect import Collector
+    from streamscope.activation.probes import PROBES, Run, Watch
+    from streamscope.activation.resume import LayerCheckpoint, fingerprint
     from streamscope.engine.options import resolve_device
     from streamscope.io.checkpoint import CheckpointIndex
+    from streamscope.results import _lock, _unlock
 
     transformers.utils.logging.disable_progress_bar()
     t0 = time.perf_counter()
+    out = Path(out)
     model_dir = _model_dir(Path(path))
     index = CheckpointIndex.from_path(model_dir)
     vis, dcfg, mem = config["visualization"], config["data"], config["memory"]
@@ -48,54 +54,73 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
     for note in notes:
         echo(f"note: {note} matches no module of this model; set it to names like those above")
     modules = dict(sk.model.named_modules())
-    sel = collect.Selection.of(names, modules, vis)
+    watch = Watch(names, modules, sk.layers_name, vis["layer_selection"]["patterns"])
     max_pos = _max_positions(sk.model.config)
     if max_pos and dcfg["seq_len"] > max_pos:
         raise OptionError(f"data.seq_len {dcfg['seq_len']} is beyond the model's {max_pos} positions (config.json)")
 
-    tokenizer = _tokenizer(model_dir, required=dcfg["source"] != "random")  # for text sources, and to decode outlier tokens
+    tokenizer = _tokenizer(model_dir, required=dcfg["source"] != "random")  # for text sources
     vocab = _vocab_size(sk.model.config)
     ids = data.samples(dcfg["source"], dcfg["num_samples"], dcfg["seq_len"], dcfg["seed"], vocab, tokenizer,
                        dcfg["custom"]["text_column"], dcfg["custom"]["format"])  # fmt: skip
     if tokenizer is not None and vocab and int(ids.max()) >= vocab:
         raise CheckpointError(f"{model_dir}: the tokenizer gives ids up to {int(ids.max())}, beyond the model's vocabulary of {vocab}")
 
-    heat_spill = Path(out) / ".heatmaps"  # the heatmaps until export writes them to arrays.zarr
-    shutil.rmtree(heat_spill, ignore_errors=True)
-    collector = collect.Collector(sel, vis, int(ids.shape[0]), heat_spill=heat_spill)
-    collector.attach(sk.model, sk.layers, modules)
-    bar = _progress(progress, len(sk.layers))
+    out.mkdir(parents=True, exist_ok=True)
+    lock = _lock(out / ".activations.lock")  # two activation runs into one directory would mix their checkpoints
+    scratch = out / ".probes"
     try:
-        result = forward.run(sk, index, ids, dtype, device, on_layer=lambda i, _: collector.on_layer(f"{sk.layers_name}.{i}.", modules),
-                             hidden_budget=_hidden_budget(mem.get("budget")), keep_layer_outputs=keep_tensors,
-                             progress=bar.update if bar else None, spill_dir=Path(out) / ".spill",
-                             batch_size=None if dcfg["batch_size"] == "auto" else dcfg["batch_size"])  # fmt: skip
-    except BaseException:
-        shutil.rmtree(heat_spill, ignore_errors=True)
-        raise
+        checkpoint = LayerCheckpoint(out, fingerprint(index, ids, config, dtype))
+        collector = Collector(PROBES, vis, watch, int(ids.shape[0]), scratch=scratch)
+        n_layers = len(sk.layers)
+        saved = checkpoint.load() if resume else checkpoint.clear()
+        start = None
+        if saved is not None:
+            done, hidden, as_tuple, layer_dumps = saved
+            for dumps in layer_dumps:
+                collector.restore(dumps)
+            start = (done, hidden, as_tuple)
+            echo(f"resuming after decoder layer {done + 1} of {n_layers} (finished layers were kept in {checkpoint.dir})")
+        prefix = f"{sk.layers_name}."
+        collector.attach(sk.model, sk.layers, modules)
+        bar = _progress(progress, n_layers)
+        finished = [start[0] if start else -1]
+
+        def layer_done(i: int, hidden, as_tuple: bool) -> None:
+            checkpoint.save_layer(i, collector.close_layer(f"{prefix}{i}."), hidden, as_tuple)
+            finished[0] = i
+
+        try:
+            result = forward.run(sk, index, ids, dtype, device, on_layer=lambda i, _: collector.on_weights(f"{prefix}{i}.", modules),
+                                 hidden_budget=_hidden_budget(mem.get("budget")), keep_layer_outputs=keep_tensors,
+                                 progress=bar.update if bar else None, spill_dir=out / ".spill", layer_done=layer_done, resume=start,
+                                 batch_size=None if dcfg["batch_size"] == "auto" else dcfg["batch_size"])  # fmt: skip
+            collector.close_all()
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted after decoder layer {finished[0] + 1} of {n_layers}; the finished layers are kept in "
+                              f"{checkpoint.dir}: run the same command to resume") from None  # fmt: skip
+        finally:
+            collector.detach()
+            if bar:
+                bar.close()
+            shutil.rmtree(out / ".spill", ignore_errors=True)
+        facts = {"model": str(model_dir), "architecture": sk.architecture, "model_type": sk.model_type, "dtype": str(dtype).replace("torch.", ""),
+                 "device": str(device), "source": dcfg["source"], "num_samples": int(ids.shape[0]), "seq_len": int(ids.shape[1]), "seed": dcfg["seed"],
+                 "batch_size": result.batch_size,
+                 "seconds": time.perf_counter() - t0, "forward_seconds": result.seconds,
+                 "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "bytes_read": result.bytes_read,
+                 "checkpoint_bytes": index.total_bytes, "decoder_layers": sk.layers_name, "n_layers": n_layers,
+                 "resumed_after_layer": start[0] + 1 if start else None,
+                 "hidden_states_spilled": result.spilled_to is not None, "tokens_per_second": ids.numel() / result.seconds if result.seconds else None,
+                 "outlier_pattern": vis["outlier"]["pattern"] or watch.layer_pattern}  # fmt: skip
+        run = Run(out, ids, _decode(index), vis, n_layers, sk.model_type, facts, collector.watched)
+        record = {"run": facts, **export.records(collector, run), "config": config}
+        facts["files"] = export.write(out, collector, run)
+        export.write_json(out, record)
+        checkpoint.clear()
     finally:
-        collector.detach()
-        if bar:
-            bar.close()
-        shutil.rmtree(Path(out) / ".spill", ignore_errors=True)
-    record = {
-        "run": {"model": str(model_dir), "architecture": sk.architecture, "model_type": sk.model_type, "dtype": str(dtype).replace("torch.", ""),
-                "device": str(device), "source": dcfg["source"], "num_samples": int(ids.shape[0]), "seq_len": int(ids.shape[1]), "seed": dcfg["seed"],
-                "batch_size": result.batch_size,
-                "seconds": time.perf_counter() - t0, "forward_seconds": result.seconds,
-                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "bytes_read": result.bytes_read,
-                "checkpoint_bytes": index.total_bytes, "decoder_layers": sk.layers_name, "n_layers": len(sk.layers),
-                "hidden_states_spilled": result.spilled_to is not None, "tokens_per_second": ids.numel() / result.seconds if result.seconds else None},
-        **collector.records(ids, _decode(index) if vis["outlier"]["decode_tokens"] else None),
-        "config": config,
-    }  # fmt: skip
-    record["outliers"].update(threshold=float(vis["outlier"]["threshold"]), pattern=vis["outlier"]["pattern"])
-    try:
-        files = export.write(Path(out), record, ids, collector.channels, collector.heatmaps, sk, index)
-    finally:
-        shutil.rmtree(heat_spill, ignore_errors=True)
-    record["run"]["files"] = files
-    export.write_json(Path(out), record)
+        shutil.rmtree(scratch, ignore_errors=True)
+        _unlock(lock)
     if keep_tensors:
         record["forward"] = result
     return record

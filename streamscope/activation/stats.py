@@ -100,6 +100,26 @@ class Magnitude:
         else:
             self.counts += counts
 
+    def merge(self, other: "Magnitude") -> "Magnitude":
+        """The statistics of both sets of values (a resumed run's saved layers, another worker's samples)."""
+        self.top = sorted(self.top + other.top, reverse=True)[:3]
+        self.min = min(self.min, other.min)
+        self.sum += other.sum
+        self.count += other.count
+        self.counts = _add(self.counts, other.counts)
+        return self
+
+    def dump(self) -> dict:
+        return {"top": np.array(self.top, np.float64), "min": np.float64(self.min), "sum": np.float64(self.sum),
+                "count": np.int64(self.count), "counts": _or_empty(self.counts)}  # fmt: skip
+
+    @classmethod
+    def restore(cls, data: dict, reduce_dim: int | None = None) -> "Magnitude":
+        m = cls(reduce_dim)
+        m.top, m.min, m.sum, m.count = data["top"].tolist(), float(data["min"]), float(data["sum"]), int(data["count"])
+        m.counts = _or_none(data["counts"])
+        return m
+
     def result(self) -> dict:
         top = self.top + [float("nan")] * (3 - len(self.top))
         (median,) = quantiles(self.counts, [0.5]) if self.counts is not None else (float("nan"),)
@@ -141,6 +161,19 @@ class Distribution:
         else:
             self.counts += counts
 
+    def merge(self, other: "Distribution") -> "Distribution":
+        self.counts = _add(self.counts, other.counts)
+        return self
+
+    def dump(self) -> dict:
+        return {"counts": _or_empty(self.counts)}
+
+    @classmethod
+    def restore(cls, data: dict) -> "Distribution":
+        d = cls()
+        d.counts = _or_none(data["counts"])
+        return d
+
     def result(self, bins: int = 64) -> dict:
         counts = self.counts if self.counts is not None else np.zeros(N_PATTERNS, np.int64)
         q = quantiles(counts, self.BOX)
@@ -152,6 +185,20 @@ class Distribution:
             hist, edges = np.histogram(values[ok], bins=bins, range=(lo, hi), weights=counts[ok])
             out["histogram"] = {"counts": hist.astype(int).tolist(), "edges": edges.tolist()}
         return out
+
+
+def _add(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    if b is None:
+        return a
+    return b.copy() if a is None else a + b
+
+
+def _or_empty(a: np.ndarray | None) -> np.ndarray:
+    return np.zeros(0, np.int64) if a is None else a
+
+
+def _or_none(a: np.ndarray) -> np.ndarray | None:
+    return None if a.size == 0 else a.astype(np.int64)
 
 
 class Done:
@@ -200,6 +247,28 @@ class Outliers:
         for c in torch.nonzero(mask.any(dim=0)).reshape(-1).tolist():
             self.channels[c] = self.channels.get(c, 0) + int(mask[:, c].sum())
 
+    def merge(self, other: "Outliers") -> "Outliers":
+        """Both runs' outlier tokens; the positions kept are the first ``MAX_POSITIONS`` in sample order, as one
+        run over all samples keeps them."""
+        self.count += other.count
+        self.positions = sorted(self.positions + other.positions)[: self.MAX_POSITIONS]
+        for c, n in other.channels.items():
+            self.channels[c] = self.channels.get(c, 0) + n
+        self.max_ratio = max(self.max_ratio, other.max_ratio)
+        return self
+
+    def dump(self) -> dict:
+        return {"threshold": np.float64(self.threshold), "count": np.int64(self.count), "positions": np.array(self.positions, np.int64).reshape(-1, 2),
+                "channels": np.array(sorted(self.channels.items()), np.int64).reshape(-1, 2), "max_ratio": np.float64(self.max_ratio)}  # fmt: skip
+
+    @classmethod
+    def restore(cls, data: dict) -> "Outliers":
+        o = cls(float(data["threshold"]))
+        o.count, o.max_ratio = int(data["count"]), float(data["max_ratio"])
+        o.positions = [tuple(p) for p in data["positions"].tolist()]
+        o.channels = {int(c): int(n) for c, n in data["channels"].tolist()}
+        return o
+
     def result(self) -> dict:
         return {"count": self.count, "positions": [list(p) for p in self.positions], "positions_truncated": self.count > len(self.positions),
                 "channels": {str(c): n for c, n in sorted(self.channels.items(), key=lambda kv: -kv[1])}, "max_ratio_to_median": self.max_ratio}  # fmt: skip
@@ -210,7 +279,8 @@ class ChannelStats:
 
     CHUNK = 1 << 18  # values squared in float64 at a time (2 MiB)
 
-    def __init__(self):
+    def __init__(self, absmax: bool = True, sum2: bool = True):
+        self.want_max, self.want_sum2 = absmax, sum2  # act_scales needs only the maxima, imatrix only the sums
         self.absmax = None
         self.sum2 = None
         self.tokens = 0
@@ -220,17 +290,45 @@ class ChannelStats:
 
         x = x.detach()
         flat = x.reshape(-1, x.shape[-1])
-        amax = torch.maximum(flat.amax(dim=0), flat.amin(dim=0).neg_()).to(torch.float32)  # max |x|, no |x| copy
-        sq = torch.zeros(flat.shape[1], dtype=torch.float64, device=flat.device)
-        step = max(1, self.CHUNK // max(flat.shape[1], 1))
-        for t0 in range(0, flat.shape[0], step):  # float64 copies of a few tokens at a time, not of the call
-            sq += flat[t0 : t0 + step].to(torch.float64).square_().sum(dim=0)
-        if self.absmax is None:
-            self.absmax, self.sum2 = amax, sq
-        else:
-            torch.maximum(self.absmax, amax, out=self.absmax)
-            self.sum2 += sq
+        if self.want_max:
+            amax = torch.maximum(flat.amax(dim=0), flat.amin(dim=0).neg_()).to(torch.float32)  # max |x|, no |x| copy
+            self.absmax = amax if self.absmax is None else torch.maximum(self.absmax, amax, out=self.absmax)
+        if self.want_sum2:
+            sq = torch.zeros(flat.shape[1], dtype=torch.float64, device=flat.device)
+            step = max(1, self.CHUNK // max(flat.shape[1], 1))
+            for t0 in range(0, flat.shape[0], step):  # float64 copies of a few tokens at a time, not of the call
+                sq += flat[t0 : t0 + step].to(torch.float64).square_().sum(dim=0)
+            self.sum2 = sq if self.sum2 is None else self.sum2.add_(sq)
         self.tokens += flat.shape[0]
+
+    def merge(self, other: "ChannelStats") -> "ChannelStats":
+        """Both sets of tokens: maxima of the maxima, sums of the sums (in float64 until ``close``)."""
+        import torch
+
+        if other.absmax is not None:
+            self.absmax = other.absmax.clone() if self.absmax is None else torch.maximum(self.absmax, other.absmax)
+        if other.sum2 is not None:
+            self.sum2 = other.sum2.clone() if self.sum2 is None else self.sum2 + other.sum2.to(self.sum2.dtype)
+        self.tokens += other.tokens
+        return self
+
+    def dump(self) -> dict:
+        out = {"tokens": np.int64(self.tokens)}
+        for key in ("absmax", "sum2"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key).cpu().numpy()
+        return out
+
+    @classmethod
+    def restore(cls, data: dict) -> "ChannelStats":
+        import torch
+
+        c = cls()
+        c.tokens = int(data["tokens"])
+        for key in ("absmax", "sum2"):
+            if key in data:
+                setattr(c, key, torch.from_numpy(np.array(data[key])))
+        return c
 
     def close(self) -> None:
         """Every sample has passed: the sums as float32, as the imatrix file stores them (a third less to hold
