@@ -84,11 +84,9 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
         prefix = f"{sk.layers_name}."
         collector.attach(sk.model, sk.layers, modules)
         bar = _progress(progress, n_layers)
-        finished = [start[0] if start else -1]
 
         def layer_done(i: int, hidden, as_tuple: bool) -> None:
             checkpoint.save_layer(i, collector.close_layer(f"{prefix}{i}."), hidden, as_tuple)
-            finished[0] = i
 
         try:
             result = forward.run(sk, index, ids, dtype, device, on_layer=lambda i, _: collector.on_weights(f"{prefix}{i}.", modules),
@@ -97,7 +95,7 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
                                  batch_size=None if dcfg["batch_size"] == "auto" else dcfg["batch_size"])  # fmt: skip
             collector.close_all()
         except KeyboardInterrupt:
-            raise Interrupted(f"interrupted after decoder layer {finished[0] + 1} of {n_layers}; the finished layers are kept in "
+            raise Interrupted(f"interrupted after decoder layer {checkpoint.done + 1} of {n_layers}; the finished layers are kept in "
                               f"{checkpoint.dir}: run the same command to resume") from None  # fmt: skip
         finally:
             collector.detach()

@@ -39,6 +39,7 @@ class LayerCheckpoint:
     def __init__(self, out: Path, fingerprint: str):
         self.dir = Path(out) / FOLDER
         self.fingerprint = fingerprint
+        self.done = -1  # the last layer whose checkpoint is complete
 
     def load(self) -> tuple[int, object, bool, list[dict]] | None:
         """``(last finished layer, its hidden states, whether layers return tuples, every finished layer's
@@ -53,6 +54,7 @@ class LayerCheckpoint:
         except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
             self.clear()
             return None
+        self.done = done
         return done, hidden, bool(state.get("tuple")), dumps
 
     def save_layer(self, i: int, dumps: dict, hidden, as_tuple: bool) -> None:
@@ -63,6 +65,7 @@ class LayerCheckpoint:
         os.replace(tmp, self.dir / f"hidden-{i:04d}.npy")
         _atomic_text(self.dir / "state.json", json.dumps({"fingerprint": self.fingerprint, "done": i, "tuple": as_tuple,
                                                           "dtype": str(hidden.dtype).replace("torch.", "")}))
+        self.done = i
         if i > 0:
             (self.dir / f"hidden-{i - 1:04d}.npy").unlink(missing_ok=True)
 
