@@ -227,30 +227,49 @@ def embeddings(
         _report(out, quiet=quiet)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def _activations_help() -> str:
+    """The help of ``activations``, its defaults taken from the config's."""
+    from streamscope.activation.config import DEFAULTS
+
+    d, v = DEFAULTS["data"], DEFAULTS["visualization"]
+
+    def opt(key: str, value) -> str:
+        text = "[" + ", ".join(map(str, value)) + "]" if isinstance(value, list) else "null" if value is None else str(value)
+        return escape(f"--{key} {text}")
+
+    return f"""Activation statistics from a forward pass streamed layer by layer from the shards.
+
+Any config key is also an option, --section.key VALUE, or a key of --config.
+Defaults:
+  {opt("data.source", d["source"])}  (or {escape("custom:PATH, hf:NAME[:CONFIG[:SPLIT]]")}, pile, wikitext2, c4, redpajama)
+  {opt("data.num_samples", d["num_samples"])}  {opt("data.seq_len", d["seq_len"])}  {opt("data.batch_size", d["batch_size"])}
+  {opt("magnitude.patterns", v["magnitude"]["patterns"])}
+  {opt("magnitude.reduce_dim", v["magnitude"]["reduce_dim"])}  (statistics of every |x|; -1: per token, -2: per channel)
+  {opt("outlier.threshold", v["outlier"]["threshold"])}  {opt("outlier.pattern", v["outlier"]["pattern"])}
+
+Writes activations.json/.csv/.parquet, outliers.csv, act_scales.pt, imatrix.gguf and arrays.zarr into --out, and prints the module inputs and outputs with the largest |x| (--verbose: also the module names).
+
+Example: [bold]streamscope activations Qwen2.5-7B/ --out results/qwen-act --data.num_samples 16 --data.seq_len 512[/]"""
+
+
+@app.command(help=_activations_help(), context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @handles_errors
 def activations(
     ctx: typer.Context,
-    path: Annotated[Optional[str], typer.Argument(help="Model directory (config.json + safetensors), or a hub repo id; or model.path in --config.")] = None,
+    path: Annotated[Optional[str], typer.Argument(help="Model directory (config.json + safetensors), or a hub repo id; or model.path in --config.", show_default=False)] = None,
     *,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (Quant Smooth Ana keys); optional.")] = None,
-    out: OutOpt = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps (memory.device).")] = None,
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="Compute dtype: auto (float32 on CPU, the checkpoint's on GPUs), float32, bfloat16, float16.")] = None,
-    memory_budget: Annotated[Optional[str], typer.Option("--memory-budget", "-m", help="Memory for the hidden states; past it they spill to a memory-mapped file.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (Quant Smooth Ana keys); optional.", show_default="none: the defaults below")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for the result files.", show_default="results/NAME-activations")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps (memory.device).", show_default="auto")] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="Compute dtype: auto (float32 on CPU, the checkpoint's on GPUs), float32, bfloat16, float16.", show_default="auto")] = None,
+    memory_budget: Annotated[Optional[str], typer.Option("--memory-budget", "-m", help="Memory for the hidden states; past it they spill to a memory-mapped file.", show_default="half the memory available")] = None,
     revision: RevisionOpt = None,
     report: ReportOpt = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List the first 20 module names (shown anyway when a pattern matches nothing).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Activation statistics from a forward pass streamed layer by layer from the shards.
-
-    Any config key can be set as a dotted option: --data.num_samples 128 --outlier.threshold 100
-    --data.source custom:calib.txt (sources: random, custom:PATH, hf:NAME[:CONFIG[:SPLIT]], pile, wikitext2,
-    c4, redpajama). Writes activations.json/.csv/.parquet, outliers.csv, act_scales.pt, imatrix.gguf, arrays.zarr.
-
-    Example: [bold]streamscope activations Qwen2.5-7B/ --out results/qwen-act --data.num_samples 16 --data.seq_len 512[/]
-    """
+    """Activation statistics from a forward pass streamed layer by layer; ``--help`` is ``_activations_help()``."""
     from streamscope.activation.config import parse_overrides
     from streamscope.api import activations as run
 
@@ -262,7 +281,7 @@ def activations(
         raise OptionError("give a model PATH, or a --config with model.path")
     out = out or Path("results") / f"{_default_name(path or str(config))}-activations"
     echo = (lambda s: None) if quiet else (lambda s: console.print(escape(s), highlight=False))
-    record = run(path, config=config, out=out, overrides=overrides, progress=not quiet, revision=revision, echo=echo)
+    record = run(path, config=config, out=out, overrides=overrides, progress=not quiet, revision=revision, echo=echo, verbose=verbose)
     if not quiet:
         _activation_table(record, out)
     if report:
@@ -270,25 +289,9 @@ def activations(
 
 
 def _activation_table(record: dict, out: Path) -> None:
-    from rich.table import Table
+    from streamscope.report.activation_table import print_activations
 
-    run = record["run"]
-    t = Table(title=f"Activations: {run['num_samples']} x {run['seq_len']} tokens, {run['dtype']} on {run['device']}")
-    t.add_column("module", overflow="fold")
-    for c in ("dir", "top1", "top2", "top3", "median", "min", "mean |x|"):
-        t.add_column(c, justify="left" if c == "dir" else "right")
-    rows = [(n, d, r) for n, dirs in record["modules"].items() for d, r in dirs.items()]
-    rows.sort(key=lambda x: -(x[2]["top1"] or 0))
-    for n, d, r in rows[:15]:
-        t.add_row(n, d, *(f"{r[k]:.4g}" for k in ("top1", "top2", "top3", "median", "min", "mean_abs")))
-    console.print(t)
-    outl = record["outliers"]
-    total = sum(r["count"] for r in outl["layers"].values())
-    chans = ", ".join(list(outl.get("massive_channels", {}))[:8]) or "none"
-    console.print(f"outlier tokens (|x| > {outl['threshold']:g} x median, {outl['pattern']}): {total}; channels most often: {chans}")
-    console.print(f"{run['seconds']:.1f} s, {run['tokens_per_second']:.0f} tokens/s, read {run['bytes_read'] / 1e9:.2f} GB of "
-                  f"{run['checkpoint_bytes'] / 1e9:.2f} GB, peak RSS {run['peak_rss_bytes'] / 2**30:.2f} GiB")  # fmt: skip
-    console.print(f"results in [bold]{out}[/]: activations.json, activations.csv, outliers.csv, act_scales.pt, imatrix.gguf, arrays.zarr")
+    print_activations(record, console, out=out)
 
 
 @app.command()
