@@ -15,8 +15,9 @@ from streamscope.activation.probes import Call, Probe, Watch
 
 
 class Collector:
-    def __init__(self, probes: list[Probe], vis: dict, watch: Watch, n_samples: int, scratch: Path | None = None):
-        """``scratch``: a folder under the output directory where states too large to hold go (one per probe)."""
+    def __init__(self, probes: list[Probe], vis: dict, watch: Watch, n_samples: int, scratch: Path | None = None, first_sample: int = 0):
+        """``scratch``: a folder under the output directory where states too large to hold go (one per probe);
+        ``first_sample``: the index of the first of the ``n_samples`` samples (a worker's share)."""
         self.vis = vis
         self.registered = list(probes)  # every probe has its key in activations.json, empty when it did not run
         self.probes = [p for p in probes if p.active(vis)]
@@ -28,8 +29,8 @@ class Collector:
         self.scratch = scratch
         self.states: dict[tuple[str, str], object] = {}  # (probe, module) -> live state
         self.reduced: dict[str, dict[str, object]] = {p.name: {} for p in probes}  # probe -> module -> result
-        self.n = n_samples
-        self.sample = 0  # the first sample of the batch passing
+        self.n, self.first = n_samples, first_sample
+        self.sample = first_sample  # the first sample of the batch passing
         self.batch = 1  # samples in it
         self._seen: dict[int, int] = {}
         self._handles: list = []
@@ -81,14 +82,19 @@ class Collector:
             self.reduced[key[0]][key[1]] = state.reduce()
         return dumps
 
-    def restore(self, dumps: dict[str, dict[str, dict]]) -> None:
-        """States saved by ``close_layer`` (a resumed run's finished layers, another worker's samples): merged into
-        the results as if their samples had passed here."""
+    def restore(self, parts: list[dict[str, dict[str, dict]]]) -> None:
+        """States saved by ``close_layer`` for the same modules by one or more runs (a resumed run's finished
+        layer; each worker's share of the samples): merged, then reduced into the results."""
         probes = {p.name: p for p in self.probes}
-        for name, modules in dumps.items():
-            for module, data in modules.items():
-                state = probes[name].restore(self.vis, data)
-                self.reduced[name][module] = state.reduce()
+        merged: dict[tuple[str, str], object] = {}
+        for dumps in parts:
+            for name, modules in dumps.items():
+                for module, data in modules.items():
+                    state = probes[name].restore(self.vis, data)
+                    key = (name, module)
+                    merged[key] = merged[key].merge(state) if key in merged else state
+        for (name, module), state in merged.items():
+            self.reduced[name][module] = state.reduce()
 
     def _counter(self, i: int):
         import torch
@@ -97,7 +103,7 @@ class Collector:
             x = next((v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)), None)
             b = int(x.shape[0]) if x is not None and x.dim() >= 2 else 1
             s = self._seen.get(i, 0)
-            self.sample, self.batch = s % self.n, b  # the capture passes every sample through layer 0's hooks first
+            self.sample, self.batch = self.first + s % self.n, b  # the capture passes every sample through layer 0's hooks first
             self._seen[i] = s + b
 
         return hook

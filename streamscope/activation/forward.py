@@ -76,6 +76,7 @@ class ForwardResult:
     bytes_read: int
     spilled_to: str | None
     batch_size: int = 1  # samples per layer call
+    resumed_after: int | None = None  # the decoder layers a resumed run took from its checkpoint
 
 
 def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, object], None] | None = None,

@@ -1,8 +1,10 @@
 """``streamscope activations``: one run from a config to the output directory.
 
-Order: config -> checkpoint index and model skeleton (module names printed for writing regexes) -> patterns
-checked against the module names -> samples -> hooks on the selected modules (``collect``) -> the streamed
-forward (``forward.run``) -> records -> files (``export.write``).
+Order: ``prepare`` (config -> checkpoint index and model skeleton -> patterns checked against the module
+names -> samples) -> ``stream`` (the probes' hooks on the watched modules, ``collect``; the streamed forward,
+``forward.run``, with a checkpoint after every decoder layer, ``resume``) -> ``write`` (records and files,
+``export``). With ``--workers``/``--scheduler`` the samples are split over dask workers, each streams its
+share, and their probe states are merged (``parallel``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import resource
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -17,28 +20,70 @@ from streamscope.activation import config as config_mod
 from streamscope.errors import CheckpointError, Interrupted, OptionError
 
 
+@dataclass
+class Prepared:
+    """Everything a run (or a worker's share of it) needs before the forward pass."""
+
+    config: dict
+    model_dir: Path
+    index: object  # io.checkpoint.CheckpointIndex
+    skeleton: object  # activation.skeleton.Skeleton
+    watch: object  # probes.Watch
+    ids: object  # (num_samples, seq_len) int64
+    dtype: object
+    device: object
+
+    @property
+    def modules(self) -> dict:
+        return self.watch.modules
+
+
 def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str], None] = print, progress: bool = False,
-            keep_tensors: bool = False, verbose: bool = False, resume: bool = True) -> dict:  # fmt: skip
+            keep_tensors: bool = False, verbose: bool = False, resume: bool = True, scheduler: str | None = None,
+            workers: int | None = None) -> dict:  # fmt: skip
     """Run the activation analysis of ``config`` (see ``activations.config``) on the checkpoint at ``path``.
 
     Returns the ``activations.json`` record; with ``keep_tensors`` also ``"forward"``: the ``ForwardResult``
     with the logits and every layer's output (tests). The first 20 module names are echoed (to write patterns
     with) when a pattern matches nothing, or with ``verbose``. A run killed before it wrote its files continues
-    from its last finished decoder layer (``resume``; see ``activation.resume``).
+    from its last finished decoder layer (``resume``; see ``activation.resume``). ``scheduler`` (``"local"``
+    with ``workers``, or a dask scheduler address) splits the samples over dask workers (``parallel``).
     """
-    import transformers
-
-    from streamscope.activation import data, export, forward, skeleton
-    from streamscope.activation.collect import Collector
-    from streamscope.activation.probes import PROBES, Run, Watch
-    from streamscope.activation.resume import LayerCheckpoint, fingerprint
-    from streamscope.engine.options import resolve_device
-    from streamscope.io.checkpoint import CheckpointIndex
     from streamscope.results import _lock, _unlock
 
-    transformers.utils.logging.disable_progress_bar()
     t0 = time.perf_counter()
     out = Path(out)
+    prep = prepare(path, config, echo, verbose)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = _lock(out / ".activations.lock")  # two activation runs into one directory would mix their checkpoints
+    try:
+        if scheduler is not None:
+            from streamscope.activation import parallel
+
+            collector, facts = parallel.run(prep, out, scheduler, workers, resume=resume, echo=echo, progress=progress)
+            result = None
+        else:
+            collector, result, checkpoint = stream(prep, out, resume=resume, echo=echo, progress=progress, keep_tensors=keep_tensors)
+            facts = _forward_facts(result, checkpoint)
+        record = write(prep, collector, out, {**facts, "seconds": time.perf_counter() - t0})
+    finally:
+        shutil.rmtree(out / ".probes", ignore_errors=True)
+        _unlock(lock)
+    if keep_tensors and result is not None:
+        record["forward"] = result
+    return record
+
+
+def prepare(path: str | Path, config: dict, echo: Callable[[str], None] = print, verbose: bool = False, ids=None) -> Prepared:
+    """Index, skeleton, checked patterns and token ids (``ids`` given: a worker's share, already made)."""
+    import transformers
+
+    from streamscope.activation import data, skeleton
+    from streamscope.activation.probes import Watch
+    from streamscope.engine.options import resolve_device
+    from streamscope.io.checkpoint import CheckpointIndex
+
+    transformers.utils.logging.disable_progress_bar()
     model_dir = _model_dir(Path(path))
     index = CheckpointIndex.from_path(model_dir)
     vis, dcfg, mem = config["visualization"], config["data"], config["memory"]
@@ -53,75 +98,96 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
         echo("First 20 module names (patterns are regular expressions over these):\n" + "\n".join(f"  {n}" for n in names[:20]))
     for note in notes:
         echo(f"note: {note} matches no module of this model; set it to names like those above")
-    modules = dict(sk.model.named_modules())
-    watch = Watch(names, modules, sk.layers_name, vis["layer_selection"]["patterns"])
+    watch = Watch(names, dict(sk.model.named_modules()), sk.layers_name, vis["layer_selection"]["patterns"])
     max_pos = _max_positions(sk.model.config)
     if max_pos and dcfg["seq_len"] > max_pos:
         raise OptionError(f"data.seq_len {dcfg['seq_len']} is beyond the model's {max_pos} positions (config.json)")
+    if ids is None:
+        tokenizer = _tokenizer(model_dir, required=dcfg["source"] != "random")
+        vocab = _vocab_size(sk.model.config)
+        ids = data.samples(dcfg["source"], dcfg["num_samples"], dcfg["seq_len"], dcfg["seed"], vocab, tokenizer,
+                           dcfg["custom"]["text_column"], dcfg["custom"]["format"])  # fmt: skip
+        if tokenizer is not None and vocab and int(ids.max()) >= vocab:
+            raise CheckpointError(f"{model_dir}: the tokenizer gives ids up to {int(ids.max())}, beyond the model's vocabulary of {vocab}")
+    return Prepared(config, model_dir, index, sk, watch, ids, dtype, device)
 
-    tokenizer = _tokenizer(model_dir, required=dcfg["source"] != "random")  # for text sources
-    vocab = _vocab_size(sk.model.config)
-    ids = data.samples(dcfg["source"], dcfg["num_samples"], dcfg["seq_len"], dcfg["seed"], vocab, tokenizer,
-                       dcfg["custom"]["text_column"], dcfg["custom"]["format"])  # fmt: skip
-    if tokenizer is not None and vocab and int(ids.max()) >= vocab:
-        raise CheckpointError(f"{model_dir}: the tokenizer gives ids up to {int(ids.max())}, beyond the model's vocabulary of {vocab}")
 
-    out.mkdir(parents=True, exist_ok=True)
-    lock = _lock(out / ".activations.lock")  # two activation runs into one directory would mix their checkpoints
-    scratch = out / ".probes"
+def stream(prep: Prepared, out: Path, *, resume: bool = True, echo: Callable[[str], None] = print, progress: bool = False,
+           keep_tensors: bool = False, ids=None, first_sample: int = 0):  # fmt: skip
+    """The forward pass over ``ids`` (default: all of ``prep.ids``; a worker's share starts at sample
+    ``first_sample``) with every probe's hooks, checkpointed per layer in ``out``.
+
+    Returns ``(collector, forward result, checkpoint)``; the checkpoint is left in place (``write`` or the
+    caller that merges it removes it).
+    """
+    from streamscope.activation import forward
+    from streamscope.activation.collect import Collector
+    from streamscope.activation.probes import PROBES
+    from streamscope.activation.resume import LayerCheckpoint, fingerprint
+
+    ids = prep.ids if ids is None else ids
+    config, sk, mem = prep.config, prep.skeleton, prep.config["memory"]
+    n_layers = len(sk.layers)
+    checkpoint = LayerCheckpoint(out, fingerprint(prep.index, ids, config, prep.dtype))
+    collector = Collector(PROBES, config["visualization"], prep.watch, int(ids.shape[0]), scratch=out / ".probes", first_sample=first_sample)
+    saved = checkpoint.load() if resume else checkpoint.clear()
+    start = None
+    if saved is not None:
+        done, hidden, as_tuple, layer_dumps = saved
+        for dumps in layer_dumps:
+            collector.restore([dumps])
+        start = (done, hidden, as_tuple)
+        echo(f"resuming after decoder layer {done + 1} of {n_layers} (finished layers were kept in {checkpoint.dir})")
+    prefix = f"{sk.layers_name}."
+    collector.attach(sk.model, sk.layers, prep.modules)
+    bar = _progress(progress, n_layers)
+
+    def layer_done(i: int, hidden, as_tuple: bool) -> None:
+        checkpoint.save_layer(i, collector.close_layer(f"{prefix}{i}."), hidden, as_tuple)
+
     try:
-        checkpoint = LayerCheckpoint(out, fingerprint(index, ids, config, dtype))
-        collector = Collector(PROBES, vis, watch, int(ids.shape[0]), scratch=scratch)
-        n_layers = len(sk.layers)
-        saved = checkpoint.load() if resume else checkpoint.clear()
-        start = None
-        if saved is not None:
-            done, hidden, as_tuple, layer_dumps = saved
-            for dumps in layer_dumps:
-                collector.restore(dumps)
-            start = (done, hidden, as_tuple)
-            echo(f"resuming after decoder layer {done + 1} of {n_layers} (finished layers were kept in {checkpoint.dir})")
-        prefix = f"{sk.layers_name}."
-        collector.attach(sk.model, sk.layers, modules)
-        bar = _progress(progress, n_layers)
-
-        def layer_done(i: int, hidden, as_tuple: bool) -> None:
-            checkpoint.save_layer(i, collector.close_layer(f"{prefix}{i}."), hidden, as_tuple)
-
-        try:
-            result = forward.run(sk, index, ids, dtype, device, on_layer=lambda i, _: collector.on_weights(f"{prefix}{i}.", modules),
-                                 hidden_budget=_hidden_budget(mem.get("budget")), keep_layer_outputs=keep_tensors,
-                                 progress=bar.update if bar else None, spill_dir=out / ".spill", layer_done=layer_done, resume=start,
-                                 batch_size=None if dcfg["batch_size"] == "auto" else dcfg["batch_size"])  # fmt: skip
-            collector.close_all()
-        except KeyboardInterrupt:
-            raise Interrupted(f"interrupted after decoder layer {checkpoint.done + 1} of {n_layers}; the finished layers are kept in "
-                              f"{checkpoint.dir}: run the same command to resume") from None  # fmt: skip
-        finally:
-            collector.detach()
-            if bar:
-                bar.close()
-            shutil.rmtree(out / ".spill", ignore_errors=True)
-        facts = {"model": str(model_dir), "architecture": sk.architecture, "model_type": sk.model_type, "dtype": str(dtype).replace("torch.", ""),
-                 "device": str(device), "source": dcfg["source"], "num_samples": int(ids.shape[0]), "seq_len": int(ids.shape[1]), "seed": dcfg["seed"],
-                 "batch_size": result.batch_size,
-                 "seconds": time.perf_counter() - t0, "forward_seconds": result.seconds,
-                 "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "bytes_read": result.bytes_read,
-                 "checkpoint_bytes": index.total_bytes, "decoder_layers": sk.layers_name, "n_layers": n_layers,
-                 "resumed_after_layer": start[0] + 1 if start else None,
-                 "hidden_states_spilled": result.spilled_to is not None, "tokens_per_second": ids.numel() / result.seconds if result.seconds else None,
-                 "outlier_pattern": vis["outlier"]["pattern"] or watch.layer_pattern}  # fmt: skip
-        run = Run(out, ids, _decode(index), vis, n_layers, sk.model_type, facts, collector.watched)
-        record = {"run": facts, **export.records(collector, run), "config": config}
-        facts["files"] = export.write(out, collector, run)
-        export.write_json(out, record)
-        checkpoint.clear()
+        result = forward.run(sk, prep.index, ids, prep.dtype, prep.device, on_layer=lambda i, _: collector.on_weights(f"{prefix}{i}.", prep.modules),
+                             hidden_budget=_hidden_budget(mem.get("budget")), keep_layer_outputs=keep_tensors,
+                             progress=bar.update if bar else None, spill_dir=out / ".spill", layer_done=layer_done, resume=start,
+                             batch_size=None if config["data"]["batch_size"] == "auto" else config["data"]["batch_size"])  # fmt: skip
+        checkpoint.save_rest(collector.close_all())
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted after decoder layer {checkpoint.done + 1} of {n_layers}; the finished layers are kept in "
+                          f"{checkpoint.dir}: run the same command to resume") from None  # fmt: skip
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-        _unlock(lock)
-    if keep_tensors:
-        record["forward"] = result
+        collector.detach()
+        if bar:
+            bar.close()
+        shutil.rmtree(out / ".spill", ignore_errors=True)
+    result.resumed_after = start[0] + 1 if start else None
+    return collector, result, checkpoint
+
+
+def write(prep: Prepared, collector, out: Path, facts: dict) -> dict:
+    """``activations.json`` and every probe's files; the run's checkpoints are removed once they are written."""
+    from streamscope.activation import export
+    from streamscope.activation.probes import Run
+    from streamscope.activation.resume import FOLDER
+
+    sk, ids, vis, dcfg = prep.skeleton, prep.ids, prep.config["visualization"], prep.config["data"]
+    facts = {"model": str(prep.model_dir), "architecture": sk.architecture, "model_type": sk.model_type,
+             "dtype": str(prep.dtype).replace("torch.", ""), "device": str(prep.device), "source": dcfg["source"],
+             "num_samples": int(ids.shape[0]), "seq_len": int(ids.shape[1]), "seed": dcfg["seed"], **facts,
+             "checkpoint_bytes": prep.index.total_bytes, "decoder_layers": sk.layers_name, "n_layers": len(sk.layers),
+             "outlier_pattern": vis["outlier"]["pattern"] or prep.watch.layer_pattern}  # fmt: skip
+    facts["tokens_per_second"] = ids.numel() / facts["forward_seconds"] if facts.get("forward_seconds") else None
+    run = Run(out, ids, _decode(prep.index), vis, len(sk.layers), sk.model_type, facts, collector.watched)
+    record = {"run": facts, **export.records(collector, run), "config": prep.config}
+    facts["files"] = export.write(out, collector, run)
+    export.write_json(out, record)
+    shutil.rmtree(out / FOLDER, ignore_errors=True)
     return record
+
+
+def _forward_facts(result, checkpoint) -> dict:
+    return {"batch_size": result.batch_size, "forward_seconds": result.seconds, "bytes_read": result.bytes_read,
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "resumed_after_layer": result.resumed_after,
+            "hidden_states_spilled": result.spilled_to is not None}  # fmt: skip
 
 
 def selection_patterns(names: list[str], vis: dict) -> list[str]:

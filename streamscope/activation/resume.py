@@ -69,6 +69,16 @@ class LayerCheckpoint:
         if i > 0:
             (self.dir / f"hidden-{i - 1:04d}.npy").unlink(missing_ok=True)
 
+    def save_rest(self, dumps: dict) -> None:
+        """The states of the modules outside the decoder layers, once the run is over (a worker's share)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _atomic_npz(self.dir / "rest.npz", dumps)
+
+    def load_all(self) -> list[dict]:
+        """Every dump this checkpoint holds: each layer's, then the rest's (a finished worker's share)."""
+        files = sorted(self.dir.glob("layer-*.npz")) + [self.dir / "rest.npz"]
+        return [_load_npz(f) for f in files if f.is_file()]
+
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
