@@ -297,13 +297,19 @@ def activations(
     revision: str | None = None,
     echo=print,
     verbose: bool = False,
+    resume: bool = True,
+    scheduler: str | None = None,
+    workers: int | None = None,
 ) -> dict:
     """Activation analysis by a forward pass streamed from the shards, one decoder layer in memory at a time.
 
     ``path``: the model directory (or hub repo id); None takes ``model.path`` of the config.
     ``config`` is a YAML file with the Quant Smooth Ana keys (optional; defaults in ``activations.config``);
     ``overrides`` sets dotted keys, e.g. ``{"data.num_samples": 128, "outlier.threshold": 100}``;
-    ``verbose`` echoes the first 20 module names even when every pattern matches.
+    ``verbose`` echoes the first 20 module names even when every pattern matches. A run killed before it wrote
+    its files continues from its last finished decoder layer (``resume``). ``scheduler`` (``"local"`` with
+    ``workers`` processes, or a dask scheduler address) splits the samples over dask workers; the merged
+    results equal a single run's.
 
     Returns:
         The ``activations.json`` record: ``{"run", "modules", "weights", "outliers", "distribution", "config"}``.
@@ -320,5 +326,6 @@ def activations(
         local, _ = hub.resolve(str(path), revision=revision, progress=progress)
         path = local
     cfg = load_config(config, overrides, path)
-    return profile(cfg["model"]["path"], cfg, out, echo=echo, progress=progress, verbose=verbose)
+    return profile(cfg["model"]["path"], cfg, out, echo=echo, progress=progress, verbose=verbose, resume=resume, scheduler=scheduler,
+                   workers=workers)  # fmt: skip
 

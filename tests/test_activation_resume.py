@@ -22,7 +22,7 @@ pytest.importorskip("transformers")
 CFG = {"data.num_samples": 3, "data.seq_len": 12, "data.batch_size": 2, "outlier.threshold": 3,
        "visualization.enabled.heatmap_3d": True, "heatmap_3d.sample_idx": 1, "visualization.enabled.distribution": True,
        "distribution.patterns": ["mlp"]}  # fmt: skip
-VARYING = ("seconds", "forward_seconds", "peak_rss_bytes", "bytes_read", "tokens_per_second", "resumed_after_layer", "files")
+VARYING = ("seconds", "forward_seconds", "peak_rss_bytes", "bytes_read", "tokens_per_second", "resumed_after_layer", "files", "workers")
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,7 @@ def _files(out) -> dict:
     record = json.loads((out / "activations.json").read_text())
     for key in VARYING:
         record["run"].pop(key, None)
+    record["config"]["model"]["path"] = None  # the command line fills it in
     g = zarr.open_group(str(out / "arrays.zarr"), mode="r")["activations"]
     heat = {a.attrs["module"]: a[:] for _, a in g["heatmap"].arrays()}
     from gguf import GGUFReader

@@ -50,7 +50,7 @@ class LayerCheckpoint:
                 raise ValueError("another run")
             done = int(state["done"])
             hidden = _tensor(np.load(self.dir / f"hidden-{done:04d}.npy", mmap_mode="c"), state["dtype"])
-            dumps = [_load_npz(self.dir / f"layer-{i:04d}.npz") for i in range(done + 1)]
+            dumps = [load_dumps(self.dir / f"layer-{i:04d}.npz") for i in range(done + 1)]
         except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
             self.clear()
             return None
@@ -74,10 +74,10 @@ class LayerCheckpoint:
         self.dir.mkdir(parents=True, exist_ok=True)
         _atomic_npz(self.dir / "rest.npz", dumps)
 
-    def load_all(self) -> list[dict]:
-        """Every dump this checkpoint holds: each layer's, then the rest's (a finished worker's share)."""
-        files = sorted(self.dir.glob("layer-*.npz")) + [self.dir / "rest.npz"]
-        return [_load_npz(f) for f in files if f.is_file()]
+    def parts(self) -> list[Path]:
+        """The files of every dump this checkpoint holds, each layer's then the rest's (a worker's share);
+        ``load_dumps`` reads one."""
+        return [f for f in sorted(self.dir.glob("layer-*.npz")) + [self.dir / "rest.npz"] if f.is_file()]
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -117,7 +117,7 @@ def _atomic_npz(path: Path, dumps: dict) -> None:
     os.replace(tmp, path)
 
 
-def _load_npz(path: Path) -> dict:
+def load_dumps(path: Path) -> dict:
     out: dict = {}
     with np.load(path, allow_pickle=False) as z:
         for i, (probe, module, name) in enumerate(json.loads(bytes(z["index"]).decode())):

@@ -271,7 +271,7 @@ class Outliers:
 
     def result(self) -> dict:
         return {"count": self.count, "positions": [list(p) for p in self.positions], "positions_truncated": self.count > len(self.positions),
-                "channels": {str(c): n for c, n in sorted(self.channels.items(), key=lambda kv: -kv[1])}, "max_ratio_to_median": self.max_ratio}  # fmt: skip
+                "channels": {str(c): n for c, n in sorted(self.channels.items(), key=lambda kv: (-kv[1], kv[0]))}, "max_ratio_to_median": self.max_ratio}  # fmt: skip
 
 
 class ChannelStats:

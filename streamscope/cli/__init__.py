@@ -267,6 +267,9 @@ def activations(
     report: ReportOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List the first 20 module names (shown anyway when a pattern matches nothing).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue an interrupted run from its last finished decoder layer.")] = True,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Split the samples over dask workers: a scheduler address, or 'local'.", show_default="none: this process")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes of a local dask cluster (implies --scheduler local).", show_default="2 with --scheduler local")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Activation statistics from a forward pass streamed layer by layer; ``--help`` is ``_activations_help()``."""
@@ -281,7 +284,10 @@ def activations(
         raise OptionError("give a model PATH, or a --config with model.path")
     out = out or Path("results") / f"{_default_name(path or str(config))}-activations"
     echo = (lambda s: None) if quiet else (lambda s: console.print(escape(s), highlight=False))
-    record = run(path, config=config, out=out, overrides=overrides, progress=not quiet, revision=revision, echo=echo, verbose=verbose)
+    if workers is not None and (workers < 1 or scheduler not in (None, "local")):
+        raise OptionError("--workers N (N >= 1) sets the size of a local dask cluster; with a --scheduler address the cluster has its own")
+    record = run(path, config=config, out=out, overrides=overrides, progress=not quiet, revision=revision, echo=echo, verbose=verbose,
+                 resume=resume, scheduler=scheduler or ("local" if workers else None), workers=workers)  # fmt: skip
     if not quiet:
         _activation_table(record, out)
     if report:

@@ -41,7 +41,7 @@ def record(reduced: dict, run) -> dict:
         for c, k in r["channels"].items():
             massive[c] = massive.get(c, 0) + k
         layers[n] = r
-    return {"layers": layers, "massive_channels": dict(sorted(massive.items(), key=lambda kv: -kv[1])[:20]),
+    return {"layers": layers, "massive_channels": dict(sorted(massive.items(), key=lambda kv: (-kv[1], int(kv[0])))[:20]),
             "threshold": float(run.vis["outlier"]["threshold"]), "pattern": run.facts.get("outlier_pattern")}  # fmt: skip
 
 
