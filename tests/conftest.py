@@ -40,3 +40,14 @@ def llama_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def qwen2_dir(tmp_path_factory) -> Path:
     return build_causal_lm(tmp_path_factory.mktemp("qwen2"), "qwen2", tie_word_embeddings=True)
+
+
+@pytest.fixture(scope="session")
+def hub_checkpoint(tmp_path_factory, minilm_dir):
+    """family -> a directory laid out as that family's hub repos are (``tiny_models.build_hub``: the tiny model,
+    a trained tokenizer, tokenizer_config.json, the chat template, generation_config.json), built once a
+    session; ``"minilm"``: all-MiniLM-L6-v2 as its package ships it."""
+    from tests import tiny_models
+
+    root = tmp_path_factory.mktemp("hub")
+    return lambda family: minilm_dir if family == "minilm" else tiny_models.build_hub(family, root / family)
