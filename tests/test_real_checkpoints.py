@@ -30,14 +30,9 @@ runner = CliRunner()
 FAMILIES = list(tiny_models.HUB)
 #: scan, params, embeddings on these (activations run on every family): one per tokenizer kind and layout
 SCANNED = ["llama", "gpt2", "mixtral", "gemma2", "qwen2_5_vl", "minilm"]
-#: transformers' LlamaTokenizer (Mistral, Mixtral, Phi-3 repos) decodes with a Strip of the leading space, so a
-#: lone ``▁brutal`` decoded by the tokenizer's own decoder reads ``brutal``; io.tokenizer promises `` brutal``
-STRIPS = {"mistral", "mixtral", "phi3"}
 #: the default outlier.pattern (``layers\.\d+$``) matches no module of GPT-2 (``transformer.h.0``) or BERT
 #: (``encoder.layer.0``): the tests name those families' layers
 LAYERS = {"gpt2": r"transformer\.h\.\d+$", "minilm": r"encoder\.layer\.\d+$"}
-STRIP_BUG = ("io.tokenizer.decoder decodes one id with tokenizer.json's decoder, whose Strip(' ', 1) (LlamaTokenizer's, "
-             "as in Mistral/Mixtral/Phi-3 repos) drops the leading space: '▁brutal' shows as 'brutal', not ' brutal'")
 
 
 def _invoke(*args: str):
@@ -98,10 +93,8 @@ def shown(directory: Path, i: int) -> str | None:
 
 
 def _same(token: str | None, want: str | None, family: str) -> bool:
-    """``token`` shows ``want``; on the STRIPS families the leading space is not asserted here (see
-    test_largest_embedding_row_shows_brutal[mistral]), all the rest is."""
-    if family in STRIPS and token is not None and want is not None:
-        return token.lstrip(" ") == want.lstrip(" ")
+    """``token`` shows ``want``: a lone token reads as inside a text (Llama-2-style decoders, as in Mistral,
+    Mixtral and Phi-3 repos, strip the first space of a text: a lone ``▁brutal`` still shows `` brutal``)."""
     return token == want
 
 
@@ -277,12 +270,7 @@ def test_embeddings(scanned, family):
     assert (out / "emb" / "clusters.csv").is_file()
 
 
-PATCH_BUG = ("engine.embeddings._results decodes cluster rows of every matrix but positional ones (_POSITIONAL), so the "
-             "vision tower's visual.patch_embed.proj.weight (rows: output channels) shows vocabulary tokens")
-
-
-@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.xfail(strict=True, reason=PATCH_BUG)) if f == "qwen2_5_vl" else f
-                                    for f in SCANNED])  # fmt: skip
+@pytest.mark.parametrize("family", SCANNED)
 def test_rows_that_are_not_tokens_show_no_token(scanned, family):
     """Positions (wpe, position_embeddings), token types and vision patch embeddings have rows that are no token."""
     d, out = scanned(family)
@@ -317,7 +305,7 @@ def _with_loud_row(src: Path, dst: Path, token: str) -> int:
 
 
 @pytest.mark.parametrize("family,piece", [("gpt2", "Ġbrutal"), ("qwen2", "Ġbrutal"), ("gemma", "▁brutal"),
-                                          pytest.param("mistral", "▁brutal", marks=pytest.mark.xfail(strict=True, reason=STRIP_BUG))])  # fmt: skip
+                                          ("mistral", "▁brutal")])  # fmt: skip
 def test_largest_embedding_row_shows_brutal(hub, tmp_path, family, piece):
     d = tmp_path / "loud"
     tid = _with_loud_row(hub(family), d, piece)

@@ -11,7 +11,7 @@ from streamscope.analyses.registry import Analysis
 from streamscope.io.tokenizer import decoder
 
 NORM_PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
-_POSITIONAL = re.compile(r"position|wpe|token_type|embed_positions")  # rows are positions, not tokens
+_POSITIONAL = re.compile(r"position|wpe|token_type|embed_positions|patch_embed|visual|vision")  # rows are not tokens
 TOP_K = 10
 
 

@@ -54,13 +54,33 @@ def decoder(path: str) -> Callable[[int], str | None]:
             return lambda i: vocab[i] if 0 <= i < len(vocab) else None
         if p.name == "vocab.json":
             return _vocab_json_decoder(p)
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(str(p))
+        tok = _one_token_tokenizer(p)
     except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception; JSON, OS and decoding errors too
         raise TokenizerError(f"{p}: the vocabulary cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
     size = tok.get_vocab_size(with_added_tokens=True)
     return lambda i: tok.decode([i], skip_special_tokens=False) if 0 <= i < size else None
+
+
+def _one_token_tokenizer(path: Path):
+    """The tokenizer of ``tokenizer.json`` with its decoder set to show a token as it reads inside a text: the
+    steps that only tidy the start of a text are dropped (Llama-2-style ``Strip`` of the first space, a
+    ``Metaspace`` that drops the first token's space), so ``▁brutal`` is `` brutal`` as ``Ġbrutal`` is."""
+    from tokenizers import Tokenizer
+
+    spec = json.loads(path.read_text(encoding="utf-8"))
+
+    def tidy(d):
+        if not isinstance(d, dict):
+            return d
+        if d.get("type") == "Sequence" and isinstance(d.get("decoders"), list):
+            d["decoders"] = [tidy(x) for x in d["decoders"] if not (isinstance(x, dict) and x.get("type") == "Strip")]
+        elif d.get("type") == "Metaspace":
+            d["prepend_scheme"] = "never"
+        return d
+
+    if isinstance(spec, dict) and isinstance(spec.get("decoder"), dict):
+        spec["decoder"] = tidy(spec["decoder"])
+    return Tokenizer.from_str(json.dumps(spec))
 
 
 def load(directory: Path):

@@ -2,7 +2,8 @@
 
 A figure is a ``draw(results) -> matplotlib Figure`` function (``results`` is ``report.load.Results``; no I/O of
 its own). To add one: write ``<file_name>.py`` here with its ``draw`` and add one ``Figure(...)`` line to
-``FIGURES``; the HTML report shows it in its section.
+``FIGURES``; the HTML report shows it in its section. An activation probe's figures come with the probe
+(``activation.probes``): ``probe_figures``.
 """
 
 from __future__ import annotations
@@ -57,10 +58,17 @@ class Rendered:
     title: str
 
 
+def probe_figures() -> list[Figure]:
+    """The figures that activation probes bring with them (``Probe.figures``), in the activations section."""
+    from streamscope.activation.probes import PROBES
+
+    return [Figure(file, "activations", title, draw) for p in PROBES for file, title, draw in p.figures]
+
+
 def render(results, out: Path, details: str | int = 10, on_figure: Callable[[], None] | None = None) -> list[Rendered]:
     """Draw every figure into ``out`` (``figures/``), then the detail figures of the chosen tensors."""
     done = []
-    for f in FIGURES:
+    for f in FIGURES + (probe_figures() if results.activations else []):
         if not results.tensors and f.section == "weights" or (not results.tensors and f.file == "health_dashboard.png"):
             continue  # an embedding study or an activation run alone: no weight figures
         if f.section == "embeddings" and not results.tensors and not results.embeddings:
