@@ -67,6 +67,9 @@ class Collector:
     def close_layer(self, prefix: str) -> dict[str, dict[str, dict]]:
         """Every sample has passed the decoder layer ``prefix`` (``model.layers.3.``): its modules' states are
         dumped (returned, ``{probe: {module: arrays}}``) and reduced."""
+        from streamscope.activation.stats import forget
+
+        forget()
         layer = prefix[:-1]
         return self._close([k for k in self.states if k[1] == layer or k[1].startswith(prefix)])
 

@@ -399,3 +399,81 @@ void ss_quant_rows_bf16(const uint16_t *x, int64_t rows, int64_t cols, int64_t g
         quant_row(row, cols, g, out, glo, ghi);
     }
 }
+
+/* Activation statistics of a float32 block of `rows` tokens x `cols` channels, in one read of it (the
+ * activation probes' magnitude, act scales and importance matrix of one module call).
+ *
+ * Adds the top-16-bit pattern of every |x| to `hist` (32768 counters: the sign bit is cleared); per row, its
+ * largest |x| into `rowmax`; per column, raises `colmax` to the largest |x| and adds the sum of x^2 (in double)
+ * to `colsq`; any of the three may be NULL. `out`: the sum of |x| over finite values, the smallest |x| (NaN
+ * ignored), the count of finite values. NaN wins a row or column maximum, as torch's amax does. */
+SS_CLONES
+int ss_act32(const float *x, int64_t rows, int64_t cols, int64_t *hist, float *rowmax, float *colmax, double *colsq,
+             double *out) {
+    uint32_t *h = hist ? (uint32_t *)calloc(2 * 32768, sizeof(uint32_t)) : NULL;
+    if (hist && !h) return -1;
+    double sum_abs = 0, n_fin = 0;
+    float lo = INFINITY;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *p = x + r * cols;
+        const uint32_t *u = (const uint32_t *)p;
+        if (h) {
+            int64_t j = 0;
+            for (; j + 1 < cols; j += 2) {
+                h[(u[j] & 0x7fffffffu) >> 16]++;
+                h[32768 + ((u[j + 1] & 0x7fffffffu) >> 16)]++;
+            }
+            if (j < cols) h[(u[j] & 0x7fffffffu) >> 16]++;
+        }
+        double sa[SL] = {0};
+        int32_t nf[SL] = {0};
+        float mn[SL], rm[SL];
+        for (int l = 0; l < SL; l++) { mn[l] = INFINITY; rm[l] = 0.0f; }
+        int64_t body = cols - cols % SL, j = 0;
+        for (; j < body; j += SL) {
+            for (int l = 0; l < SL; l++) {
+                uint32_t abits = u[j + l] & 0x7fffffffu;
+                int fin = abits < 0x7f800000u, nan = abits > 0x7f800000u;
+                uint32_t fab = abits & (0u - (uint32_t)fin);
+                float a, fa;
+                memcpy(&a, &abits, 4); memcpy(&fa, &fab, 4);
+                sa[l] += fa; nf[l] += fin;
+                mn[l] = (a < mn[l]) ? a : mn[l];
+                rm[l] = (a > rm[l]) | nan ? a : rm[l];
+            }
+        }
+        for (; j < cols; j++) {
+            int l = (int)(j - body);
+            uint32_t abits = u[j] & 0x7fffffffu;
+            int fin = abits < 0x7f800000u, nan = abits > 0x7f800000u;
+            uint32_t fab = abits & (0u - (uint32_t)fin);
+            float a, fa;
+            memcpy(&a, &abits, 4); memcpy(&fa, &fab, 4);
+            sa[l] += fa; nf[l] += fin;
+            mn[l] = (a < mn[l]) ? a : mn[l];
+            rm[l] = (a > rm[l]) | nan ? a : rm[l];
+        }
+        float rmax = 0.0f;
+        for (int l = 0; l < SL; l++) {
+            sum_abs += sa[l]; n_fin += nf[l];
+            lo = mn[l] < lo ? mn[l] : lo;
+            rmax = (rm[l] > rmax) | (rm[l] != rm[l]) ? rm[l] : rmax;
+        }
+        if (rowmax) rowmax[r] = rmax;
+        if (colmax) {
+            for (j = 0; j < cols; j++) {
+                float a = fabsf(p[j]), c = colmax[j];
+                colmax[j] = (a > c) | (a != a) ? a : c;
+            }
+        }
+        if (colsq) {
+            for (j = 0; j < cols; j++) colsq[j] += (double)p[j] * (double)p[j];
+        }
+    }
+    if (h) {
+        for (int64_t k = 0; k < 32768; k++) hist[k] += (int64_t)h[k] + (int64_t)h[32768 + k];
+        free(h);
+    }
+    out[0] = sum_abs; out[1] = lo; out[2] = n_fin;
+    return 0;
+}

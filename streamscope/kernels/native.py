@@ -39,6 +39,8 @@ def _lib():
     lib.ss_light_bf16.restype = None
     lib.ss_stats32.argtypes = [vp, i64, i64, vp, vp, vp, vp, vp, vp]
     lib.ss_stats32.restype = ctypes.c_int
+    lib.ss_act32.argtypes = [vp, i64, i64, vp, vp, vp, vp, vp]
+    lib.ss_act32.restype = ctypes.c_int
     return lib
 
 
@@ -188,6 +190,37 @@ def stats32(
         for c in colmaxes[1:]:  # np.maximum keeps NaN, as the kernel does
             np.maximum(colmax, c, out=colmax)
     return outs
+
+
+def act32(x: np.ndarray, rows: int, cols: int, hist: np.ndarray | None = None, rowmax: np.ndarray | None = None,
+          colmax: np.ndarray | None = None, colsq: np.ndarray | None = None) -> tuple[float, float, int]:  # fmt: skip
+    """Activation statistics of a float32 block of ``rows`` tokens x ``cols`` channels in one read (see
+    ``ss_act32``): adds the |x| patterns to ``hist`` (int64, 32768), fills ``rowmax`` (float32, per token max
+    |x|), raises ``colmax`` (float32) and adds to ``colsq`` (float64, sum of x^2 per channel). Returns the sum
+    of |x| and the smallest |x| over finite values, and their count."""
+    lib = _lib()
+    n_threads = min(threads(), rows, max(1, rows * cols // (1 << 16)))
+    bounds = np.linspace(0, rows, n_threads + 1).astype(np.int64)
+    extra = lambda a: [a] + [np.zeros_like(a) for _ in range(n_threads - 1)] if a is not None else [None] * n_threads  # noqa: E731
+    hists, colmaxes, colsqs = extra(hist), extra(colmax), extra(colsq)
+    outs = np.zeros((n_threads, 3), np.float64)
+    ptr = lambda a: a.ctypes.data if a is not None else None  # noqa: E731
+
+    def work(i: int) -> int:
+        r0, r1 = int(bounds[i]), int(bounds[i + 1])
+        rm = rowmax[r0:r1] if rowmax is not None else None
+        return lib.ss_act32(ptr(x[r0 * cols : r1 * cols]), r1 - r0, cols, ptr(hists[i]), ptr(rm), ptr(colmaxes[i]), ptr(colsqs[i]), ptr(outs[i]))
+
+    if any(_on_threads(work, n_threads)):
+        raise MemoryError("the native activation kernel could not allocate its counters")
+    for i in range(1, n_threads):
+        if hist is not None:
+            hist += hists[i]
+        if colmax is not None:
+            np.maximum(colmax, colmaxes[i], out=colmax)  # NaN kept, as the kernel keeps it
+        if colsq is not None:
+            colsq += colsqs[i]
+    return float(outs[:, 0].sum()), float(outs[:, 1].min()), int(outs[:, 2].sum())
 
 
 #: Order of ``quant_sums``' output: ``xx``, then ``(xq, qq, ee, ae)`` for each of these schemes.
