@@ -5,7 +5,8 @@
 
 Figures: scan throughput vs the raw floor and the naive approach (Llama-7B layer), peak RSS on the 2.5 GB
 embedding layout with a 512 MB budget (statistics only, then every analysis), randomized vs exact SVD time and
-error, peak RSS of every analysis on Qwen2.5-0.5B's embedding at a 256 MB budget, cost per GB of each analysis (``streamscope bench``), and streamscope vs WeightWatcher.
+error, peak RSS of every analysis on Qwen2.5-0.5B's embedding at a 256 MB budget, cost per GB of each analysis (``streamscope bench``),
+streamscope vs WeightWatcher, and ``streamscope activations`` vs llama.cpp's ``llama-imatrix`` (when a build is given).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def runs(smoke: bool) -> dict[str, list[str]]:
             "embeddings_small": ["bench_embeddings.py", "--smoke"],
             "alpha_small": ["bench_alpha.py", "--smoke"],
             "activations_small": ["bench_activations.py", "--smoke"],
+            "imatrix_small": ["bench_imatrix.py", "--smoke", "--repeat", "1"],  # one line and no file without a llama.cpp build
             "bench_small": ["-m", "streamscope.cli", "bench", "--size", "4MB", "--layout", "small", "--device", "cpu", "--json"],
         }
     return {
@@ -43,6 +45,7 @@ def runs(smoke: bool) -> dict[str, list[str]]:
         "weightwatcher": ["bench_weightwatcher.py"],
         "alpha_full_spectrum": ["bench_alpha.py"],
         "activations": ["bench_activations.py"],
+        "imatrix": ["bench_imatrix.py"],  # needs LLAMA_CPP_DIR (a llama.cpp build); without it one line, and results/imatrix.json is kept
         "bench_cpu": ["-m", "streamscope.cli", "bench", "--size", "1GB", "--device", "cpu", "--memory-budget", "512MB", "--json", "--repeat", "3",
                       "--analyses", "basic,sparsity;quantization;spectral;" + ALL],
     }  # fmt: skip
@@ -158,6 +161,9 @@ def readme(results: Path) -> str:
                          f"{run.get('cold_streamed_vs_disk_offload', float('nan')):.1f}x with the weights evicted from it (the regime of a model "
                          f"larger than memory), {run.get('cold_streamed_vs_disk_offload_per_sample', float('nan')):.1f}x against that offload "
                          f"called once per sample; with every statistic and file {run['profile_vs_in_memory']:.2f}x.")  # fmt: skip
+    f = load("imatrix")
+    if f and "runs" in f:
+        lines += imatrix_section(f)
     f = load("weightwatcher")
     if f and "models" in f:
         lines += ["", "## streamscope vs WeightWatcher 0.7.7 (spectral analysis, each tool a process from start to exit; after imports: its work once its modules are imported, as `streamscope bench` times)", "",
@@ -179,6 +185,46 @@ def readme(results: Path) -> str:
         lines += ["", f"Full spectra of every matrix: {f['layer_seconds']:.0f} s per decoder layer here; {f['extrapolated_7b_minutes']:.0f} min for a 7B layout "
                   f"(32 layers), {f['extrapolated_72b_hours']:.1f} h for a 72B layout (80 layers, hidden 8192, MLP 29568; from the same per-flop rate)."]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def imatrix_section(f: dict) -> list[str]:
+    c, med, m = f["checkpoint"], f["median"], f["machine"]
+    src = Path(f["llama_cpp"]["converter"]).parent
+    lines = ["", f"## streamscope activations vs llama.cpp's llama-imatrix ({c['bytes'] / 1e9:.2f} GB Llama-style, float32, random weights; "
+             f"{f['chunks']} x {f['ctx']} tokens, {f['threads']} threads, CPU)", "",
+             f"llama.cpp {f['llama_cpp']['version']} (source: {src.parent.name}/{src.name}), CPU build; the same checkpoint as GGUF F32 "
+             f"({c['gguf_bytes'] / 1e9:.2f} GB) by its `convert_hf_to_gguf.py`. Each tool a whole process under `/usr/bin/time -v`, medians of "
+             f"{f['repeat']} runs in alternating order, from the page cache. `llama-imatrix -c {f['ctx']} --chunks {f['chunks']} -t {f['threads']}` "
+             "also computes the perplexity (its default); its RSS counts the memory-mapped GGUF's pages. `streamscope activations` computes "
+             "every statistic and writes every file (imatrix.gguf among them), streaming the safetensors shards layer by layer. "
+             f"Windows: {f['windows']}.", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GiB RAM, torch {m['torch']}; streamscope at {f['streamscope']['commit']}"
+             f"{' with uncommitted changes in streamscope/' if f['streamscope']['uncommitted_changes'] else ''}.",
+             *([f"Machine state: {f['note']}."] if f.get("note") else []), "",
+             "| tool | wall s | fastest run s | peak RSS (MiB) | CPU % | CPU s (user + system) |", "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for tool, label in (("llama", "llama-imatrix"), ("streamscope", "streamscope activations")):
+        t = med[tool]
+        lines.append(f"| {label} | {t['wall_seconds']:.1f} | {f['min'][tool]['wall_seconds']:.1f} | {t['peak_rss'] / 2**20:.0f} | {t['cpu_percent']:.0f} | "
+                     f"{t['cpu_seconds']:.1f} |")  # fmt: skip
+    r = f["ratios"]
+    lines += [f"| streamscope / llama-imatrix | {r['wall_seconds']:.2f}x | {f['ratios_of_minimums']['wall_seconds']:.2f}x | {r['peak_rss']:.2f}x | "
+              f"{r['cpu_percent']:.2f}x | {r['cpu_seconds']:.2f}x |", "",
+              "Importance matrices, per tensor the cosine of in_sum2/counts (the mean of x² per input channel) between the two files:"]  # fmt: skip
+    for label, g in (("same text, each tool's own windows", f["imatrix"]), ("identical tokens (the aligned pair)", (f.get("aligned") or {}).get("imatrix"))):
+        if g:
+            only = f"; only streamscope writes {', '.join(g['only_streamscope'])}" if g["only_streamscope"] else ""
+            lines.append(f"- {label}: median {g['cosine_median']:.6f}, minimum {g['cosine_min']:.6f} (1 - cos = {1 - g['cosine_min']:.1e}, "
+                         f"{g['cosine_min_tensor']}) over the {g['tensors_both']} tensors both write{only}; relative L2 difference median "
+                         f"{g['rel_l2_median']:.1e}, max {g['rel_l2_max']:.1e}; tokens counted {', '.join(f'{x:.0f}' for x in g['counts_streamscope'])} "
+                         f"(streamscope), {', '.join(f'{x:.0f}' for x in g['counts_llama'])} (llama-imatrix).")  # fmt: skip
+    a = f.get("aligned")
+    if a:
+        lines.append(f"- the aligned pair: streamscope reads a text of exactly {f['ctx']} tokens (each of its {f['chunks']} windows is the whole text), "
+                     f"llama-imatrix that text {f['chunks']} times; token ids checked equal: streamscope's {a['streamscope_tokens_as_intended']}, "
+                     f"llama.cpp's (`llama-tokenize`) {a['llama_tokens_as_intended']}. One run each: llama-imatrix {a['llama']['wall_seconds']:.1f} s, "
+                     f"{a['llama']['peak_rss'] / 2**20:.0f} MiB; streamscope {a['streamscope']['wall_seconds']:.1f} s, {a['streamscope']['peak_rss'] / 2**20:.0f} MiB. "
+                     "Different windows of random-weight activations differ by tens of percent; the same tokens agree to float32 rounding.")  # fmt: skip
+    return lines
 
 
 if __name__ == "__main__":
