@@ -8,12 +8,16 @@ Sources (``data.source``):
 - ``hf:NAME[:CONFIG[:SPLIT]]``: a dataset through the ``datasets`` library (split ``train`` by default).
 - the seed's builtin names, mapped to hub datasets: ``pile``, ``wikitext2``, ``c4``, ``redpajama``.
 Windows start at seeded random offsets of the token stream (so a stream shorter than ``seq_len`` is an error).
+A CSV cell may be a whole document (up to ``MAX_TEXT_CHARS``, past csv's default limit of 131072); a file that
+cannot be parsed (JSON nested too deeply included) is one ``DataError`` naming it. The ids are refused before
+they are made when they would not fit in memory (``limits.check_sample_ids``).
 Without network a hub source fails at once with one line that suggests ``custom:`` or ``random``.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -34,10 +38,22 @@ class DataError(StreamscopeError, ValueError):
 
 def samples(source: str, num_samples: int, seq_len: int, seed: int, vocab_size: int, tokenizer=None,
             text_column: str = "text", fmt: str | None = None):  # fmt: skip
-    """``(num_samples, seq_len)`` int64 token ids."""
+    """``(num_samples, seq_len)`` int64 token ids.
+
+    Raises:
+        OptionError: ``source`` is not text, or ``seed`` is not a seed torch takes.
+        LimitError: the ids would not fit in the memory available.
+        DataError: the source cannot give the samples.
+    """
     import torch
 
-    gen = torch.Generator().manual_seed(seed)
+    from streamscope.activation import limits
+
+    limits.check_sample_ids(num_samples, seq_len)
+    try:
+        gen = torch.Generator().manual_seed(seed)
+    except (ValueError, TypeError, OverflowError, RuntimeError) as e:
+        raise OptionError(f"data.seed {seed!r} is not a seed torch takes (an integer from -2**63 to 2**64 - 1)") from e
     if source == "random":
         return torch.randint(0, vocab_size, (num_samples, seq_len), generator=gen, dtype=torch.int64)
     text = read_text(source, text_column, fmt)
@@ -53,6 +69,8 @@ def samples(source: str, num_samples: int, seq_len: int, seed: int, vocab_size: 
 
 
 def read_text(source: str, text_column: str = "text", fmt: str | None = None) -> str:
+    if not isinstance(source, str):
+        raise OptionError(f"data.source must be text: random, custom:PATH, hf:NAME[:CONFIG[:SPLIT]] or one of {', '.join(BUILTIN)}; got {source!r}")
     if source.startswith("custom:"):
         return _custom(Path(source[len("custom:") :]), text_column, fmt)
     if source.startswith("hf:") or source in BUILTIN:
@@ -63,6 +81,10 @@ def read_text(source: str, text_column: str = "text", fmt: str | None = None) ->
 def _custom(path: Path, column: str, fmt: str | None) -> str:
     if not path.is_file():
         raise DataError(f"{path}: no such data file")
+    if not isinstance(column, str):
+        raise OptionError(f"data.custom.text_column must be one column name (text); got {column!r}")
+    if fmt is not None and not isinstance(fmt, str):
+        raise OptionError(f"data.custom.format must be null or one of txt, json, jsonl, csv; got {fmt!r}")
     kind = (fmt or path.suffix.lstrip(".")).lower()
     try:
         raw = path.read_text(encoding="utf-8")
@@ -71,30 +93,50 @@ def _custom(path: Path, column: str, fmt: str | None) -> str:
     if kind == "txt" or kind not in ("json", "jsonl", "csv"):
         docs = [raw]
     elif kind == "jsonl":
-        try:
-            records = [json.loads(line) for line in raw.splitlines() if line.strip()]
-        except ValueError as e:
-            raise DataError(f"{path}: not JSON Lines ({e})") from e
-        docs = [_field(r, column, path) for r in records]
+        docs = []
+        for n, line in enumerate(raw.splitlines(), 1):
+            if line.strip():
+                docs.append(_field(_json(line, path, f"line {n}: "), column, path))
     elif kind == "json":
-        try:
-            data = json.loads(raw)
-        except ValueError as e:
-            raise DataError(f"{path}: not valid JSON ({e})") from e
+        data = _json(raw, path)
         if isinstance(data, dict) and isinstance(data.get(column), list):
             data = data[column]
         if not isinstance(data, list):
             raise DataError(f"{path}: a JSON data file must hold a list of records (or of strings)")
         docs = [_field(r, column, path) for r in data]
     else:
-        rows = list(csv.DictReader(raw.splitlines()))
-        if rows and column not in rows[0]:
-            raise DataError(f"{path}: no column {column!r} (columns: {', '.join(rows[0])}); set data.custom.text_column")
-        docs = [r[column] or "" for r in rows]
+        docs = _csv(raw, column, path)
     text = "\n\n".join(d for d in docs if d)
     if not text.strip():
         raise DataError(f"{path}: holds no text")
     return text[:MAX_TEXT_CHARS]
+
+
+def _json(text: str, path: Path, where: str = ""):
+    try:
+        return json.loads(text)
+    except RecursionError as e:
+        raise DataError(f"{path}: {where}the JSON is nested too deeply to read") from e
+    except ValueError as e:  # bad JSON, an integer of more digits than Python converts
+        raise DataError(f"{path}: {where}not valid JSON ({str(e)[:200]})") from e
+
+
+def _csv(raw: str, column: str, path: Path) -> list[str]:
+    """The ``column`` of every row. A cell may hold up to ``MAX_TEXT_CHARS`` characters (csv's own limit is
+    131072: one long document per row is a calibration file's usual shape); rows may span lines when quoted."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, MAX_TEXT_CHARS))
+    try:
+        reader = csv.DictReader(io.StringIO(raw, newline=""))
+        rows = list(reader)
+    except csv.Error as e:
+        raise DataError(f"{path}: line {reader.line_num + 1}: not CSV ({e})") from e
+    finally:
+        csv.field_size_limit(limit)
+    header = reader.fieldnames or []
+    if rows and column not in header:
+        raise DataError(f"{path}: no column {column!r} (columns: {', '.join(str(h) for h in header)}); set data.custom.text_column")
+    return [r.get(column) or "" for r in rows]
 
 
 def _field(record, column: str, path: Path) -> str:

@@ -39,10 +39,24 @@ class WeightLoader:
     _staging: object = None  # stored values on their way into a parameter
 
     def plan(self) -> None:
-        """Assign every checkpoint tensor to a part; tensors the model has no place for are left out."""
+        """Assign every checkpoint tensor to a part; tensors the model has no place for are left out.
+
+        Raises:
+            ConfigMismatch: a tensor's shape is not its parameter's (``config.json`` does not describe these
+                weights: another ``hidden_size``, ``intermediate_size``, ...).
+            CheckpointError: a layer has no weights.
+        """
         targets = self._target_names()
         prefix = re.compile(rf"^{re.escape(self.layers_name)}\.(\d+)\.")
-        params = set(self.model.state_dict().keys())
+        meta = self.model.state_dict()
+        params = set(meta.keys())
+        converted = getattr(self, "_converted", set())
+        order = {k: i for i, k in enumerate(meta)}
+        wrong = [(order[t], n, t) for n, t in targets.items()
+                 if t in meta and n not in converted and tuple(self.index.tensors[n].shape) != tuple(meta[t].shape)]  # fmt: skip
+        if wrong:
+            _, name, target = min(wrong)
+            self._mismatch([name], target, self.index.tensors[name].shape, tuple(meta[target].shape), len(wrong) - 1)
         for name, target in targets.items():
             if target is None:
                 continue
@@ -55,6 +69,17 @@ class WeightLoader:
             if f"layer {i}" not in self.parts:
                 raise CheckpointError(f"{self.index.root}: no weights found for {self.layers_name}.{i}; "
                                       "the checkpoint's tensor names do not match the model built from config.json")  # fmt: skip
+
+    def _mismatch(self, names: list[str], target: str, stored, expected, more: int = 0) -> None:
+        from streamscope.activation.skeleton import ConfigMismatch, config_values
+
+        shard = self.index.tensors[names[0]].shard
+        tensors = ", ".join(repr(n) for n in names[:2]) + (f" and {len(names) - 2} more" if len(names) > 2 else "")
+        what = f"tensor {tensors} has shape" if len(names) == 1 else f"tensors {tensors} make shape"
+        differing = [e for s_, e in zip(stored, expected) if s_ != e] if len(stored) == len(expected) else list(expected)
+        raise ConfigMismatch(f"{shard}: {what} {list(stored)}, but the model built from {self.index.root / 'config.json'} expects "
+                             f"{list(expected)} for {target}{config_values(self.index.text_config(), differing)}"
+                             + (f" ({more} more tensor{'s differ' if more > 1 else ' differs'})" if more else ""))  # fmt: skip
 
     def fetch_names(self, names: list[str]) -> dict:
         """These checkpoint tensors as stored (a fresh tensor each), read with ``pread``."""
@@ -109,13 +134,35 @@ class WeightLoader:
 
             config = LoadStateDictConfig(dtype=self.dtype, weight_mapping=self._mapping)
             for names in groups.values():
-                convert_and_load_state_dict_in_model(self.model, {n: tensors.pop(n) for n in names}, config)
+                result = convert_and_load_state_dict_in_model(self.model, {n: tensors.pop(n) for n in names}, config)
+                self._check_loaded(result[0] if isinstance(result, tuple) else result, names)
             return
         from accelerate.utils import set_module_tensor_to_device
 
         for names in groups.values():
             for name in names:
-                set_module_tensor_to_device(self.model, targets[name], "cpu", value=tensors.pop(name), dtype=self.dtype)
+                info = self.index.tensors[name]
+                try:
+                    set_module_tensor_to_device(self.model, targets[name], "cpu", value=tensors.pop(name), dtype=self.dtype)
+                except ValueError as e:  # accelerate: a value of another shape than the parameter
+                    from streamscope.activation.skeleton import ConfigMismatch
+
+                    raise ConfigMismatch(f"{info.shard}: tensor {name!r} of shape {list(info.shape)} does not fit {targets[name]} "
+                                         f"({str(e).splitlines()[0][:200]}); config.json does not describe these weights") from e  # fmt: skip
+
+    def _check_loaded(self, info, names: list[str]) -> None:
+        """transformers' loader reports a converted tensor of the wrong shape (and a failed conversion) instead
+        of raising, and leaves the parameter unloaded; that is an error here."""
+        mismatched = sorted(getattr(info, "mismatched_keys", None) or [], key=str)
+        if mismatched:
+            target, stored, expected = mismatched[0]
+            targets = self._target_names()
+            self._mismatch([n for n in names if targets.get(n) == target] or names, target, tuple(stored), tuple(expected), len(mismatched) - 1)
+        errors = getattr(info, "conversion_errors", None) or {}
+        if errors:
+            target, message = next(iter(errors.items()))
+            raise CheckpointError(f"{self.index.tensors[names[0]].shard}: converting tensors for {target} failed "
+                                  f"({str(message).splitlines()[0][:200]})")  # fmt: skip
 
     def _direct_targets(self) -> dict:
         """Checkpoint name -> (module, parameter name) for tensors that need no more than a dtype cast: no
