@@ -30,9 +30,8 @@ runner = CliRunner()
 FAMILIES = list(tiny_models.HUB)
 #: scan, params, embeddings on these (activations run on every family): one per tokenizer kind and layout
 SCANNED = ["llama", "gpt2", "mixtral", "gemma2", "qwen2_5_vl", "minilm"]
-#: the default outlier.pattern (``layers\.\d+$``) matches no module of GPT-2 (``transformer.h.0``) or BERT
-#: (``encoder.layer.0``): the tests name those families' layers
-LAYERS = {"gpt2": r"transformer\.h\.\d+$", "minilm": r"encoder\.layer\.\d+$"}
+#: the decoder layers as each family names them: the default outlier.pattern (null) watches these
+LAYERS = {"gpt2": "transformer.h", "minilm": "encoder.layer", "qwen2_5_vl": "model.language_model.layers"}
 
 
 def _invoke(*args: str):
@@ -190,9 +189,8 @@ def test_activations_on_text(hub, text_file, tmp_path, family):
     import zarr
 
     d, out = hub(family), tmp_path / "act"
-    layers = ["--outlier.pattern", LAYERS[family]] if family in LAYERS else []
     _invoke("activations", d, "--data.source", f"custom:{text_file}", "--data.num_samples", "2", "--data.seq_len", "16",
-            "--outlier.threshold", "1.5", *layers, "--out", out, "-q")  # fmt: skip
+            "--outlier.threshold", "1.5", "--out", out, "-q")  # fmt: skip
     for f in ("activations.json", "activations.csv", "outliers.csv", "arrays.zarr"):
         assert (out / f).exists(), f
     run = json.loads((out / "activations.json").read_text())["run"]
@@ -206,6 +204,8 @@ def test_activations_on_text(hub, text_file, tmp_path, family):
 
     outliers = pd.read_csv(out / "outliers.csv", keep_default_na=False, dtype={"token": str})
     assert len(outliers) > 0, "outlier.threshold 1.5 finds outlier tokens"
+    layers = LAYERS.get(family, "model.layers")
+    assert set(outliers["module"]) <= {f"{layers}.{i}" for i in range(run["n_layers"])}, set(outliers["module"])
     for row in outliers.itertuples():
         assert row.token_id == ids[row.sample, row.position]
         want = shown(d, row.token_id)

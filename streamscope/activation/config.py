@@ -17,8 +17,9 @@ from typing import Any, Callable
 
 from streamscope.errors import OptionError
 
-#: Every key, with its default (the seed's example config, plus streamscope's ``model.dtype`` and friends).
-DEFAULTS: dict[str, Any] = {
+#: The keys of the run itself, with their defaults (the seed's example config, plus streamscope's ``model.dtype``
+#: and friends); each activation probe adds its own (``defaults``).
+BASE: dict[str, Any] = {
     "model": {"path": None, "name": None, "trust_remote_code": False, "dtype": "auto"},
     "data": {
         "source": "random",
@@ -26,29 +27,31 @@ DEFAULTS: dict[str, Any] = {
         "seq_len": 1024,
         "seed": 0,
         "batch_size": "auto",
+        "windows": "random",
         "custom": {"format": None, "text_column": "text"},
     },
-    "visualization": {
-        "save_dir": None,
-        "dpi": 200,
-        "enabled": {
-            "magnitude_input": True,
-            "magnitude_output": True,
-            "magnitude_weight": False,
-            "outlier_layer_wise": True,
-            "outlier_position": True,
-            "outlier_token": True,
-            "heatmap_3d": False,
-            "distribution": False,
-        },
-        "magnitude": {"patterns": [r"mlp\.down_proj", r"mlp\.up_proj", r"self_attn\.q_proj", r"self_attn\.o_proj"], "reduce_dim": None},
-        "outlier": {"threshold": 64, "pattern": r"layers\.\d+$", "decode_tokens": True},
-        "layer_selection": {"patterns": None},
-        "distribution": {"patterns": [r"mlp\.down_proj"], "plot_types": ["boxplot", "histogram"], "is_input": True},
-        "heatmap_3d": {"pattern": r"layers\.\d+$", "sample_idx": 0, "is_input": False, "view_angle": [30, 45]},
-    },
+    "visualization": {"save_dir": None, "dpi": 200, "enabled": {}, "layer_selection": {"patterns": None}},
     "memory": {"device": "auto", "offload_device": "cpu", "auto_offload": True, "budget": None},
 }
+WINDOWS = ("random", "consecutive")
+
+
+def defaults() -> dict[str, Any]:
+    """Every key with its default: ``BASE`` and, for each registered probe, its ``visualization.<section>``
+    options and its ``visualization.enabled`` switches."""
+    from streamscope.activation.probes import PROBES
+
+    config = copy.deepcopy(BASE)
+    vis = config["visualization"]
+    for probe in PROBES:
+        if probe.section is not None:
+            vis.setdefault(probe.section, {}).update(copy.deepcopy(probe.options))
+        vis["enabled"].update(probe.enabled)
+    return config
+
+
+#: The defaults of the built-in probes (``defaults()`` also has those registered later).
+DEFAULTS: dict[str, Any] = defaults()
 
 
 #: The seeds ``torch.Generator.manual_seed`` accepts.
@@ -61,7 +64,8 @@ def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None
     """The full config: defaults, then the YAML file, then ``overrides`` (``{"data.num_samples": 128}``)."""
     import yaml
 
-    config = copy.deepcopy(DEFAULTS)
+    known = defaults()
+    config = copy.deepcopy(known)
     if path is not None:
         path = Path(path)
         try:
@@ -76,23 +80,24 @@ def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None
             raise OptionError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
         if not isinstance(data, dict):
             raise OptionError(f"{path}: a config must be a mapping of sections (model, data, visualization, memory)")
-        from_file = _merge(config, data, DEFAULTS, where=str(path))
+        from_file = _merge(config, data, known, where=str(path))
     else:
         from_file = set()
-    from_args = {set_dotted(config, key, value) for key, value in (overrides or {}).items()}
+    from_args = {set_dotted(config, key, value, known) for key, value in (overrides or {}).items()}
     _check(config, lambda key: f"{path}: " if key in from_file and key not in from_args else "")
     return config
 
 
-def set_dotted(config: dict, key: str, value: Any) -> str:
+def set_dotted(config: dict, key: str, value: Any, known: dict | None = None) -> str:
     """Set ``a.b.c`` in ``config``; a string value is parsed as YAML (``128``, ``true``, ``[a, b]``). Returns the
-    full key set (``outlier.threshold`` is ``visualization.outlier.threshold``)."""
+    full key set (``outlier.threshold`` is ``visualization.outlier.threshold``). ``known``: ``defaults()``."""
     import yaml
 
+    top = known if known is not None else defaults()
     parts = key.lstrip("-").split(".")
-    if parts[0] not in DEFAULTS and parts[0] in DEFAULTS["visualization"]:
+    if parts[0] not in top and parts[0] in top["visualization"]:
         parts = ["visualization", *parts]
-    node, known = config, DEFAULTS
+    node, known = config, top
     for i, part in enumerate(parts):
         if not isinstance(known, dict) or part not in known:
             level = ".".join(parts[:i]) or "the top level"
@@ -151,9 +156,8 @@ def _merge(config: dict, data: dict, known: dict, where: str, prefix: str = "", 
 
 def _check(config: dict, origin: Callable[[str], str] = lambda key: "") -> None:
     """Types and ranges that would otherwise fail deep inside the run. ``origin(key)``: the prefix naming where a
-    value came from (``"run.yaml: "`` for a value of the config file, nothing for one given on the command line)."""
-    import re
-
+    value came from (``"run.yaml: "`` for a value of the config file, nothing for one given on the command line).
+    Each probe checks its own keys (``Probe.check``)."""
     data, vis = config["data"], config["visualization"]
 
     def fail(key: str, message: str, cause: BaseException | None = None):
@@ -178,27 +182,30 @@ def _check(config: dict, origin: Callable[[str], str] = lambda key: "") -> None:
         fail("data.custom.text_column", f"must be one column name (text); got {custom['text_column']!r}")
     if custom["format"] is not None and not isinstance(custom["format"], str):
         fail("data.custom.format", f"must be null (from the file's suffix) or one of {', '.join(CUSTOM_FORMATS)}; got {custom['format']!r}")
-    threshold = vis["outlier"]["threshold"]
-    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not threshold > 0:
-        fail("visualization.outlier.threshold", f"must be a positive number; got {threshold!r}")
-    if vis["magnitude"]["reduce_dim"] not in (None, -1, -2):
-        fail("visualization.magnitude.reduce_dim", f"must be null, -1 (per token, over channels) or -2 (per channel, over tokens); got {vis['magnitude']['reduce_dim']!r}")
-    for key in ("magnitude", "distribution"):
-        patterns = vis[key]["patterns"]
-        if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
-            fail(f"visualization.{key}.patterns", f"must be a list of regular expressions; got {patterns!r}")
-    sel = vis["layer_selection"]["patterns"]
-    if sel is not None and (not isinstance(sel, list) or not all(isinstance(p, str) for p in sel)):
-        fail("visualization.layer_selection.patterns", f"must be a list of regular expressions or null; got {sel!r}")
+    if data["windows"] not in WINDOWS:
+        fail("data.windows", f"must be random (windows at seeded offsets) or consecutive (the text's first num_samples x seq_len tokens, in order); got {data['windows']!r}")
+    from streamscope.activation.probes import PROBES
+
+    for probe in PROBES:
+        if probe.check is not None:
+            probe.check(vis, fail)
+    check_patterns(fail, "visualization.layer_selection.patterns", vis["layer_selection"]["patterns"], optional=True)
     if config["model"]["dtype"] not in ("auto", "float32", "bfloat16", "float16"):
         fail("model.dtype", f"must be auto, float32, bfloat16 or float16; got {config['model']['dtype']!r}")
     if config["memory"]["device"] not in ("auto", "cpu", "cuda", "mps") and not str(config["memory"]["device"]).startswith("cuda:"):
         fail("memory.device", f"must be auto, cpu, cuda or mps; got {config['memory']['device']!r}")
-    for key, pats in (("magnitude.patterns", vis["magnitude"]["patterns"]), ("distribution.patterns", vis["distribution"]["patterns"]),
-                      ("layer_selection.patterns", sel or []), ("outlier.pattern", [vis["outlier"]["pattern"]]),
-                      ("heatmap_3d.pattern", [vis["heatmap_3d"]["pattern"]])):  # fmt: skip
-        for p in pats:
-            try:
-                re.compile(p)
-            except (re.error, TypeError, RecursionError, OverflowError) as e:
-                fail(f"visualization.{key}", f"{p!r} is not a regular expression ({e})", e)
+
+
+def check_patterns(fail, key: str, patterns, optional: bool = False) -> None:
+    """``patterns`` is a list of regular expressions (or null where ``optional``), else ``fail(key, why)``."""
+    import re
+
+    if optional and patterns is None:
+        return
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        fail(key, f"must be a list of regular expressions{' or null' if optional else ''}; got {patterns!r}")
+    for p in patterns:
+        try:
+            re.compile(p)
+        except (re.error, TypeError, RecursionError, OverflowError) as e:
+            fail(key, f"{p!r} is not a regular expression ({e})", e)

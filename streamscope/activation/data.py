@@ -7,7 +7,8 @@ Sources (``data.source``):
   blank line.
 - ``hf:NAME[:CONFIG[:SPLIT]]``: a dataset through the ``datasets`` library (split ``train`` by default).
 - the seed's builtin names, mapped to hub datasets: ``pile``, ``wikitext2``, ``c4``, ``redpajama``.
-Windows start at seeded random offsets of the token stream (so a stream shorter than ``seq_len`` is an error).
+Windows start at seeded random offsets of the token stream (so a stream shorter than ``seq_len`` is an error), or
+with ``data.windows: consecutive`` follow one another from its start (llama.cpp's chunks).
 A CSV cell may be a whole document (up to ``MAX_TEXT_CHARS``, past csv's default limit of 131072); a file that
 cannot be parsed (JSON nested too deeply included) is one ``DataError`` naming it. The ids are refused before
 they are made when they would not fit in memory (``limits.check_sample_ids``).
@@ -37,8 +38,10 @@ class DataError(StreamscopeError, ValueError):
 
 
 def samples(source: str, num_samples: int, seq_len: int, seed: int, vocab_size: int, tokenizer=None,
-            text_column: str = "text", fmt: str | None = None):  # fmt: skip
-    """``(num_samples, seq_len)`` int64 token ids.
+            text_column: str = "text", fmt: str | None = None, windows: str = "random"):  # fmt: skip
+    """``(num_samples, seq_len)`` int64 token ids: windows of the text's tokens at seeded random offsets, or
+    (``windows="consecutive"``) its first ``num_samples`` x ``seq_len`` tokens in order, as llama.cpp's
+    ``llama-imatrix`` and ``llama-perplexity`` cut a text into chunks.
 
     Raises:
         OptionError: ``source`` is not text, or ``seed`` is not a seed torch takes.
@@ -64,6 +67,11 @@ def samples(source: str, num_samples: int, seq_len: int, seed: int, vocab_size: 
     ids = torch.tensor(encode(tokenizer, text), dtype=torch.int64)
     if ids.numel() < seq_len:
         raise DataError(f"{source}: {ids.numel()} tokens, fewer than data.seq_len {seq_len}; give more text or a smaller seq_len")
+    if windows == "consecutive":
+        if ids.numel() < num_samples * seq_len:
+            raise DataError(f"{source}: {ids.numel()} tokens, fewer than data.num_samples x data.seq_len = {num_samples * seq_len} for "
+                            "consecutive windows; give more text, fewer samples, or data.windows random")  # fmt: skip
+        return ids[: num_samples * seq_len].reshape(num_samples, seq_len).clone()
     starts = torch.randint(0, ids.numel() - seq_len + 1, (num_samples,), generator=gen)
     return torch.stack([ids[s : s + seq_len] for s in starts.tolist()])
 

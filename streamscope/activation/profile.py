@@ -54,6 +54,11 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
     t0 = time.perf_counter()
     out = Path(out)
     prep = prepare(path, config, echo, verbose)
+    if scheduler is None:  # dask workers hold their own shares of the samples
+        from streamscope.activation import limits
+
+        limits.check_hidden_states(int(prep.ids.shape[0]), int(prep.ids.shape[1]), limits.hidden_size(prep.skeleton.model.config), prep.dtype,
+                                   budget=_hidden_budget(config["memory"].get("budget")), out_dir=out)
     out.mkdir(parents=True, exist_ok=True)
     lock = _lock(out / ".activations.lock")  # two activation runs into one directory would mix their checkpoints
     try:
@@ -90,23 +95,23 @@ def prepare(path: str | Path, config: dict, echo: Callable[[str], None] = print,
     device = resolve_device(mem["device"])
     stored = next((t.dtype for t in index if t.is_matrix), None)
     dtype = skeleton.compute_dtype(config["model"]["dtype"], device.type, stored)
-    sk = skeleton.build(model_dir, trust_remote_code=bool(config["model"]["trust_remote_code"]), dtype=dtype)
+    sk = skeleton.build(model_dir, trust_remote_code=bool(config["model"]["trust_remote_code"]), dtype=dtype, index=index)
     names = skeleton.module_names(sk.model)
     echo(f"Total modules found: {len(names)}; decoder layers: {sk.layers_name} ({len(sk.layers)} x {type(sk.layers[0]).__name__})")
     notes = selection_patterns(names, vis)
-    if notes or verbose:
+    if any(unmatched for _, unmatched in notes) or verbose:
         echo("First 20 module names (patterns are regular expressions over these):\n" + "\n".join(f"  {n}" for n in names[:20]))
-    for note in notes:
-        echo(f"note: {note} matches no module of this model; set it to names like those above")
+    for note, _ in notes:
+        echo(f"note: {note}")
     watch = Watch(names, dict(sk.model.named_modules()), sk.layers_name, vis["layer_selection"]["patterns"])
     max_pos = _max_positions(sk.model.config)
     if max_pos and dcfg["seq_len"] > max_pos:
         raise OptionError(f"data.seq_len {dcfg['seq_len']} is beyond the model's {max_pos} positions (config.json)")
     if ids is None:
-        tokenizer = _tokenizer(model_dir, required=dcfg["source"] != "random")
+        tokenizer = _tokenizer(model_dir, required=dcfg["source"] != "random", vocab_path=index.tokenizer_path)
         vocab = _vocab_size(sk.model.config)
         ids = data.samples(dcfg["source"], dcfg["num_samples"], dcfg["seq_len"], dcfg["seed"], vocab, tokenizer,
-                           dcfg["custom"]["text_column"], dcfg["custom"]["format"])  # fmt: skip
+                           dcfg["custom"]["text_column"], dcfg["custom"]["format"], dcfg["windows"])  # fmt: skip
         if tokenizer is not None and vocab and int(ids.max()) >= vocab:
             raise CheckpointError(f"{model_dir}: the tokenizer gives ids up to {int(ids.max())}, beyond the model's vocabulary of {vocab}")
     return Prepared(config, model_dir, index, sk, watch, ids, dtype, device)
@@ -190,23 +195,36 @@ def _forward_facts(result, checkpoint) -> dict:
             "hidden_states_spilled": result.spilled_to is not None}  # fmt: skip
 
 
-def selection_patterns(names: list[str], vis: dict) -> list[str]:
-    """Check every enabled pattern against the module names (see ``skeleton.check_patterns``); returns the
-    patterns that match nothing."""
+def selection_patterns(names: list[str], vis: dict) -> list[tuple[str, bool]]:
+    """Check every enabled pattern against the module names (see ``skeleton.check_patterns``); returns
+    ``(note, the user should set it)`` for each that matches nothing. A null pattern stands for the decoder layers and is not checked; where the
+    default magnitude patterns (Llama's names) match nothing, the magnitude probe watches every Linear of the
+    decoder layers instead, and the note says so."""
     from streamscope.activation import skeleton
+    from streamscope.activation.probes.magnitude import DEFAULT_PATTERNS
 
     enabled, chosen = vis["enabled"], vis["layer_selection"]["patterns"]
-    patterns = {"magnitude.patterns": vis["magnitude"]["patterns"], "outlier.pattern": [vis["outlier"]["pattern"]]}
+    patterns = {"magnitude.patterns": vis["magnitude"]["patterns"]}
+    if vis["outlier"]["pattern"] is not None:
+        patterns["outlier.pattern"] = [vis["outlier"]["pattern"]]
     if enabled["distribution"]:
         patterns["distribution.patterns"] = vis["distribution"]["patterns"]
-    if enabled["heatmap_3d"]:
+    if enabled["heatmap_3d"] and vis["heatmap_3d"]["pattern"] is not None:
         patterns["heatmap_3d.pattern"] = [vis["heatmap_3d"]["pattern"]]
     if chosen:
         patterns["layer_selection.patterns"] = chosen
-    defaults = config_mod.DEFAULTS["visualization"]
-    at_default = {key for key in ("magnitude.patterns", "outlier.pattern", "distribution.patterns", "heatmap_3d.pattern")
-                  if vis[key.split(".")[0]][key.split(".")[1]] == defaults[key.split(".")[0]][key.split(".")[1]]}  # fmt: skip
-    return skeleton.check_patterns(names, patterns, at_default)
+    defaults = config_mod.defaults()["visualization"]
+    at_default = {key for key in patterns if key != "layer_selection.patterns"
+                  and vis[key.split(".")[0]][key.split(".")[1]] == defaults[key.split(".")[0]][key.split(".")[1]]}  # fmt: skip
+    notes = []
+    for unmatched in skeleton.check_patterns(names, patterns, at_default):
+        if unmatched.startswith("magnitude.patterns") and vis["magnitude"]["patterns"] == DEFAULT_PATTERNS:
+            if not notes or not notes[-1][0].startswith("magnitude.patterns"):
+                notes.append(("magnitude.patterns: the default names (Llama's) match no module of this model; the magnitude "
+                              "statistics watch every Linear of the decoder layers instead", False))  # fmt: skip
+        else:
+            notes.append((f"{unmatched} matches no module of this model; set it to names like those above", True))
+    return notes
 
 
 def _max_positions(cfg) -> int | None:
@@ -226,8 +244,9 @@ def _vocab_size(cfg) -> int:
     return v
 
 
-def _tokenizer(model_dir: Path, required: bool):
-    """The checkpoint's tokenizer; a damaged one is an error only when text must be encoded with it."""
+def _tokenizer(model_dir: Path, required: bool, vocab_path: Path | None = None):
+    """The checkpoint's tokenizer; a damaged one is an error only when text must be encoded with it (naming
+    the vocabulary file when that is what is damaged)."""
     from streamscope.io import tokenizer
 
     try:
@@ -235,6 +254,8 @@ def _tokenizer(model_dir: Path, required: bool):
     except tokenizer.TokenizerError:
         if not required:
             return None  # random ids need none; outlier tokens are then decoded from the vocabulary file alone
+        if vocab_path is not None:
+            tokenizer.decoder(str(vocab_path))
         raise
 
 

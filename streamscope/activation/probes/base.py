@@ -100,7 +100,8 @@ class Probe:
         section: its subsection of ``visualization`` in the config (the seed's key names); ``options``: its keys
             there with their defaults; ``enabled``: the ``visualization.enabled`` switches it owns, with defaults.
         active: ``vis -> bool``: whether it runs (default: always).
-        check: ``vis -> None``, raising ``OptionError`` for a bad value of its options.
+        check: ``(vis, fail) -> None``: calls ``fail(key, why)`` (``key`` in full, e.g.
+            ``visualization.outlier.threshold``) for a bad value of its options.
         record: ``(reduced {module: result}, run) -> value`` of ``activations.json[key]``.
         table: ``(reduced, run) -> rows`` for ``activations.csv``: dicts with ``module`` and ``direction`` and
             the probe's columns (rows of all probes with the same module and direction are joined).
@@ -120,7 +121,7 @@ class Probe:
     options: dict = field(default_factory=dict)
     enabled: dict = field(default_factory=dict)
     active: Callable[[dict], bool] = lambda vis: True
-    check: Callable[[dict], None] | None = None
+    check: Callable[[dict, Callable], None] | None = None
     record: Callable | None = None
     table: Callable | None = None
     arrays: Callable | None = None

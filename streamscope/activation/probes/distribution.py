@@ -31,6 +31,12 @@ def restore(vis: dict, data: dict) -> State:
     return s
 
 
+def check(vis: dict, fail) -> None:
+    from streamscope.activation.config import check_patterns
+
+    check_patterns(fail, "visualization.distribution.patterns", vis["distribution"]["patterns"])
+
+
 PROBE = Probe(
     name="distribution",
     help="quantiles and histogram of the watched modules' inputs (distribution.is_input) or outputs",
@@ -41,5 +47,6 @@ PROBE = Probe(
     watches=lambda watch, vis: watch.matching(vis["distribution"]["patterns"]),
     new=lambda vis, name, scratch: State(direction(vis)),
     restore=restore,
+    check=check,
     record=lambda reduced, run: {"direction": direction(run.vis), "modules": reduced},
 )

@@ -73,6 +73,15 @@ def restore(vis: dict, data: dict) -> State:
     return s
 
 
+def check(vis: dict, fail) -> None:
+    from streamscope.activation.config import check_patterns
+
+    h = vis["heatmap_3d"]
+    check_patterns(fail, "visualization.heatmap_3d.pattern", [h["pattern"]] if isinstance(h["pattern"], str) else h["pattern"], optional=True)
+    if not isinstance(h["sample_idx"], int) or isinstance(h["sample_idx"], bool) or h["sample_idx"] < 0:
+        fail("visualization.heatmap_3d.sample_idx", f"must be a sample index (0, 1, ...); got {h['sample_idx']!r}")
+
+
 PROBE = Probe(
     name="heatmap",
     key="heatmap_3d",
@@ -84,5 +93,6 @@ PROBE = Probe(
     watches=lambda watch, vis: watch.matching([vis["heatmap_3d"]["pattern"] or watch.layer_pattern], within_selection=False),
     new=new,
     restore=restore,
+    check=check,
     arrays=arrays,
 )

@@ -3,8 +3,6 @@ magnitude plots; ``activations.json["modules"]`` and the rows of ``activations.c
 
 from __future__ import annotations
 
-import re
-
 from streamscope.activation.probes.base import Probe
 from streamscope.activation.stats import Magnitude
 
@@ -61,19 +59,13 @@ def table(reduced: dict, run) -> list[dict]:
     return [{"module": n, "direction": d, **r} for n, dirs in reduced.items() for d, r in dirs.items()]
 
 
-def check(vis: dict) -> None:
-    from streamscope.errors import OptionError
+def check(vis: dict, fail) -> None:
+    from streamscope.activation.config import check_patterns
 
-    m = vis["magnitude"]
-    if m["reduce_dim"] not in (None, -1, -2):
-        raise OptionError(f"magnitude.reduce_dim must be null, -1 (per token, over channels) or -2 (per channel, over tokens); got {m['reduce_dim']!r}")
-    if not isinstance(m["patterns"], list) or not all(isinstance(p, str) for p in m["patterns"]):
-        raise OptionError(f"magnitude.patterns must be a list of regular expressions; got {m['patterns']!r}")
-    for p in m["patterns"]:
-        try:
-            re.compile(p)
-        except re.error as e:
-            raise OptionError(f"magnitude.patterns: {p!r} is not a regular expression ({e})") from e
+    if vis["magnitude"]["reduce_dim"] not in (None, -1, -2):
+        fail("visualization.magnitude.reduce_dim",
+             f"must be null, -1 (per token, over channels) or -2 (per channel, over tokens); got {vis['magnitude']['reduce_dim']!r}")
+    check_patterns(fail, "visualization.magnitude.patterns", vis["magnitude"]["patterns"])
 
 
 PROBE = Probe(

@@ -4,8 +4,6 @@ channels they occur in (``activations.json["outliers"]``, ``outliers.csv``)."""
 
 from __future__ import annotations
 
-import re
-
 from streamscope.activation.probes.base import Probe
 from streamscope.activation.stats import Outliers
 
@@ -57,18 +55,14 @@ def files(reduced: dict, run) -> dict:
     return {"outliers.csv": None}
 
 
-def check(vis: dict) -> None:
-    from streamscope.errors import OptionError
+def check(vis: dict, fail) -> None:
+    from streamscope.activation.config import check_patterns
 
-    o = vis["outlier"]
-    t = o["threshold"]
-    if not isinstance(t, (int, float)) or isinstance(t, bool) or t <= 0:
-        raise OptionError(f"outlier.threshold must be a positive number; got {t!r}")
-    if o["pattern"] is not None:
-        try:
-            re.compile(o["pattern"])
-        except (re.error, TypeError) as e:
-            raise OptionError(f"outlier.pattern: {o['pattern']!r} is not a regular expression or null ({e})") from e
+    t = vis["outlier"]["threshold"]
+    if not isinstance(t, (int, float)) or isinstance(t, bool) or not t > 0:
+        fail("visualization.outlier.threshold", f"must be a positive number; got {t!r}")
+    pattern = vis["outlier"]["pattern"]
+    check_patterns(fail, "visualization.outlier.pattern", [pattern] if isinstance(pattern, str) else pattern, optional=True)
 
 
 PROBE = Probe(
