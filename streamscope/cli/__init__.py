@@ -230,8 +230,10 @@ def embeddings(
 def _activations_help() -> str:
     """The help of ``activations``, its defaults taken from the config's."""
     from streamscope.activation.config import DEFAULTS
+    from streamscope.activation.probes import PROBES
 
     d, v = DEFAULTS["data"], DEFAULTS["visualization"]
+    probes = "\n".join(f"  {p.name}: {escape(p.help)}" for p in PROBES)
 
     def opt(key: str, value) -> str:
         text = "[" + ", ".join(map(str, value)) + "]" if isinstance(value, list) else "null" if value is None else str(value)
@@ -245,7 +247,11 @@ Defaults:
   {opt("data.num_samples", d["num_samples"])}  {opt("data.seq_len", d["seq_len"])}  {opt("data.batch_size", d["batch_size"])}
   {opt("magnitude.patterns", v["magnitude"]["patterns"])}
   {opt("magnitude.reduce_dim", v["magnitude"]["reduce_dim"])}  (statistics of every |x|; -1: per token, -2: per channel)
-  {opt("outlier.threshold", v["outlier"]["threshold"])}  {opt("outlier.pattern", v["outlier"]["pattern"])}
+  {opt("outlier.threshold", v["outlier"]["threshold"])}  {opt("outlier.pattern", v["outlier"]["pattern"])}  (null: the decoder layers)
+  {opt("data.windows", d["windows"])}  (or consecutive: the text's first tokens in order, as llama.cpp's chunks)
+
+Probes (statistics taken in the same pass; their keys are --SECTION.KEY, their switches --visualization.enabled.NAME):
+{probes}
 
 Writes activations.json/.csv/.parquet, outliers.csv, act_scales.pt, imatrix.gguf and arrays.zarr into --out, and prints the module inputs and outputs with the largest |x| (--verbose: also the module names).
 
