@@ -192,6 +192,11 @@ def stats32(
     return outs
 
 
+#: Values per thread of ``act32``: below this a second thread costs more than it saves (a 256 x 2048 call took
+#: 0.63 ms on one thread, 0.88 ms on two).
+ACT32_PER_THREAD = 1 << 22
+
+
 def act32(x: np.ndarray, rows: int, cols: int, hist: np.ndarray | None = None, rowmax: np.ndarray | None = None,
           colmax: np.ndarray | None = None, colsq: np.ndarray | None = None) -> tuple[float, float, int]:  # fmt: skip
     """Activation statistics of a float32 block of ``rows`` tokens x ``cols`` channels in one read (see
@@ -199,7 +204,7 @@ def act32(x: np.ndarray, rows: int, cols: int, hist: np.ndarray | None = None, r
     |x|), raises ``colmax`` (float32) and adds to ``colsq`` (float64, sum of x^2 per channel). Returns the sum
     of |x| and the smallest |x| over finite values, and their count."""
     lib = _lib()
-    n_threads = min(threads(), rows, max(1, rows * cols // (1 << 16)))
+    n_threads = min(threads(), rows, max(1, rows * cols // ACT32_PER_THREAD))
     bounds = np.linspace(0, rows, n_threads + 1).astype(np.int64)
     extra = lambda a: [a] + [np.zeros_like(a) for _ in range(n_threads - 1)] if a is not None else [None] * n_threads  # noqa: E731
     hists, colmaxes, colsqs = extra(hist), extra(colmax), extra(colsq)

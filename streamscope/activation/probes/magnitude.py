@@ -13,7 +13,7 @@ COLUMNS = ("top1", "top2", "top3", "median", "min", "mean_abs", "count")
 
 class State:
     def __init__(self, reduce_dim: int | None):
-        self.dirs = {d: Magnitude(reduce_dim) for d in DIRECTIONS}
+        self.dirs = {d: Magnitude(reduce_dim, inputs=d == "input") for d in DIRECTIONS}
 
     def update(self, call) -> None:
         for direction, x in (("input", call.x_in), ("output", call.x_out)):
@@ -35,7 +35,7 @@ class State:
 def restore(vis: dict, data: dict) -> State:
     s = State(vis["magnitude"]["reduce_dim"])
     for d in DIRECTIONS:
-        s.dirs[d] = Magnitude.restore({k.split("/", 1)[1]: v for k, v in data.items() if k.startswith(d + "/")}, vis["magnitude"]["reduce_dim"])
+        s.dirs[d].merge(Magnitude.restore({k.split("/", 1)[1]: v for k, v in data.items() if k.startswith(d + "/")}, vis["magnitude"]["reduce_dim"]))
     return s
 
 
