@@ -3,9 +3,13 @@
 Each worker streams every decoder layer over its share of the samples (weights read once per worker, from
 storage every worker can read) and checkpoints its probe states per layer in ``OUT/.parts/wK/`` exactly as a
 single run does (so a killed worker's share resumes too). The driver then merges the states module by module
-(``Collector.restore``) and reduces them: maxima, counts and sums merge exactly, and the pattern counts behind
-medians and quantiles add up to the single run's. Shares are whole batches of the single run's plan, so every
-layer call sees the samples a single run would group with them.
+(``Collector.restore``) and reduces them: maxima, counts and the pattern counts behind medians and quantiles
+merge exactly, sums of |x| are kept per call and summed exactly, channel sums of squares add in float64.
+Shares are whole batches of the single run's plan, so every layer call sees the samples a single run would
+group with them: with the same number of BLAS threads per worker as the single run, the activations are the
+same bits and so are the files. With another thread count the matrix products round differently (float32,
+about 1e-7 relative), as they would in a single run with that thread count. A local cluster gives each
+worker its share of the cores.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ The median of ``Magnitude`` comes from the same pattern counts (|x| truncated to
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -132,7 +133,7 @@ class Magnitude:
         self.reduce_dim, self.inputs = reduce_dim, inputs
         self.top: list[float] = []
         self.min = float("inf")
-        self.sum = 0.0
+        self.sums: list[float] = []  # per call (per chunk); summed exactly, so any grouping of calls gives one result
         self.count = 0
         # |x|: patterns without the sign bit. Made at the first sample: the collector makes every module's
         # statistics at the start, and 256 KiB for each module and direction of every layer added up (26 MiB
@@ -152,7 +153,7 @@ class Magnitude:
                 return
             self.top = sorted(self.top + m.largest3(), reverse=True)[:3]
             self.min = min(self.min, m.min_abs)
-            self.sum += m.sum_abs
+            self.sums.append(m.sum_abs)
             self.count += m.count
             self.counts = m.hist.copy() if self.counts is None else self.counts + m.hist
             return
@@ -171,7 +172,7 @@ class Magnitude:
             return
         self.top = sorted(self.top + largest3(flat), reverse=True)[:3]
         self.min = min(self.min, float(flat.min()))
-        self.sum += float(flat.sum(dtype=torch.float64))
+        self.sums.append(float(flat.sum(dtype=torch.float64)))
         self.count += flat.numel()
         counts = pattern_counts(flat, N_PATTERNS // 2)
         if self.counts is None:
@@ -183,19 +184,19 @@ class Magnitude:
         """The statistics of both sets of values (a resumed run's saved layers, another worker's samples)."""
         self.top = sorted(self.top + other.top, reverse=True)[:3]
         self.min = min(self.min, other.min)
-        self.sum += other.sum
+        self.sums += other.sums
         self.count += other.count
         self.counts = _add(self.counts, other.counts)
         return self
 
     def dump(self) -> dict:
-        return {"top": np.array(self.top, np.float64), "min": np.float64(self.min), "sum": np.float64(self.sum),
+        return {"top": np.array(self.top, np.float64), "min": np.float64(self.min), "sums": np.array(self.sums, np.float64),
                 "count": np.int64(self.count), "counts": _or_empty(self.counts)}  # fmt: skip
 
     @classmethod
     def restore(cls, data: dict, reduce_dim: int | None = None) -> "Magnitude":
         m = cls(reduce_dim)
-        m.top, m.min, m.sum, m.count = data["top"].tolist(), float(data["min"]), float(data["sum"]), int(data["count"])
+        m.top, m.min, m.sums, m.count = data["top"].tolist(), float(data["min"]), data["sums"].tolist(), int(data["count"])
         m.counts = _or_none(data["counts"])
         return m
 
@@ -203,7 +204,7 @@ class Magnitude:
         top = self.top + [float("nan")] * (3 - len(self.top))
         (median,) = quantiles(self.counts, [0.5]) if self.counts is not None else (float("nan"),)
         return {"top1": top[0], "top2": top[1], "top3": top[2], "median": median, "min": self.min if self.count else float("nan"),
-                "mean_abs": self.sum / self.count if self.count else float("nan"), "count": self.count}  # fmt: skip
+                "mean_abs": math.fsum(self.sums) / self.count if self.count else float("nan"), "count": self.count}  # fmt: skip
 
 
 ROW = 1024  # values per row in ``largest3``
