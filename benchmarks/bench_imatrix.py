@@ -37,9 +37,8 @@ CPU percent), ``--repeat`` times in alternating order, from the page cache:
 - ``llama-imatrix -m model.gguf -f calib.txt -c 256 --chunks 4 -t 2 -o imatrix.gguf`` (4 consecutive windows of
   256 tokens from the start of the text; it also computes the perplexity of their second halves by default);
 - ``streamscope activations CHECKPOINT --data.source custom:calib.txt --data.num_samples 4 --data.seq_len 256
-  --device cpu`` (every statistic and file, ``imatrix.gguf`` among them). streamscope has no option for
-  consecutive windows: its 4 windows start at seeded random offsets of the same text (``calib.txt`` holds
-  about 1.25 x 1024 tokens, so both read mostly the same tokens, not the same windows).
+  --data.windows consecutive --device cpu`` (every statistic and file, ``imatrix.gguf`` among them): the same
+  4 consecutive windows from the start of the text.
 The importance matrices are compared per tensor: the cosine of ``in_sum2 / counts`` (the mean of x^2 per input
 channel), median and minimum over the tensors both write.
 
@@ -276,8 +275,8 @@ def timed(cmd: list[str], env: dict | None = None) -> dict:
             "user_seconds": ru.ru_utime, "system_seconds": ru.ru_stime, "load_before": load, "timer": "wait4", "log_tail": out[-6000:]}  # fmt: skip
 
 
-def run_llama(binary: Path, gguf_path: Path, text: Path, out: Path, ctx: int) -> dict:
-    cmd = [str(binary), "-m", str(gguf_path), "-f", str(text), "-o", str(out), "-c", str(ctx), "--chunks", str(CHUNKS), "-t", str(THREADS)]
+def run_llama(binary: Path, gguf_path: Path, text: Path, out: Path, ctx: int, chunks: int = CHUNKS) -> dict:
+    cmd = [str(binary), "-m", str(gguf_path), "-f", str(text), "-o", str(out), "-c", str(ctx), "--chunks", str(chunks), "-t", str(THREADS)]
     r = timed(cmd)
     r["command"] = " ".join(["llama-imatrix", *cmd[1:]])
     m = re.search(r"Final estimate: PPL = ([\d.]+)", r["log_tail"])
@@ -285,9 +284,9 @@ def run_llama(binary: Path, gguf_path: Path, text: Path, out: Path, ctx: int) ->
     return r
 
 
-def run_streamscope(checkpoint: Path, text: Path, out: Path, ctx: int) -> dict:
+def run_streamscope(checkpoint: Path, text: Path, out: Path, ctx: int, windows: str = "consecutive", chunks: int = CHUNKS) -> dict:
     cmd = [sys.executable, "-m", "streamscope", "activations", str(checkpoint), "--out", str(out), "--device", "cpu", "--quiet",
-           "--data.source", f"custom:{text}", "--data.num_samples", str(CHUNKS), "--data.seq_len", str(ctx)]  # fmt: skip
+           "--data.source", f"custom:{text}", "--data.num_samples", str(chunks), "--data.seq_len", str(ctx), "--data.windows", windows]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
     r = timed(cmd, env)
     r["command"] = " ".join(["streamscope", *cmd[3:]])
@@ -366,6 +365,7 @@ def main() -> dict | None:
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "streamscope-bench")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--no-aligned", action="store_true", help="skip the pair on identical tokens")
+    p.add_argument("--scale", type=int, default=4, help="one more pair on SCALE x 4 chunks (0: none): the cost of each further chunk")
     p.add_argument("--note", help="the machine's state, kept in the figures (other processes running, ...)")
     p.add_argument("--out", type=Path)
     p.add_argument("--smoke", action="store_true")
@@ -393,7 +393,7 @@ def main() -> dict | None:
             "layers": config["num_hidden_layers"], "hidden": config["hidden_size"], "mlp": config["intermediate_size"], "vocab": config["vocab_size"]},
             "convert_seconds": None if convert_seconds != convert_seconds else convert_seconds,
             "chunks": CHUNKS, "ctx": ctx, "threads": THREADS, "calib_tokens": cal["calib_tokens"], "repeat": a.repeat,
-            "windows": "llama-imatrix: consecutive from the text's start; streamscope: seeded random offsets (it has no consecutive option)",
+            "windows": "both: consecutive from the text's start (streamscope --data.windows consecutive)",
             "streamscope": git_state(), "note": a.note, "runs": [],
         }  # fmt: skip
         print(f"llama.cpp {fig['llama_cpp']['version']}")
@@ -428,12 +428,12 @@ def main() -> dict | None:
         fig["imatrix"] = agreement(work / "streamscope-0" / "imatrix.gguf", work / "llama-0" / "imatrix.gguf")
         print(f"streamscope / llama-imatrix: wall {fig['ratios']['wall_seconds']:.2f}x ({fig['ratios_of_minimums']['wall_seconds']:.2f}x of the "
               f"fastest runs), peak RSS {fig['ratios']['peak_rss']:.2f}x, CPU time {fig['ratios']['cpu_seconds']:.2f}x (medians of {a.repeat})")  # fmt: skip
-        _print_agreement("same text, different windows", fig["imatrix"])
+        _print_agreement("same text, the same consecutive windows", fig["imatrix"])
         if not a.no_aligned:
             ll_ids = llama_tokens(binary, gguf_path, cal["files"]["aligned_llama"])
             al = {"llama": run_llama(binary, gguf_path, cal["files"]["aligned_llama"], work / "aligned-llama.gguf", ctx)}
             (work / "aligned-streamscope").mkdir()
-            al["streamscope"] = run_streamscope(checkpoint, cal["files"]["aligned_streamscope"], work / "aligned-streamscope", ctx)
+            al["streamscope"] = run_streamscope(checkpoint, cal["files"]["aligned_streamscope"], work / "aligned-streamscope", ctx, windows="random")
             import zarr
 
             ss_ids = zarr.open_group(str(work / "aligned-streamscope" / "arrays.zarr"), mode="r")["activations/input_ids"][:].tolist()
@@ -447,9 +447,34 @@ def main() -> dict | None:
                   f"{fig['aligned']['llama_tokens_as_intended']} (None: no llama-tokenize); wall llama {al['llama']['wall_seconds']:.1f} s, "
                   f"streamscope {al['streamscope']['wall_seconds']:.1f} s")  # fmt: skip
             _print_agreement("identical tokens", fig["aligned"]["imatrix"])
+        if a.scale > 1:
+            fig["scaling"] = scaling(binary, gguf_path, checkpoint, cal["files"]["calib"], work, ctx, a.scale * CHUNKS, fig["median"])
     if a.out:
         a.out.write_text(json.dumps(fig, indent=1))
     return fig
+
+
+def scaling(binary: Path, gguf_path: Path, checkpoint: Path, calib: Path, work: Path, ctx: int, chunks: int, small: dict) -> dict:
+    """One run of each tool on ``chunks`` consecutive windows (the calibration text repeated): with the medians at
+    ``CHUNKS``, the wall time of each further chunk and the fixed cost (process start, imports, loading)."""
+    text = calib.read_text(encoding="utf-8")
+    longer = work / "calib_long.txt"
+    longer.write_text("\n".join([text] * (chunks // CHUNKS + 1)), encoding="utf-8")
+    runs = {"llama": run_llama(binary, gguf_path, longer, work / "scale-llama.gguf", ctx, chunks)}
+    (work / "scale-streamscope").mkdir()
+    runs["streamscope"] = run_streamscope(checkpoint, longer, work / "scale-streamscope", ctx, chunks=chunks)
+    out = {"chunks": chunks}
+    for tool, r in runs.items():
+        per_chunk = (r["wall_seconds"] - small[tool]["wall_seconds"]) / (chunks - CHUNKS)
+        out[tool] = {"wall_seconds": r["wall_seconds"], "peak_rss": r["peak_rss"], "seconds_per_chunk": per_chunk,
+                     "fixed_seconds": small[tool]["wall_seconds"] - per_chunk * CHUNKS}  # fmt: skip
+    s, ll = out["streamscope"], out["llama"]
+    out["ratio_wall"] = s["wall_seconds"] / ll["wall_seconds"]
+    out["ratio_per_chunk"] = s["seconds_per_chunk"] / ll["seconds_per_chunk"]
+    print(f"{chunks} x {ctx} tokens: llama-imatrix {ll['wall_seconds']:.1f} s, streamscope {s['wall_seconds']:.1f} s ({out['ratio_wall']:.2f}x); "
+          f"each further chunk {s['seconds_per_chunk']:.2f} s vs {ll['seconds_per_chunk']:.2f} s ({out['ratio_per_chunk']:.2f}x); "
+          f"fixed cost {s['fixed_seconds']:.1f} s vs {ll['fixed_seconds']:.1f} s")  # fmt: skip
+    return out
 
 
 def _print_agreement(label: str, g: dict) -> None:

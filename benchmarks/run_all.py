@@ -210,7 +210,7 @@ def imatrix_section(f: dict) -> list[str]:
     lines += [f"| streamscope / llama-imatrix | {r['wall_seconds']:.2f}x | {f['ratios_of_minimums']['wall_seconds']:.2f}x | {r['peak_rss']:.2f}x | "
               f"{r['cpu_percent']:.2f}x | {r['cpu_seconds']:.2f}x |", "",
               "Importance matrices, per tensor the cosine of in_sum2/counts (the mean of x² per input channel) between the two files:"]  # fmt: skip
-    for label, g in (("same text, each tool's own windows", f["imatrix"]), ("identical tokens (the aligned pair)", (f.get("aligned") or {}).get("imatrix"))):
+    for label, g in (("same text, the same consecutive windows", f["imatrix"]), ("identical tokens (the aligned pair)", (f.get("aligned") or {}).get("imatrix"))):
         if g:
             only = f"; only streamscope writes {', '.join(g['only_streamscope'])}" if g["only_streamscope"] else ""
             lines.append(f"- {label}: median {g['cosine_median']:.6f}, minimum {g['cosine_min']:.6f} (1 - cos = {1 - g['cosine_min']:.1e}, "
@@ -224,6 +224,14 @@ def imatrix_section(f: dict) -> list[str]:
                      f"llama.cpp's (`llama-tokenize`) {a['llama_tokens_as_intended']}. One run each: llama-imatrix {a['llama']['wall_seconds']:.1f} s, "
                      f"{a['llama']['peak_rss'] / 2**20:.0f} MiB; streamscope {a['streamscope']['wall_seconds']:.1f} s, {a['streamscope']['peak_rss'] / 2**20:.0f} MiB. "
                      "Different windows of random-weight activations differ by tens of percent; the same tokens agree to float32 rounding.")  # fmt: skip
+    sc = f.get("scaling")
+    if sc:
+        s, ll = sc["streamscope"], sc["llama"]
+        lines += ["", f"Scaling, one run each on {sc['chunks']} x {f['ctx']} tokens: llama-imatrix {ll['wall_seconds']:.1f} s, streamscope "
+                  f"{s['wall_seconds']:.1f} s ({sc['ratio_wall']:.2f}x), peak RSS {ll['peak_rss'] / 2**20:.0f} and {s['peak_rss'] / 2**20:.0f} MiB. "
+                  f"Each further chunk of {f['ctx']} tokens costs {s['seconds_per_chunk']:.2f} s in streamscope and {ll['seconds_per_chunk']:.2f} s "
+                  f"in llama-imatrix ({sc['ratio_per_chunk']:.2f}x); the fixed cost (process start, imports, loading) is {s['fixed_seconds']:.1f} s "
+                  f"and {ll['fixed_seconds']:.1f} s. streamscope's fixed cost is mostly importing torch and transformers' model code."]  # fmt: skip
     return lines
 
 
