@@ -20,19 +20,44 @@ from pathlib import Path
 
 from streamscope.errors import CheckpointError
 
-REPO_ID = re.compile(r"^(?:hf://)?([A-Za-z0-9][\w.-]*/[\w.-]+)(?:@([\w./-]+))?$")
+REPO_ID = re.compile(r"^(?:hf://)?([A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(.*))?$", re.DOTALL)  # the revision: see check_revision
 #: What ``scan``-like commands download of a repo.
 ALLOW = ["*.safetensors", "*.json", "tokenizer*", "*.model", "vocab.*", "merges.txt"]
 _CACHE_SNAPSHOT = re.compile(r"models--([^/]+)--([^/]+)/snapshots/([0-9a-f]{7,64})/?$")
 
 
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")  # control characters and spaces
+
+
+def check_revision(repo: str, revision: str | None) -> str | None:
+    """``revision`` when it is a usable hub revision (a branch, tag, commit or ``refs/pr/N``), as huggingface_hub
+    accepts them: no empty or ``..`` part, no leading ``/``, no backslash or control character.
+
+    Raises:
+        CheckpointError: naming the repo and the revision; the revision would otherwise name a path of the hub
+            cache (``@/any/file``, ``@../../x``) rather than a ref.
+    """
+    if revision is None:
+        return None
+    parts = revision.split("/")
+    if (not revision or revision.startswith("/") or "\\" in revision or _CONTROL.search(revision)
+            or any(p in ("", ".", "..") for p in parts)):  # fmt: skip
+        raise CheckpointError(f"{repo}: invalid revision {revision!r}: a revision is a branch, tag or commit (or refs/pr/N), "
+                              "without a leading '/', empty, '.' or '..' parts, backslashes, spaces or control characters")  # fmt: skip
+    return revision
+
+
 def parse(text: str | Path) -> tuple[str, str | None] | None:
-    """``(repo_id, revision)`` when ``text`` names a hub repo rather than an existing local path."""
+    """``(repo_id, revision)`` when ``text`` names a hub repo rather than an existing local path.
+
+    Raises:
+        CheckpointError: the text names a repo with an invalid revision (see ``check_revision``).
+    """
     s = str(text)
     if Path(s).expanduser().exists() and not s.startswith("hf://"):
         return None
     m = REPO_ID.match(s)
-    return (m.group(1), m.group(2)) if m else None
+    return (m.group(1), check_revision(m.group(1), m.group(2))) if m else None
 
 
 def now() -> str:
@@ -63,7 +88,7 @@ def resolve(text: str | Path, revision: str | None = None, allow: list[str] | No
         path = Path(text).expanduser()
         return path, provenance(path)
     repo, rev = parsed
-    rev = revision or rev
+    rev = check_revision(repo, revision) or rev
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
@@ -102,7 +127,7 @@ def remote_index(text: str, revision: str | None = None):
 
     parsed = parse(text) or (str(text), None)
     repo, rev = parsed
-    rev = revision or rev or "main"
+    rev = check_revision(repo, revision) or rev or "main"
     fetched = 0
     try:
         from huggingface_hub import HfApi
