@@ -400,6 +400,11 @@ class ChannelStats:
             self.sum2 = sq if self.sum2 is None else self.sum2.add_(sq)
         self.tokens += flat.shape[0]
 
+    def update(self, call) -> None:
+        """A probe's call of a Linear: its input."""
+        if call.x_in is not None and call.x_in.is_floating_point():
+            self.add(call.x_in)
+
     def merge(self, other: "ChannelStats") -> "ChannelStats":
         """Both sets of tokens: maxima of the maxima, sums of the sums (in float64 until ``close``)."""
         import torch

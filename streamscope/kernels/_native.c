@@ -407,6 +407,18 @@ void ss_quant_rows_bf16(const uint16_t *x, int64_t rows, int64_t cols, int64_t g
  * largest |x| into `rowmax`; per column, raises `colmax` to the largest |x| and adds the sum of x^2 (in double)
  * to `colsq`; any of the three may be NULL. `out`: the sum of |x| over finite values, the smallest |x| (NaN
  * ignored), the count of finite values. NaN wins a row or column maximum, as torch's amax does. */
+/* One value into lane l of ss_act32's row sums: |x| (finite values only), the count of finite values, the
+ * smallest |x| and the largest (NaN wins it, as in torch's amax). */
+#define ACT32_ELEMENT(l, B)                                                                        \
+    {                                                                                              \
+        uint32_t abits = (B) & 0x7fffffffu, fin = abits < 0x7f800000u, nan = abits > 0x7f800000u;  \
+        uint32_t fab = abits & (0u - fin);                                                         \
+        float a, fa;                                                                               \
+        memcpy(&a, &abits, 4); memcpy(&fa, &fab, 4);                                               \
+        sa[l] += fa; nf[l] += fin;                                                                 \
+        mn[l] = (a < mn[l]) ? a : mn[l];                                                           \
+        rm[l] = (a > rm[l]) | nan ? a : rm[l];                                                     \
+    }
 SS_CLONES
 int ss_act32(const float *x, int64_t rows, int64_t cols, int64_t *hist, float *rowmax, float *colmax, double *colsq,
              double *out) {
@@ -431,28 +443,9 @@ int ss_act32(const float *x, int64_t rows, int64_t cols, int64_t *hist, float *r
         for (int l = 0; l < SL; l++) { mn[l] = INFINITY; rm[l] = 0.0f; }
         int64_t body = cols - cols % SL, j = 0;
         for (; j < body; j += SL) {
-            for (int l = 0; l < SL; l++) {
-                uint32_t abits = u[j + l] & 0x7fffffffu;
-                int fin = abits < 0x7f800000u, nan = abits > 0x7f800000u;
-                uint32_t fab = abits & (0u - (uint32_t)fin);
-                float a, fa;
-                memcpy(&a, &abits, 4); memcpy(&fa, &fab, 4);
-                sa[l] += fa; nf[l] += fin;
-                mn[l] = (a < mn[l]) ? a : mn[l];
-                rm[l] = (a > rm[l]) | nan ? a : rm[l];
-            }
+            for (int l = 0; l < SL; l++) ACT32_ELEMENT(l, u[j + l])
         }
-        for (; j < cols; j++) {
-            int l = (int)(j - body);
-            uint32_t abits = u[j] & 0x7fffffffu;
-            int fin = abits < 0x7f800000u, nan = abits > 0x7f800000u;
-            uint32_t fab = abits & (0u - (uint32_t)fin);
-            float a, fa;
-            memcpy(&a, &abits, 4); memcpy(&fa, &fab, 4);
-            sa[l] += fa; nf[l] += fin;
-            mn[l] = (a < mn[l]) ? a : mn[l];
-            rm[l] = (a > rm[l]) | nan ? a : rm[l];
-        }
+        for (; j < cols; j++) ACT32_ELEMENT(j - body, u[j])
         float rmax = 0.0f;
         for (int l = 0; l < SL; l++) {
             sum_abs += sa[l]; n_fin += nf[l];

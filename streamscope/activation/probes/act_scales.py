@@ -12,10 +12,6 @@ class State(ChannelStats):
     def __init__(self):
         super().__init__(sum2=False)
 
-    def update(self, call) -> None:
-        if call.x_in is not None and call.x_in.is_floating_point():
-            self.add(call.x_in)
-
     def reduce(self):
         return self.absmax
 

@@ -19,10 +19,6 @@ class State(ChannelStats):
     def __init__(self):
         super().__init__(absmax=False)
 
-    def update(self, call) -> None:
-        if call.x_in is not None and call.x_in.is_floating_point():
-            self.add(call.x_in)
-
     def reduce(self):
         self.close()
         return (self.sum2, self.tokens) if self.sum2 is not None else None
