@@ -6,6 +6,8 @@ Each metric maps to a level 0..3 (Excellent, Good, Warning, Critical); a tensor'
 - extreme outliers (3 x IQR): < 0.1 % friendly, 0.1-1 % needs a strategy, 1-10 % high risk, > 10 % critical
 - stable-rank utilisation (stable rank / total rank) below 0.3 is reported as a compression opportunity,
   not a risk.
+- an all-zero matrix carries no information: it is Critical whichever metrics were computed (its condition
+  number is undefined, its SQNR 0/0), with that reason, so the grade does not depend on ``--spectral``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,17 @@ def _level(value: float | None, edges: tuple[float, float, float], higher_is_wor
     return sum(value > e for e in edges)
 
 
+def _all_zero(record: dict, spec: dict, quant: dict) -> bool:
+    """A non-empty matrix whose every value is 0, from whichever metric saw its largest value."""
+    shape = record.get("info", {}).get("shape", [0, 0])
+    if len(shape) < 2 or not math.prod(shape):
+        return False
+    for v in ((record.get("basic_stats") or {}).get("abs_max"), quant.get("abs_max"), spec.get("max_singular_value")):
+        if v is not None:
+            return v == 0
+    return False
+
+
 def grade_tensor(record: dict, nan: int = 0, inf: int = 0) -> dict | None:
     """Grade one tensor record (needs ``spectral`` and/or ``quantization``); None when neither is there.
 
@@ -42,9 +55,11 @@ def grade_tensor(record: dict, nan: int = 0, inf: int = 0) -> dict | None:
     if nan or inf:
         levels["non_finite"] = 3
     cond = spec.get("condition_number")
-    if cond is not None:
+    if not nan and not inf and _all_zero(record, spec, quant):
+        levels["all_zero"] = 3  # its other metrics (κ = 0/0, SQNR = 0/0) mean nothing: not graded
+    elif cond is not None:
         levels["condition_number"] = _level(math.inf if cond is None else cond, (1e3, 1e4, 1e5))
-    if quant:
+    if quant and "all_zero" not in levels:
         sqnr = quant.get("sqnr_db")
         lv = _level(sqnr, (40.0, 30.0, 20.0), higher_is_worse=False) if sqnr is not None else None
         if lv is not None:
@@ -57,6 +72,7 @@ def grade_tensor(record: dict, nan: int = 0, inf: int = 0) -> dict | None:
         "sqnr_db": lambda: f"INT8 SQNR {quant['sqnr_db']:.1f} dB",
         "extreme_outlier_percentage": lambda: f"{quant['extreme_outlier_percentage']:.3g}% extreme outliers",
         "non_finite": lambda: f"{nan} NaN and {inf} Inf values",
+        "all_zero": lambda: "all values are zero: the matrix carries no information",
     }
     for key, lv in sorted(levels.items(), key=lambda kv: -kv[1]):
         if lv >= 2:
