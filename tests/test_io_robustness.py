@@ -39,3 +39,30 @@ def test_scan_of_a_revision_naming_a_file_is_one_error(tmp_path, monkeypatch):
     assert result.exit_code == 1, result.output
     assert "invalid revision" in result.output
     assert not (tmp_path / "out" / "model.json").exists()
+
+
+# --- a malformed vocabulary --------------------------------------------------------------------------------------
+
+
+def test_malformed_vocab_json_keeps_the_embedding_records(llama_dir, tmp_path):
+    import json
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(llama_dir, ckpt)
+    for name in ("tokenizer.json", "vocab.txt"):
+        (ckpt / name).unlink(missing_ok=True)
+    (ckpt / "vocab.json").write_text("[1, 2, 3]")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["scan", str(ckpt), "--out", str(out), "--memory-budget", "64MB", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    model = json.loads((out / "model.json").read_text())
+    assert not model.get("errors"), model.get("errors")
+    tensors = json.loads((out / "tensors.json").read_text())
+    records = tensors if isinstance(tensors, dict) else {r["name"]: r for r in tensors}
+    embedded = {n: r["embedding"] for n, r in records.items() if isinstance(r, dict) and "embedding" in r}
+    assert "model.embed_tokens.weight" in embedded and "lm_head.weight" in embedded, sorted(embedded)
+    for record in embedded.values():
+        assert record["tokens"].startswith("not decoded: ") and "vocab.json" in record["tokens"]
+        assert [r["token"] for r in record["largest"]] == [None] * len(record["largest"])
+        assert len(record["largest"]) > 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from streamscope.analyses.registry import Analysis
-from streamscope.io.tokenizer import decoder
+from streamscope.io.tokenizer import TokenizerError, decoder
 
 NORM_PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 _POSITIONAL = re.compile(r"position|wpe|token_type|embed_positions|patch_embed|visual|vision")  # rows are not tokens
@@ -26,12 +26,18 @@ def embedding_norms(name: str, shape: tuple[int, ...], row_norms: np.ndarray, to
 
     Returns:
         ``vocab_size, embedding_dim, norm_mean, norm_std, norm_min, norm_max, norm_percentiles`` and
-        ``largest`` / ``smallest``: the ``TOP_K`` rows as ``{"id", "norm", "token"}``.
+        ``largest`` / ``smallest``: the ``TOP_K`` rows as ``{"id", "norm", "token"}``; when the vocabulary cannot
+        be read, ``tokens`` says why and the rows keep their ids alone (``token`` None).
     """
     norms = np.asarray(row_norms, dtype=np.float64)
     order = np.argsort(norms, kind="stable")
     token_rows = tokenizer is not None and not _POSITIONAL.search(name)
-    decode = decoder(str(tokenizer)) if token_rows else (lambda i: None)
+    decode, note = (lambda i: None), None
+    if token_rows:
+        try:
+            decode = decoder(str(tokenizer))
+        except TokenizerError as e:  # the statistics stand without text: token ids, and why
+            note = f"not decoded: {e}"
     rows = lambda ids: [{"id": int(i), "norm": float(norms[i]), "token": decode(int(i))} for i in ids]  # noqa: E731
     return {
         "name": name,
@@ -45,6 +51,7 @@ def embedding_norms(name: str, shape: tuple[int, ...], row_norms: np.ndarray, to
         "norm_percentiles": {f"p{p}": float(v) for p, v in zip(NORM_PERCENTILES, np.percentile(norms, NORM_PERCENTILES))},
         "largest": rows(order[::-1][:TOP_K]),
         "smallest": rows(order[:TOP_K]),
+        **({"tokens": note} if note else {}),
     }
 
 
