@@ -27,3 +27,51 @@ def test_an_all_zero_matrix_is_critical_whatever_the_spectrum(tmp_path, spectral
     assert not tensors["zero.bias"].get("health")  # a zero bias vector is ordinary, not graded
     model = json.loads((tmp_path / "out" / "model.json").read_text())
     assert model["health"]["riskiest"][0]["name"] == "zero.weight"
+
+
+def _dollar_checkpoint(directory):
+    """Tensor names holding ``$`` and a byte-level vocabulary whose largest-norm rows are SmolLM2's ``$$`` tokens."""
+    directory.mkdir()
+    g = torch.Generator().manual_seed(0)
+    embed = torch.randn(64, 16, generator=g) * 0.02
+    embed[[5, 6]] *= 40  # '$$' and 'Ġ$$': the largest norms
+    embed[7] *= 0.01  # '$': the smallest
+    tensors = {"model.embed_tokens.weight": embed, "model.norm$.weight": torch.ones(16)}
+    for name in ("self_attn.q_proj$$", "self_attn.o_$proj", "mlp.down_proj$\\frac{"):
+        tensors[f"model.layers.0.{name}.weight"] = torch.randn(16, 16, generator=g) * 0.02
+    tensors["model.layers.0.mlp.down_proj$\\frac{.weight"][0, 0] = 5.0  # the riskiest: a detail figure of its own
+    save_tensors(directory / "model.safetensors", tensors)
+    vocab = {f"t{i}": i for i in range(64)}
+    vocab = {("$$" if i == 5 else "Ġ$$" if i == 6 else "$" if i == 7 else t): i for t, i in vocab.items()}
+    (directory / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    return directory
+
+
+def test_dollar_signs_in_names_and_tokens_are_drawn_as_text(tmp_path):
+    from typer.testing import CliRunner
+
+    from streamscope.cli import app
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["scan", str(_dollar_checkpoint(tmp_path / "ck")), "--out", str(out), "--analyses", "all",
+                                      "--report", "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    model = json.loads((out / "model.json").read_text())
+    assert [r["token"] for r in model["embedding"]["model.embed_tokens.weight"]["largest"][:2]] in (["$$", " $$"], [" $$", "$$"])
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "q_proj$$" in page and "&#x27;$$&#x27;" in page
+    figures = {p.name for p in (out / "figures").rglob("*.png")}
+    assert {"embedding_norms.png", "condition_heatmap.png", "health_dashboard.png"} <= figures
+    assert "model.layers.0.mlp.down_proj__frac_.weight_distribution.png" in figures  # the detail figures, titled with the name
+
+
+def test_a_figure_drawn_outside_the_report_is_saved_as_plain_text(tmp_path):
+    from streamscope.report.figures import style
+
+    fig = style.figure(4, 2)  # drawn outside ``render``, as an API user would
+    ax = fig.add_subplot()
+    ax.set_title("q_proj$$ $\\frac{")
+    ax.set_xticks([0, 1], ["$$", "Ġ$$"])
+    ax.annotate("$", (0.5, 0.5))
+    style.save(fig, tmp_path / "f.png")  # raised ValueError (math text) before
+    assert ax.title.get_text() == "q_proj$$ $\\frac{" and not ax.title.get_parse_math()

@@ -17,7 +17,7 @@ from streamscope.report.figures import (
     embedding_clusters, embedding_norms, health_dashboard, layer_details, layer_trends, norm_layers, quantization_risk,
     quantization_schemes, rank_efficiency,
 )  # fmt: skip
-from streamscope.report.figures.style import save
+from streamscope.report.figures.style import plain_text, save
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,8 @@ def render(results, out: Path, details: str | int = 10, on_figure: Callable[[], 
             continue  # an embedding study or an activation run alone: no weight figures
         if f.section == "embeddings" and not results.tensors and not results.embeddings:
             continue
-        fig = f.draw(results)
+        with plain_text():  # names and tokens are never math text
+            fig = f.draw(results)
         if fig is not None:
             save(fig, out / f.file)
             done.append(Rendered(Path(f.file), f.section, f.title))
@@ -82,7 +83,8 @@ def render(results, out: Path, details: str | int = 10, on_figure: Callable[[], 
     for name in layer_details.chosen(results, details):
         stem = layer_details.file_stem(name)
         for kind, draw in (("distribution", layer_details.distribution), ("singular_values", layer_details.singular_values)):
-            fig = draw(results, name)
+            with plain_text():
+                fig = draw(results, name)
             if fig is not None:
                 rel = Path("layer_details") / f"{stem}_{kind}.png"
                 save(fig, out / rel)

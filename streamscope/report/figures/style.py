@@ -15,6 +15,18 @@ TYPE_COLORS = {"q_proj": "#1f77b4", "k_proj": "#aec7e8", "v_proj": "#ff7f0e", "o
                "output": "#e377c2", "moe_expert": "#7f7f7f", "moe_router": "#bcbd22"}  # fmt: skip
 
 
+#: Every text of a figure is drawn as written: tensor names and tokens hold ``$`` (SmolLM2's ``$$``, ``Ġ$$``),
+#: which matplotlib would otherwise parse as math text (a ValueError for an odd or unbalanced one).
+PLAIN_TEXT = {"text.usetex": False, "text.parse_math": False}
+
+
+def plain_text():
+    """A context in which every text matplotlib creates (titles, tick labels, annotations, legends) is plain."""
+    import matplotlib
+
+    return matplotlib.rc_context(PLAIN_TEXT)
+
+
 def figure(width: float = 10, height: float = 6):
     """A new figure on its own Agg canvas (no pyplot registry: nothing kept alive between figures)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -27,8 +39,14 @@ def figure(width: float = 10, height: float = 6):
 
 def save(fig, path: Path) -> Path:
     """PNG without a timestamp or software tag, so that the same results give the same bytes."""
+    from matplotlib.text import Text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", metadata={"Software": None})
+    with plain_text():  # tick labels made while drawing, too
+        for text in fig.findobj(Text):  # texts of a figure drawn outside ``plain_text``
+            text.set_usetex(False)
+            text.set_parse_math(False)
+        fig.savefig(path, format="png", metadata={"Software": None})
     return path
 
 
