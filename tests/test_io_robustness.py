@@ -66,3 +66,48 @@ def test_malformed_vocab_json_keeps_the_embedding_records(llama_dir, tmp_path):
         assert record["tokens"].startswith("not decoded: ") and "vocab.json" in record["tokens"]
         assert [r["token"] for r in record["largest"]] == [None] * len(record["largest"])
         assert len(record["largest"]) > 0
+
+
+# --- a shard truncated while it is read ------------------------------------------------------------------------
+
+_TRUNCATE_CHILD = r"""
+import json, os, sys
+import torch
+from safetensors.torch import save_file
+from streamscope.io.checkpoint import CheckpointIndex
+from streamscope.io.reader import RawReader
+from streamscope.io.tensor import plan_blocks
+
+path, mode, when = sys.argv[1], sys.argv[2], sys.argv[3]
+save_file({"w": torch.randn(1024, 256)}, path)  # 1 MiB, 64 blocks of 16 rows
+info = CheckpointIndex.from_path(path).tensors["w"]
+if when == "before":
+    os.truncate(path, info.begin + info.nbytes // 2)
+out = {"blocks": 0}
+try:
+    with RawReader(16 * 256 * 4, mode=mode) as reader:
+        for block, raw in reader.blocks(info, plan_blocks(info, 16 * 256)):
+            float(raw.float().sum())
+            out["blocks"] += 1
+            if out["blocks"] == 2 and when == "during":
+                os.truncate(path, info.begin + info.nbytes // 2)
+except OSError as e:
+    out["error"] = str(e)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("when", ["during", "before"])
+@pytest.mark.parametrize("mode", ["mmap", "pread"])
+def test_truncated_shard_is_one_clean_error_on_every_reader(tmp_path, mode, when):
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "model.safetensors"
+    proc = subprocess.run([sys.executable, "-c", _TRUNCATE_CHILD, str(path), mode, when], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"exit {proc.returncode} (a SIGBUS is -7): {proc.stderr[-2000:]}"
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert str(path) in out.get("error", ""), out
+    assert "unexpected end of file" in out["error"] and "truncated" in out["error"]
+    assert out["blocks"] < 64

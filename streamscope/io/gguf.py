@@ -96,7 +96,7 @@ def read_float(info: TensorInfo, block: Block):
     raw = np.empty(count, np.uint8)
     fd = os.open(info.shard, os.O_RDONLY)
     try:
-        read_exact(fd, memoryview(raw), start)
+        read_exact(fd, memoryview(raw), start, info.shard)
     finally:
         os.close(fd)
     values = quants.dequantize(raw.reshape(shape), qtype).astype(np.float32, copy=False)  # (rows, cols)

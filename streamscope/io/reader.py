@@ -13,6 +13,7 @@ Either way RSS stays at the size of one or two blocks, whatever the size of the 
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -24,13 +25,25 @@ import torch
 from streamscope.io.tensor import Block, TensorInfo
 
 
-def read_exact(fd: int, buf: memoryview, offset: int) -> None:
-    """Fill ``buf`` from ``fd`` at ``offset``, looping over short reads."""
+def end_of_file(path, at: int, size: int | None = None) -> OSError:
+    """The error of every reader when a file ends before a tensor's bytes do (truncated after it was indexed)."""
+    where = f"{path}: " if path is not None else ""
+    length = f" (the file is {size} bytes)" if size is not None else ""
+    return OSError(errno.EIO, f"{where}unexpected end of file at byte {at}{length}: the file is shorter than its header says "
+                              "(truncated or still being written?); re-download or re-save it")  # fmt: skip
+
+
+def read_exact(fd: int, buf: memoryview, offset: int, path=None) -> None:
+    """Fill ``buf`` from ``fd`` at ``offset``, looping over short reads.
+
+    Raises:
+        OSError: the file ends first (``end_of_file``, naming ``path``).
+    """
     done = 0
     while done < len(buf):
         got = os.preadv(fd, [buf[done:]], offset + done)
         if got <= 0:
-            raise OSError(f"unexpected end of file at byte {offset + done}")
+            raise end_of_file(path, offset + done)
         done += got
 
 
@@ -91,23 +104,30 @@ class RawReader:
     def _mapped(self, info: TensorInfo, blocks: list[Block]) -> Iterator[tuple[Block, torch.Tensor]]:
         lo = info.begin // _PAGE * _PAGE  # map only this tensor's pages
         length = info.end - lo
-        with open(info.shard, "rb") as fh:
-            mm = mmap.mmap(fh.fileno(), length, access=mmap.ACCESS_COPY, offset=lo)
+        fd = os.open(info.shard, os.O_RDONLY)
         try:
-            spans = [(info.begin - lo + b.start * info.itemsize, info.begin - lo + b.stop * info.itemsize) for b in blocks]
-            _advise(mm, *spans[0], mmap.MADV_WILLNEED)
-            for i, (block, (a, b)) in enumerate(zip(blocks, spans)):
-                if i + 1 < len(blocks):
-                    _advise(mm, *spans[i + 1], mmap.MADV_WILLNEED)
-                raw = torch.frombuffer(mm, dtype=torch.uint8, count=b - a, offset=a).view(info.torch_dtype)
-                yield block, raw
-                del raw
-                _advise(mm, a, b, mmap.MADV_DONTNEED)
-        finally:
+            _check_size(fd, info, info.end)  # the map covers the whole tensor
+            mm = mmap.mmap(fd, length, access=mmap.ACCESS_COPY, offset=lo)
+            # the descriptor stays open for one fstat per block: a page past the end of a file truncated under the
+            # map would kill the process with SIGBUS, so each block is checked against the file's size first
             try:
-                mm.close()
-            except BufferError:  # a caller still holds a view; the map goes when that view does
-                pass
+                spans = [(info.begin - lo + b.start * info.itemsize, info.begin - lo + b.stop * info.itemsize) for b in blocks]
+                _advise(mm, *spans[0], mmap.MADV_WILLNEED)
+                for i, (block, (a, b)) in enumerate(zip(blocks, spans)):
+                    _check_size(fd, info, lo + b)
+                    if i + 1 < len(blocks):
+                        _advise(mm, *spans[i + 1], mmap.MADV_WILLNEED)
+                    raw = torch.frombuffer(mm, dtype=torch.uint8, count=b - a, offset=a).view(info.torch_dtype)
+                    yield block, raw
+                    del raw
+                    _advise(mm, a, b, mmap.MADV_DONTNEED)
+            finally:
+                try:
+                    mm.close()
+                except BufferError:  # a caller still holds a view; the map goes when that view does
+                    pass
+        finally:
+            os.close(fd)
 
     def column_slab(self, info: TensorInfo, c0: int, c1: int) -> torch.Tensor:
         """Columns ``[c0, c1)`` of a matrix as a new contiguous tensor of the stored dtype.
@@ -116,6 +136,7 @@ class RawReader:
         """
         lo = info.begin // _PAGE * _PAGE
         with open(info.shard, "rb") as fh:
+            _check_size(fh.fileno(), info, info.end)
             mm = mmap.mmap(fh.fileno(), info.end - lo, access=mmap.ACCESS_COPY, offset=lo)
         try:
             whole = torch.frombuffer(mm, dtype=torch.uint8, count=info.nbytes, offset=info.begin - lo).view(info.torch_dtype)
@@ -134,8 +155,14 @@ class RawReader:
     def _read(self, fd: int, info: TensorInfo, block: Block, slot: int) -> torch.Tensor:
         nbytes = block.numel * info.itemsize
         buf = self._buffers[slot][:nbytes]
-        read_exact(fd, memoryview(buf.numpy()), info.begin + block.start * info.itemsize)
+        read_exact(fd, memoryview(buf.numpy()), info.begin + block.start * info.itemsize, info.shard)
         return buf.view(info.torch_dtype)
+
+
+def _check_size(fd: int, info: TensorInfo, end: int) -> None:
+    size = os.fstat(fd).st_size
+    if size < end:
+        raise end_of_file(info.shard, size, size)
 
 
 def _advise(mm: mmap.mmap, start: int, stop: int, advice: int) -> None:
@@ -150,7 +177,7 @@ def read_block_float(info: TensorInfo, block: Block, dtype: torch.dtype = torch.
     raw = np.empty(block.numel * info.itemsize, dtype=np.uint8)
     fd = os.open(info.shard, os.O_RDONLY)
     try:
-        read_exact(fd, memoryview(raw), info.begin + block.start * info.itemsize)
+        read_exact(fd, memoryview(raw), info.begin + block.start * info.itemsize, info.shard)
     finally:
         os.close(fd)
     out = torch.from_numpy(raw).view(info.torch_dtype).to(dtype)
