@@ -1,6 +1,8 @@
 """GGUF files (llama.cpp), read through the ``gguf`` package: its reader for the header, its dequantizers for data.
 
-Plain tensors (F32, F16, BF16, F64, I8-I64) are little-endian arrays and stream like safetensors. Quantized ones
+Plain tensors (F32, F16, BF16, F64, I8-I64) are arrays in the file's byte order (the reader detects it) and
+stream like safetensors, byte-swapped per block in a big-endian file; quantized ones of a big-endian file are listed
+as skipped. Quantized ones
 (Q4_0, Q8_0, Q4_K, ...) are dequantized one block of rows at a time (``read_float``): a row of ``cols`` values
 is ``cols / block_size`` quantization blocks of ``type_size`` bytes, so rows are byte ranges and a block of rows
 is read with one ``pread``. GGUF lists dimensions innermost first; shapes here are the usual outermost first
@@ -62,6 +64,7 @@ def open_file(path: Path) -> ShardFile:
         if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
             config[name] = int(v)
     size = path.stat().st_size
+    byteorder = "big" if getattr(reader, "endianess", None) is not None and reader.endianess.name == "BIG" else "little"
     tensors = {}
     for t in reader.tensors:
         qtype = t.tensor_type.name
@@ -72,7 +75,7 @@ def open_file(path: Path) -> ShardFile:
             raise HeaderError(f"{path}: tensor {t.name!r} runs past the end of the {size}-byte file (truncated?)")
         if dtype not in PLAIN.values() and not hasattr(quants, qtype):
             dtype = f"GGUF_{qtype}"  # no dequantizer in this gguf version: listed as skipped
-        tensors[t.name] = TensorInfo(t.name, dtype, shape, path, begin, end, format="gguf")
+        tensors[t.name] = TensorInfo(t.name, dtype, shape, path, begin, end, format="gguf", byteorder=byteorder)
     metadata = {k: str(v)[:200] for k, v in meta.items() if isinstance(v, (str, int, float))}
     return ShardFile(path=path, header_bytes=min((t.begin for t in tensors.values()), default=size), tensors=tensors,
                      metadata=metadata, size=size, format="gguf", config=config)  # fmt: skip

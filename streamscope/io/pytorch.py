@@ -34,6 +34,16 @@ def _members(path: Path) -> list[int]:
     return sorted(offsets)
 
 
+def _byteorder(path: Path) -> str:
+    """The archive's ``byteorder`` record (``little`` or ``big``); little when absent, as ``torch.load`` assumes."""
+    with zipfile.ZipFile(path) as z:
+        name = next((n for n in z.namelist() if n == "byteorder" or n.endswith("/byteorder")), None)
+        value = z.read(name).decode("ascii", "replace").strip() if name else "little"
+    if value not in ("little", "big"):
+        raise HeaderError(f"{path}: the archive's byteorder record says {value[:20]!r}, expected 'little' or 'big'")
+    return value
+
+
 def open_file(path: Path) -> ShardFile:
     """Index a PyTorch zip checkpoint's tensors by their byte ranges.
 
@@ -57,6 +67,7 @@ def open_file(path: Path) -> ShardFile:
         raise HeaderError(f"{path}: holds no flat state dict of tensors (name -> tensor)")
     to_name = {getattr(torch, attr): name for name, (_, attr) in DTYPES.items() if hasattr(torch, attr)}
     members = _members(path)
+    byteorder = _byteorder(path)  # torch.load swapped its own map of a big-endian archive; the readers swap per block
     pointers = {t.untyped_storage().data_ptr() for t in state.values() if t.numel()}
     base = (min(pointers) - members[0]) if pointers and members else 0
     if pointers and not all(p - base in set(members) for p in pointers):
@@ -70,5 +81,6 @@ def open_file(path: Path) -> ShardFile:
             what = f"dtype {t.dtype}" if dtype is None else "a non-contiguous view"
             raise HeaderError(f"{path}: tensor {name!r} is {what}, which streamscope cannot stream; re-save it contiguous")
         begin = (t.untyped_storage().data_ptr() - base + t.storage_offset() * t.element_size()) if t.numel() else 0
-        tensors[name] = TensorInfo(name, dtype, tuple(t.shape), path, begin, begin + t.numel() * t.element_size(), format="pytorch")
+        tensors[name] = TensorInfo(name, dtype, tuple(t.shape), path, begin, begin + t.numel() * t.element_size(), format="pytorch",
+                                   byteorder=byteorder)  # fmt: skip
     return ShardFile(path=path, header_bytes=members[0] if members else 0, tensors=tensors, size=path.stat().st_size, format="pytorch")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
@@ -45,6 +46,15 @@ def read_exact(fd: int, buf: memoryview, offset: int, path=None) -> None:
         if got <= 0:
             raise end_of_file(path, offset + done)
         done += got
+
+
+def to_native(info: TensorInfo, raw: torch.Tensor) -> torch.Tensor:
+    """``raw`` (a writable CPU tensor of ``info``'s stored bytes) in the host's byte order, swapped in place when the
+    file is big-endian; returned for chaining."""
+    if info.byteorder != sys.byteorder and raw.element_size() > 1 and raw.numel():
+        flat = raw.reshape(-1).view(torch.uint8).numpy()
+        flat.view(f"u{raw.element_size()}").byteswap(inplace=True)
+    return raw
 
 
 _PAGE = mmap.PAGESIZE
@@ -118,7 +128,7 @@ class RawReader:
                     if i + 1 < len(blocks):
                         _advise(mm, *spans[i + 1], mmap.MADV_WILLNEED)
                     raw = torch.frombuffer(mm, dtype=torch.uint8, count=b - a, offset=a).view(info.torch_dtype)
-                    yield block, raw
+                    yield block, to_native(info, raw)  # a private map: a big-endian block is swapped in its own pages
                     del raw
                     _advise(mm, a, b, mmap.MADV_DONTNEED)
             finally:
@@ -141,7 +151,7 @@ class RawReader:
         try:
             whole = torch.frombuffer(mm, dtype=torch.uint8, count=info.nbytes, offset=info.begin - lo).view(info.torch_dtype)
             # a copy even when the slab is every column: the map is released below
-            slab = whole.view(info.rows, info.cols)[:, c0:c1].clone(memory_format=torch.contiguous_format)
+            slab = to_native(info, whole.view(info.rows, info.cols)[:, c0:c1].clone(memory_format=torch.contiguous_format))
             del whole
             if _CAN_MADVISE:
                 mm.madvise(mmap.MADV_DONTNEED)
@@ -156,7 +166,7 @@ class RawReader:
         nbytes = block.numel * info.itemsize
         buf = self._buffers[slot][:nbytes]
         read_exact(fd, memoryview(buf.numpy()), info.begin + block.start * info.itemsize, info.shard)
-        return buf.view(info.torch_dtype)
+        return to_native(info, buf.view(info.torch_dtype))
 
 
 def _check_size(fd: int, info: TensorInfo, end: int) -> None:
@@ -180,7 +190,7 @@ def read_block_float(info: TensorInfo, block: Block, dtype: torch.dtype = torch.
         read_exact(fd, memoryview(raw), info.begin + block.start * info.itemsize, info.shard)
     finally:
         os.close(fd)
-    out = torch.from_numpy(raw).view(info.torch_dtype).to(dtype)
+    out = to_native(info, torch.from_numpy(raw).view(info.torch_dtype)).to(dtype)
     if len(info.shape) >= 2:
         out = out.view(block.row_stop - block.row_start, info.cols)
     return out

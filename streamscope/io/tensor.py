@@ -50,7 +50,8 @@ class TensorInfo:
     """Where one tensor lives: its file and the absolute byte range of its data in that file.
 
     ``format`` names the reader that understands the bytes (``safetensors``: a plain little-endian array of
-    ``dtype``).
+    ``dtype``); ``byteorder`` is ``"big"`` for a file written big-endian (GGUF, PyTorch), whose plain tensors the
+    readers byte-swap block by block.
     """
 
     name: str
@@ -60,6 +61,7 @@ class TensorInfo:
     begin: int  # absolute file offset of the first byte
     end: int  # absolute file offset one past the last byte
     format: str = "safetensors"
+    byteorder: str = "little"  # "big": a plain dtype's elements are byte-swapped as they are read (io.reader.to_native)
 
     @property
     def plain(self) -> bool:
@@ -79,6 +81,9 @@ class TensorInfo:
         if self.dtype in UNREADABLE_DTYPES:
             kind = "complex" if self.dtype.startswith("C") else "sub-byte float"
             return f"dtype {self.dtype} ({kind}) is not analysed"
+        if self.dtype not in DTYPES and self.byteorder != "little":
+            kind = self.dtype.removeprefix("GGUF_")
+            return f"big-endian {self.format} type {kind} is not decoded (only plain dtypes are byte-swapped)"
         if self.dtype not in DTYPES:  # a format's own encoding (GGUF quantization): the format says
             return f"{self.format} type {self.dtype.split('_', 1)[-1]} has no decoder here" if self.dtype.startswith("GGUF_") else None
         import torch
