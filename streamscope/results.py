@@ -7,7 +7,9 @@ took 0.3 s of a 1 s scan of a 135M model's 272 tensors here.
 ``arrays.zarr`` is written once at the end: value histograms stacked as ``histograms/counts`` (tensors x
 bins) and ``histograms/edges``, row i belonging to ``histograms.attrs["tensor_names"][i]``, and other arrays (embedding row norms,
 singular values) as one ragged array per kind, ``tensors/<kind>/values``, indexed by the group's
-``tensor_names`` and ``offsets`` attributes (``report.load.Results.array`` reads one tensor's).
+``tensor_names`` and ``offsets`` attributes (``report.load.Results.array`` reads one tensor's). A scan owns
+those two groups alone: ``embeddings`` and ``activations`` runs into the same directory own theirs, and each
+command moves only its own groups into place (``replace_groups``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 PARTIAL = ".partial"
+#: The groups of ``arrays.zarr`` that a scan owns; ``embeddings`` and ``activations`` belong to those commands.
+SCAN_GROUPS = ("histograms", "tensors")
 
 
 class ResultStore:
@@ -184,10 +188,10 @@ class ResultStore:
         ragged array ``tensors/<key>/values``, all tensors' values end to end, with the group's attributes
         ``tensor_names`` and ``offsets`` (tensor i holds ``values[offsets[i]:offsets[i + 1]]``). A zarr array
         per tensor cost about 10 ms each to create here (2.4 s for a 135M model's 211 matrices).
-        """
-        import zarr
 
-        root = zarr.open_group(str(self.out / "arrays.zarr"), mode="w")
+        Only the scan's own groups (``SCAN_GROUPS``) are replaced: the ``embeddings`` and ``activations`` groups
+        of other commands run into the same directory stay (see ``replace_groups``).
+        """
         hist_names, counts, edges = [], [], []
         ragged: dict[str, tuple[list[str], list[np.ndarray]]] = {}
         for name in names:
@@ -200,16 +204,20 @@ class ResultStore:
                 entry = ragged.setdefault(key, ([], []))
                 entry[0].append(name)
                 entry[1].append(np.asarray(value).reshape(-1))
-        if hist_names:
-            h = root.require_group("histograms")
-            h.create_array("counts", data=np.stack(counts), overwrite=True)
-            h.create_array("edges", data=np.stack(edges), overwrite=True)
-            h.attrs["tensor_names"] = hist_names
-        per_tensor = root.require_group("tensors")
-        for key, (tensor_names, values) in ragged.items():
-            offsets = np.concatenate([[0], np.cumsum([v.size for v in values])]).astype(int).tolist()
-            g = per_tensor.create_group(key, attributes={"tensor_names": tensor_names, "offsets": offsets})
-            g.create_array("values", data=np.concatenate(values) if values else np.zeros(0), overwrite=True)
+
+        def fill(root) -> None:
+            if hist_names:
+                h = root.create_group("histograms")
+                h.create_array("counts", data=np.stack(counts))
+                h.create_array("edges", data=np.stack(edges))
+                h.attrs["tensor_names"] = hist_names
+            per_tensor = root.create_group("tensors", attributes={"written_by": "scan"})
+            for key, (tensor_names, values) in ragged.items():
+                offsets = np.concatenate([[0], np.cumsum([v.size for v in values])]).astype(int).tolist()
+                g = per_tensor.create_group(key, attributes={"tensor_names": tensor_names, "offsets": offsets})
+                g.create_array("values", data=np.concatenate(values) if values else np.zeros(0))
+
+        replace_groups(self.out, "scan", SCAN_GROUPS, fill)
 
     def write_tables(self, model: dict, order: list[str] | None = None) -> "pd.DataFrame":
         """Write ``tensors.json/csv/parquet``, ``model.json`` and ``arrays.zarr``; each file appears whole or not at all."""
@@ -221,6 +229,60 @@ class ResultStore:
         _atomic(self.out / "tensors.csv", lambda p: df.to_csv(p, index=False))
         _atomic(self.out / "tensors.parquet", lambda p: df.to_parquet(p, index=False))
         return df
+
+
+def replace_groups(out: Path, tag: str, owned: tuple[str, ...], fill, may_replace=None) -> None:
+    """Write the groups ``owned`` of ``out/arrays.zarr``: built beside it (``.<tag>.zarr.tmp``) by ``fill(root)``,
+    then each moved in place of the old group alone, every other command's group left as it is.
+
+    An owned group that ``fill`` did not create is removed (an earlier run's would not match this run's results),
+    unless ``may_replace(name, path)`` says the group there is not ours to touch. The moves happen under an
+    exclusive lock on ``arrays.zarr`` itself, so commands finishing at once never lose each other's groups.
+    """
+    import zarr
+
+    out = Path(out)
+    root = out / "arrays.zarr"
+    tmp = out / f".{tag}.zarr.tmp"
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        fill(zarr.open_group(str(tmp), mode="w"))
+        root.mkdir(exist_ok=True)
+        with _held(root):
+            zarr.open_group(str(root), mode="a")  # the root's metadata, written when absent
+            for name in owned:
+                if may_replace is None or may_replace(name, root / name):
+                    _swap(tmp / name, root / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap(new: Path, final: Path) -> None:
+    """Put the directory ``new`` (when it exists) in place of ``final``: the old one is moved aside, then removed."""
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    if new.exists():
+        new.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class _held:
+    """An exclusive lock on a directory, waited for (held only while groups are moved in place)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        import fcntl
+
+        self.fd = os.open(self.path, os.O_RDONLY)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)  # releases the lock
 
 
 def _atomic(path: Path, write) -> None:

@@ -109,26 +109,41 @@ def _results(index, scanned, scan_results, studies, clusters: ClusterOptions) ->
 
 
 def _write_arrays(out: Path, scan_results, studies, key) -> None:
-    import zarr
+    """``arrays.zarr/embeddings`` built beside, then moved in place of the old group alone (``replace_groups``).
 
-    root = zarr.open_group(str(out / "arrays.zarr"), mode="a")
-    for name, s in studies.items():
-        g = root.require_group("embeddings").require_group(key(name))
-        g.attrs["tensor"] = name
-        for k, v in (("labels", s.labels), ("centroids", s.centroids), ("projection", s.projection),
-                     ("projection_rows", s.sample_rows.astype(np.int64)), ("projection_labels", s.projection_labels)):  # fmt: skip
-            g.create_array(k, data=v, overwrite=True)
-    names, norms = [], []
-    for name in studies:
-        n = scan_results.array(name, "row_norms")
-        if n is not None:
-            names.append(name)
-            norms.append(np.asarray(n).reshape(-1))
-    if names:  # the ragged layout of ResultStore.write_arrays
-        offsets = np.concatenate([[0], np.cumsum([n.size for n in norms])]).astype(int).tolist()
-        t = root.require_group("tensors").require_group("row_norms")
-        t.attrs.update({"tensor_names": names, "offsets": offsets})
-        t.create_array("values", data=np.concatenate(norms), overwrite=True)
+    The row norms the report draws are read from ``tensors/row_norms``, the scan's group: they go there only
+    when no scan's ``tensors`` group is in the directory (a scan's holds them already), never over a scan's.
+    """
+    from streamscope.results import replace_groups
+
+    def fill(root) -> None:
+        e = root.create_group("embeddings")
+        for name, s in studies.items():
+            g = e.create_group(key(name), attributes={"tensor": name})
+            for k, v in (("labels", s.labels), ("centroids", s.centroids), ("projection", s.projection),
+                         ("projection_rows", s.sample_rows.astype(np.int64)), ("projection_labels", s.projection_labels)):  # fmt: skip
+                g.create_array(k, data=v)
+        names, norms = [], []
+        for name in studies:
+            n = scan_results.array(name, "row_norms")
+            if n is not None:
+                names.append(name)
+                norms.append(np.asarray(n).reshape(-1))
+        if names:  # the ragged layout of ResultStore.write_arrays
+            offsets = np.concatenate([[0], np.cumsum([n.size for n in norms])]).astype(int).tolist()
+            t = root.create_group("tensors", attributes={"written_by": "embeddings"})
+            t.create_group("row_norms", attributes={"tensor_names": names, "offsets": offsets}).create_array("values", data=np.concatenate(norms))
+
+    replace_groups(out, "embeddings", ("embeddings", "tensors"), fill, may_replace=_not_a_scans)
+
+
+def _not_a_scans(name: str, path: Path) -> bool:
+    if name != "tensors" or not path.exists():
+        return True
+    try:
+        return json.loads((path / "zarr.json").read_text(encoding="utf-8"))["attributes"].get("written_by") == "embeddings"
+    except (OSError, ValueError, KeyError, AttributeError):
+        return False  # a scan's (or unreadable): left alone
 
 
 def _write_csv(path: Path, result: dict) -> None:

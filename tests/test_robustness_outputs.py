@@ -1,0 +1,82 @@
+"""Outputs of several commands and runs: one directory shared, resume under other options, batches, last words."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import zarr
+from typer.testing import CliRunner
+
+import streamscope
+from streamscope.cli import app
+from streamscope.report.load import Results
+from tests import tiny_models
+
+runner = CliRunner()
+
+GROUPS = {"scan": ("histograms", "tensors"), "embeddings": ("embeddings",), "activations": ("activations",)}
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    return tiny_models.build("llama", tmp_path_factory.mktemp("tiny") / "llama")
+
+
+def run_command(command: str, model, out) -> None:
+    if command == "scan":
+        assert not streamscope.scan(model, out=out, analyses="all").errors
+    elif command == "embeddings":
+        streamscope.embeddings(model, out=out, k_range="2:4")
+    else:
+        streamscope.activations(model, out=out, overrides={"data.num_samples": 2, "data.seq_len": 8}, echo=lambda *a: None)
+
+
+# -- one --out for scan, embeddings and activations ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("order", [("scan", "embeddings", "activations"), ("activations", "embeddings", "scan"), ("embeddings", "activations", "scan")])
+def test_commands_sharing_one_out_keep_each_others_arrays(llama, tmp_path, order):
+    out = tmp_path / "o"
+    for command in order:
+        run_command(command, llama, out)
+        root = zarr.open_group(str(out / "arrays.zarr"), mode="r")
+        done = order[: order.index(command) + 1]
+        for group in itertools.chain.from_iterable(GROUPS[c] for c in done):
+            assert group in root, f"{group} lost after {command}"
+    assert not [p.name for p in out.iterdir() if p.name.endswith((".tmp", ".old", ".lock"))]
+    r = Results.open(out)
+    embedding = "model.embed_tokens.weight"
+    assert r.histogram(embedding) is not None and r.array("model.layers.0.mlp.up_proj.weight", "singular_values") is not None
+    assert r.array(embedding, "row_norms").size == r.tensors[embedding]["info"]["shape"][0]
+    assert r.embedding_array(embedding, "projection") is not None and r.activations
+    assert zarr.open_group(str(out / "arrays.zarr"), mode="r")["activations/input_ids"].shape == (2, 8)
+    result = runner.invoke(app, ["report", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    figures = {p.name for p in (out / "figures").iterdir()}
+    assert {"health_dashboard.png", "layer_trends.png", "embedding_norms.png", "embedding_clusters.png",
+            "magnitude_input.png"} <= figures  # fmt: skip
+    page = (out / "report.html").read_text()
+    assert all(f'id="{s}"' in page for s in ("weights", "embeddings", "activations"))
+
+
+def test_a_second_scan_replaces_only_its_own_groups(llama, tmp_path):
+    """The scan's groups are its own: a second scan's replace the first's (none of them stale), others stay."""
+    out = tmp_path / "o"
+    run_command("embeddings", llama, out)
+    streamscope.scan(llama, out=out, analyses="all")
+    streamscope.scan(llama, out=out, analyses="basic", select="layers\\.0\\.mlp")
+    root = zarr.open_group(str(out / "arrays.zarr"), mode="r")
+    assert "embeddings" in root and set(root["histograms"].attrs["tensor_names"]) == set(Results.open(out).tensors)
+    assert "singular_values" not in dict(root["tensors"].groups())  # the first scan's spectra, not this one's, are gone
+
+
+def test_embeddings_alone_keeps_its_row_norms_and_never_writes_over_a_scans(llama, tmp_path):
+    out = tmp_path / "o"
+    run_command("embeddings", llama, out)
+    assert Results.open(out).array("model.embed_tokens.weight", "row_norms") is not None  # the report's figure
+    streamscope.scan(llama, out=out, analyses="basic", select="layers\\.0\\.mlp")  # its tensors group: no row norms
+    run_command("embeddings", llama, out)
+    tensors = zarr.open_group(str(out / "arrays.zarr"), mode="r")["tensors"]
+    assert "row_norms" not in tensors and tensors.attrs["written_by"] == "scan"  # the scan's group, as the scan left it
