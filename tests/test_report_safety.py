@@ -75,3 +75,82 @@ def test_a_figure_drawn_outside_the_report_is_saved_as_plain_text(tmp_path):
     ax.annotate("$", (0.5, 0.5))
     style.save(fig, tmp_path / "f.png")  # raised ValueError (math text) before
     assert ax.title.get_text() == "q_proj$$ $\\frac{" and not ax.title.get_parse_math()
+
+
+#: A tensor name that rich would read as markup (a closing tag, a hyperlink) and a terminal as commands
+#: (clear the screen, set the window title).
+EVIL = "model.layers.0.mlp.[/bold]\x1b[2J\x1b]0;pwned\x07[link=https://evil.example]x[/link].weight"
+
+
+def _recording_console():
+    import io
+
+    from rich.console import Console
+
+    return Console(file=io.StringIO(), record=True, width=300, force_terminal=True, color_system="truecolor")
+
+
+def _assert_printed_as_text(console):
+    raw = console.file.getvalue()
+    assert "\x1b[2J" not in raw and "\x1b]0;" not in raw and "\x1b]8;" not in raw and "\x07" not in raw  # no clear, title, link
+    text = console.export_text()
+    assert "mlp.[/bold]\\x1b[2J\\x1b]0;pwned\\x07[link=https://evil.example]x[/link].weight" in text
+    return text
+
+
+def test_scan_summary_prints_names_and_tokens_as_text(tmp_path):
+    from streamscope.report.terminal import print_scan_summary
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    g = torch.Generator().manual_seed(0)
+    embed = torch.randn(32, 8, generator=g) * 0.02
+    embed[3] *= 50
+    save_tensors(ck / "model.safetensors", {EVIL: torch.randn(64, 64, generator=g), "model.embed_tokens.weight": embed})
+    vocab = {f"t{i}": i for i in range(32)}
+    (ck / "vocab.json").write_text(json.dumps({("[/bold][link=x]" if i == 3 else t): i for t, i in vocab.items()}), encoding="utf-8")
+    result = streamscope.scan(ck, out=tmp_path / "out", analyses="all")
+    model = {**result.model, "skipped": [{"name": EVIL, "reason": "[/red]"}], "errors": [f"{EVIL}: failed"]}
+    console = _recording_console()
+    print_scan_summary(result.table, model, console)  # raised rich's MarkupError before
+    text = _assert_printed_as_text(console)
+    assert "'[/bold][link=x]'" in text and "skipped: model.layers.0" in text and "[/red]" in text
+
+
+def test_activation_table_prints_module_names_as_text():
+    from streamscope.report.activation_table import print_activations
+
+    module = EVIL.removesuffix(".weight")
+    stats = {"top1": 9.0, "top2": 8.0, "top3": 7.0, "median": 1.0, "min": 0.0, "mean_abs": 1.0}
+    record = {"run": {"architecture": "[/bold]\x1b]0;t\x07", "num_samples": 2, "seq_len": 8, "source": "[link=x]", "dtype": "float32",
+                      "device": "cpu", "decoder_layers": "model.layers", "bytes_read": 10, "checkpoint_bytes": 10, "seconds": 1.0,
+                      "files": {"imatrix.gguf": "[/] skipped"}},
+              "modules": {module: {"output": stats}}, "outliers": {"layers": {}, "pattern": "[/bold]"}}  # fmt: skip
+    console = _recording_console()
+    print_activations(record, console, out="out")
+    raw, text = console.file.getvalue(), console.export_text()
+    assert "\x1b]0;" not in raw and "\x1b]8;" not in raw and "\x07" not in raw
+    assert "[/bold]\\x1b]0;t\\x07" in text and "[link=x] data" in text and "[/] skipped" in text
+    assert "mlp.[/bold]\\x1b[2J" in text  # the module's short label, printed as written
+
+
+def test_progress_label_is_text():
+    from streamscope.report.progress import ScanProgress
+
+    console = _recording_console()
+    with ScanProgress(10, 1, console=console, label="[/bold]\x1b[2Jmodel") as bar:
+        bar.advance(10)
+        bar.tensor_done()
+    assert "\x1b[2J" not in console.file.getvalue() and "[/bold]\\x1b[2Jmodel 1/1 tensors" in console.export_text()
+
+
+def test_plain_shows_control_characters_and_escapes_markup():
+    from rich.console import Console
+
+    from streamscope.report.labels import plain
+
+    assert plain("a\x1b[2Jb\x07\n\t\x9b\u202e") == "a\\x1b[2Jb\\x07\\n\\t\\x9b\\u202e"
+    console = Console(record=True, width=200)
+    ending = plain("a trailing backslash: \\")
+    console.print(plain("[/bold][link=https://e]x[/link]"), f"[bold]{ending}[/]")
+    assert console.export_text() == "[/bold][link=https://e]x[/link] a trailing backslash: \\\n"

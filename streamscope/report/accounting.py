@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape
 
+from streamscope.report.labels import plain
+
 
 def _pct(r: float) -> str:
     return f"{r * 100:.2f}%"
@@ -21,7 +23,7 @@ def _heads(att: dict) -> str:
 
 def print_params(p: dict, console: Console, verbose: bool = False) -> None:
     console.print("=" * 60)
-    console.print(f"[bold]{p['model_name']}[/] ({p['model_type'] or 'unknown type'})  {p['model_path']}")
+    console.print(f"[bold]{plain(p['model_name'])}[/] ({plain(p['model_type'] or 'unknown type')})  {plain(p['model_path'])}")
     console.print("=" * 60)
     console.print(f"Total parameters:     {p['total_params']:,}")
     console.print(f"Embedding:            {p['embedding_params']:,}")
@@ -40,7 +42,7 @@ def print_params(p: dict, console: Console, verbose: bool = False) -> None:
     console.print(f"On disk:              {p['bytes_on_disk'] / 1e9:.3f} GB")
     origin = p.get("provenance") or {}
     if origin.get("remote"):
-        console.print(f"From the hub:         {escape(str(origin['model_id']))}@{str(origin['revision'])[:12]}, "
+        console.print(f"From the hub:         {plain(origin['model_id'])}@{plain(str(origin['revision'])[:12])}, "
                       f"{origin['bytes_transferred']:,} bytes of headers and JSON fetched (no tensor data)")
     zero = [l["layer_idx"] for l in p["layers"] if l["is_zero_layer"]]
     if verbose:
@@ -59,7 +61,7 @@ def print_params(p: dict, console: Console, verbose: bool = False) -> None:
 
 def print_compare(c: dict, console: Console, verbose: bool = True) -> None:
     console.print("=" * 60)
-    console.print(f"[bold]Comparison[/]: {escape(str(c['before_name']))} → {escape(str(c['after_name']))}")
+    console.print(f"[bold]Comparison[/]: {plain(c['before_name'])} → {plain(c['after_name'])}")
     console.print("=" * 60)
     for title, key in (("Total parameters", "total_params"), ("Layers", "layer_params")):
         v = c[key]
@@ -89,5 +91,5 @@ def print_compare(c: dict, console: Console, verbose: bool = True) -> None:
             rows = sorted(changed.items(), key=lambda kv: -(kv[1]["relative_frobenius_change"] or 0))[:10]
             for name, w in rows:
                 sr = f", delta stable rank {w['diff_stable_rank']:.2f}" if "diff_stable_rank" in w else ""
-                console.print(f"  {escape(name)}: {w['relative_frobenius_change']:.4g} (cos {w['cosine_similarity']:.6f}, max |Δ| {w['max_abs_change']:.4g}{sr})")
+                console.print(f"  {plain(name)}: {w['relative_frobenius_change']:.4g} (cos {w['cosine_similarity']:.6f}, max |Δ| {w['max_abs_change']:.4g}{sr})")
     console.print("=" * 60)

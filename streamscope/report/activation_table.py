@@ -14,10 +14,9 @@ import re
 
 from rich import box
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from streamscope.report.labels import short_label
+from streamscope.report.labels import plain, short_label
 from streamscope.units import format_bytes
 
 #: Rows shown: the module inputs and outputs with the largest top-1 |x|.
@@ -92,8 +91,8 @@ def print_activations(record: dict, console: Console, *, top: int = TOP, out=Non
         >>> print_activations(json.load(open("results/act/activations.json")), Console())  # doctest: +SKIP
     """
     run = record["run"]
-    console.print(f"[bold]Activations[/] of {escape(str(run.get('architecture') or run.get('model')))}: {run['num_samples']} samples x "
-                  f"{run['seq_len']} tokens of {escape(str(run.get('source', '?')))} data, {run['dtype']} on {run['device']}", highlight=False)  # fmt: skip
+    console.print(f"[bold]Activations[/] of {plain(str(run.get('architecture') or run.get('model')))}: {run['num_samples']} samples x "
+                  f"{run['seq_len']} tokens of {plain(str(run.get('source', '?')))} data, {plain(run['dtype'])} on {plain(run['device'])}", highlight=False)  # fmt: skip
     rows, left_out = activation_rows(record)
     if rows:
         console.print(_fitted_table(rows[:top], len(rows), console, _over(record)))
@@ -107,11 +106,11 @@ def print_activations(record: dict, console: Console, *, top: int = TOP, out=Non
     if out is not None:
         files = run.get("files") or {}
         written = [f for f, note in files.items() if note is None]
-        line = f"results in [bold]{escape(str(out))}[/]: " + ", ".join(["activations.json", *written])
+        line = f"results in [bold]{plain(str(out))}[/]: " + ", ".join(plain(f) for f in ["activations.json", *written])
         console.print(line, highlight=False)
         for f, note in files.items():
             if note is not None:
-                console.print(f"[yellow]{escape(f)}:[/] {escape(str(note))}", highlight=False)
+                console.print(f"[yellow]{plain(f)}:[/] {plain(str(note))}", highlight=False)
 
 
 def _sort_value(v) -> float:
@@ -132,7 +131,7 @@ def _table(rows, total: int, stats, digits: int, over: str) -> Table:
     for s in stats:
         t.add_column(HEADERS[s], justify="right", no_wrap=True)
     for n, d, r in rows:
-        t.add_row(escape(module_label(n)), "in" if d == "input" else "out" if d == "output" else escape(d), *(number(r.get(s), digits) for s in stats))
+        t.add_row(plain(module_label(n)), "in" if d == "input" else "out" if d == "output" else plain(d), *(number(r.get(s), digits) for s in stats))
     return t
 
 
@@ -157,7 +156,7 @@ def _left_out_lines(left_out, decoder_layers: str | None) -> list[str]:
 
 
 def _pairs(left_out, most: int) -> str:
-    text = ", ".join(f"{module_label(a)} {_dir(b)} = {module_label(c)} {_dir(d)}" for a, b, c, d in left_out[:most])
+    text = ", ".join(f"{plain(module_label(a))} {plain(_dir(b))} = {plain(module_label(c))} {plain(_dir(d))}" for a, b, c, d in left_out[:most])
     return text + (f" and {len(left_out) - most} more" if len(left_out) > most else "")
 
 
@@ -168,15 +167,15 @@ def _dir(direction: str) -> str:
 def _outlier_line(outliers: dict) -> str:
     layers = outliers.get("layers", {})
     if not layers:
-        return f"outlier tokens: not looked for (no module matches {escape(str(outliers.get('pattern')))})"
+        return f"outlier tokens: not looked for (no module matches {plain(str(outliers.get('pattern')))})"
     total = sum(r.get("count", 0) for r in layers.values())
     hit = sum(1 for r in layers.values() if r.get("count"))
     where = f"in {hit} of {len(layers)} modules" if total else f"in {len(layers)} modules"
     line = (f"outlier tokens: {total:,} {where} (a token's largest |x| above {outliers.get('threshold', 0):g} x its sample's "
-            f"median |x|; modules matching {escape(str(outliers.get('pattern')))})")  # fmt: skip
+            f"median |x|; modules matching {plain(str(outliers.get('pattern')))})")  # fmt: skip
     channels = outliers.get("massive_channels") or {}
     if channels:
-        line += "; channels most often: " + ", ".join(f"{c} ({k:,})" for c, k in list(channels.items())[:8])
+        line += "; channels most often: " + ", ".join(f"{plain(c)} ({k:,})" for c, k in list(channels.items())[:8])
     return line
 
 

@@ -7,6 +7,8 @@ import math
 from rich.console import Console
 from rich.table import Table
 
+from streamscope.report.labels import plain
+
 COLUMNS = ("model", "parameters", "Excellent", "Good", "Warning", "Critical", "worst κ", "lowest INT8 SQNR (dB)",
            "embedding norm mean", "seconds", "out")  # fmt: skip
 
@@ -32,7 +34,7 @@ def print_batch(rows: list[dict], console: Console) -> None:
     t = Table(title=f"{len(rows)} models")
     for c in COLUMNS[:-1]:
         t.add_column(c, justify="left" if c == "model" else "right")
-    fmt = lambda v: "-" if v is None else (f"{v:,}" if isinstance(v, int) else f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+    fmt = lambda v: "-" if v is None else (f"{v:,}" if isinstance(v, int) else f"{v:.4g}" if isinstance(v, float) else plain(v))  # noqa: E731
     for r in rows:
         t.add_row(*(fmt(r.get(c)) for c in COLUMNS[:-1]))
     console.print(t)

@@ -12,6 +12,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from streamscope.report.labels import plain
+
 
 class ScanProgress:
     def __init__(self, total_bytes: int, total_tensors: int, enabled: bool = True, console: Console | None = None,
@@ -33,7 +35,7 @@ class ScanProgress:
             self._bytes = self._progress.add_task(self._label(), total=max(total_bytes, 1))
 
     def _label(self) -> str:
-        return f"[bold]{self.label}[/] {self._done_tensors}/{self._tensors} tensors" if self._progress else ""
+        return f"[bold]{plain(self.label)}[/] {self._done_tensors}/{self._tensors} tensors" if self._progress else ""
 
     def __enter__(self) -> "ScanProgress":
         if self._progress:

@@ -1,12 +1,14 @@
-"""Terminal summaries of scan results, as rich tables."""
+"""Terminal summaries of scan results, as rich tables. Every name, token and message read from the results goes
+through ``labels.plain``: printed as written, never as rich markup or terminal control sequences."""
 
 from __future__ import annotations
 
 import pandas as pd
 from rich import box
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+
+from streamscope.report.labels import plain
 
 #: Width the other columns of a tensor table take; the name gets the rest of the terminal (at least 20).
 _OTHER_COLUMNS = 64
@@ -46,7 +48,7 @@ def print_scan_summary(table: pd.DataFrame, model: dict, console: Console, top: 
     timing = model.get("timing", {})
     secs = timing.get("seconds") or 0
     console.print(
-        f"[bold]{escape(model['model_path'])}[/]: {ck['num_scanned']}/{ck['num_tensors']} tensors, "
+        f"[bold]{plain(model['model_path'])}[/]: {ck['num_scanned']}/{ck['num_tensors']} tensors, "
         f"{ck['total_params']:,} parameters, {ck['total_bytes'] / 1e9:.2f} GB in {len(ck['shards'])} shard(s); "
         f"scanned in {secs:.1f} s ({rate(timing.get('bytes_scanned', 0), secs)})"
         + (f", {timing['tensors_reused']} reused from an earlier run" if timing.get("tensors_reused") else "")
@@ -60,8 +62,8 @@ def print_scan_summary(table: pd.DataFrame, model: dict, console: Console, top: 
             t.add_column(c, justify="left" if c in ("tensor", "largest-norm tokens") else "right")
         for name, e in model["embedding"].items():
             tokens = ", ".join(repr(r["token"]) if r["token"] is not None else str(r["id"]) for r in e["largest"][:3])
-            t.add_row(shorten(name, _name_width(console) // 2), f"{e['vocab_size']} x {e['embedding_dim']}", _fmt(e["norm_mean"]), _fmt(e["norm_std"]),
-                      _fmt(e["norm_min"]), _fmt(e["norm_max"]), _fmt(e["norm_percentiles"]["p50"]), tokens)  # fmt: skip
+            t.add_row(plain(shorten(name, _name_width(console) // 2)), plain(f"{e['vocab_size']} x {e['embedding_dim']}"), _fmt(e["norm_mean"]), _fmt(e["norm_std"]),
+                      _fmt(e["norm_min"]), _fmt(e["norm_max"]), _fmt(e["norm_percentiles"]["p50"]), plain(tokens))  # fmt: skip
         console.print(t)
     norms = model.get("norm_layers", {})
     if norms.get("count"):
@@ -69,7 +71,8 @@ def print_scan_summary(table: pd.DataFrame, model: dict, console: Console, top: 
         for c in ("tensor", "kind", "mean", "std", "min", "max", "why"):
             t.add_column(c, justify="left" if c in ("tensor", "kind", "why") else "right")
         for e in norms["embedding_related"][:top]:
-            t.add_row(shorten(e["name"], _name_width(console) - 10), e["kind"], _fmt(e["mean"]), _fmt(e["std"]), _fmt(e["min"]), _fmt(e["max"]), e["embedding_related"])
+            t.add_row(plain(shorten(e["name"], _name_width(console) - 10)), plain(e["kind"]), _fmt(e["mean"]), _fmt(e["std"]), _fmt(e["min"]), _fmt(e["max"]),
+                      plain(e["embedding_related"]))
         console.print(t)
     health = model.get("health") or {}
     if health.get("graded_tensors"):
@@ -78,12 +81,12 @@ def print_scan_summary(table: pd.DataFrame, model: dict, console: Console, top: 
         for c in ("tensor", "grade", "why"):
             t.add_column(c)
         for r in health["riskiest"]:
-            t.add_row(shorten(r["name"], _name_width(console) - 10), r["grade"], "; ".join(r["reasons"]))
+            t.add_row(plain(shorten(r["name"], _name_width(console) - 10)), plain(r["grade"]), plain("; ".join(r["reasons"])))
         console.print(t)
     for s in model.get("skipped", []):
-        console.print(f"[yellow]skipped:[/] {escape(s['name'])}: {escape(s['reason'])}")
+        console.print(f"[yellow]skipped:[/] {plain(s['name'])}: {plain(s['reason'])}")
     for error in model.get("errors", []):
-        console.print(f"[red]error:[/] {escape(error)}")
+        console.print(f"[red]error:[/] {plain(error)}")
 
 
 def _tensor_table(console: Console, title: str, rows: pd.DataFrame) -> None:
@@ -95,7 +98,7 @@ def _tensor_table(console: Console, title: str, rows: pd.DataFrame) -> None:
         t.add_column(c, justify="left" if c in ("tensor", "shape", "dtype", "type") else "right", no_wrap=True)
     name_width = max(20, console.width - (_OTHER_COLUMNS if wide else 50))
     for _, r in rows.iterrows():
-        values = {"tensor": shorten(r["tensor"], name_width), "shape": r["shape"], "dtype": r["dtype"], "type": r["block_type"],
+        values = {"tensor": plain(shorten(r["tensor"], name_width)), "shape": plain(r["shape"]), "dtype": plain(r["dtype"]), "type": plain(r["block_type"]),
                   "mean": _fmt(r.get("basic_stats.mean"), 3), "std": _fmt(r.get("basic_stats.std"), 3),
                   "abs max": _fmt(r.get("basic_stats.abs_max"), 3), "zeros %": _fmt(r.get("basic_stats.zeros_percentage"), 3)}  # fmt: skip
         t.add_row(*(values[c] for c in columns))
