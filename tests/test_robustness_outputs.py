@@ -80,3 +80,28 @@ def test_embeddings_alone_keeps_its_row_norms_and_never_writes_over_a_scans(llam
     run_command("embeddings", llama, out)
     tensors = zarr.open_group(str(out / "arrays.zarr"), mode="r")["tensors"]
     assert "row_norms" not in tensors and tensors.attrs["written_by"] == "scan"  # the scan's group, as the scan left it
+
+
+# -- resume under other options --------------------------------------------------------------------------------------
+
+
+def test_resume_under_another_memory_budget_computes_again(tmp_path, monkeypatch):
+    """At 16MB the budget leaves the spectrum 5 MiB: a 1200 x 1024 matrix gets ``randomized``, at 4GB ``gram``.
+    An interrupted 16MB run's results must not stand in a 4GB run's."""
+    import torch
+
+    from streamscope.results import ResultStore
+    from streamscope.synthetic import save_tensors
+
+    monkeypatch.setattr(ResultStore, "discard_partial", lambda self: None)  # keep .partial, as interrupted runs do
+    torch.manual_seed(0)
+    path = save_tensors(tmp_path / "m.safetensors", {"w": torch.randn(1200, 1024)})
+    out, args = tmp_path / "o", {"analyses": "basic,spectral"}
+    small = streamscope.scan(path, out=out, memory_budget="16MB", **args)
+    assert small.tensors["w"]["spectral"]["method"] == "randomized"
+    again = streamscope.scan(path, out=out, memory_budget="4GB", **args)
+    fresh = streamscope.scan(path, out=tmp_path / "fresh", memory_budget="4GB", **args)
+    assert fresh.tensors["w"]["spectral"]["method"] == "gram"
+    assert again.model["timing"]["tensors_reused"] == 0 and again.tensors == fresh.tensors
+    same = streamscope.scan(path, out=out, memory_budget="4GB", **args)
+    assert same.model["timing"]["tensors_reused"] == 1  # the same budget still resumes

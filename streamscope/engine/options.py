@@ -91,8 +91,11 @@ class ScanOptions:
         return self.analysis_options.get(analysis.name)
 
     def fingerprint(self) -> str:
-        """What decides whether a stored result can be reused: active analyses and all their options."""
-        parts = []
+        """What decides whether a stored result can be reused: active analyses, all their options, and the memory
+        budget and block size (the budget picks methods, e.g. the spectrum's ``gram`` or ``randomized``, and the
+        block size the order of sums): a run resumed under another ``--memory-budget`` computes every tensor again.
+        """
+        parts: list = [("memory", self.memory.total, self.memory.block_override)]
         for a in self.active():
             opts = self.options_for(a)
             parts.append((a.name, sorted(dataclasses.asdict(opts).items()) if opts is not None else None))
