@@ -105,3 +105,24 @@ def test_resume_under_another_memory_budget_computes_again(tmp_path, monkeypatch
     assert again.model["timing"]["tensors_reused"] == 0 and again.tensors == fresh.tensors
     same = streamscope.scan(path, out=out, memory_budget="4GB", **args)
     assert same.model["timing"]["tensors_reused"] == 1  # the same budget still resumes
+
+
+# -- batches -----------------------------------------------------------------------------------------------------------
+
+
+def test_batch_inputs_of_the_same_name_get_a_directory_each(tmp_path):
+    import pandas as pd
+    import torch
+
+    from streamscope.synthetic import save_tensors
+
+    for parent, scale in (("a", 1.0), ("b", 100.0)):
+        (tmp_path / parent / "model").mkdir(parents=True)
+        save_tensors(tmp_path / parent / "model" / "model.safetensors", {"w": torch.ones(4, 4) * scale})
+    out = tmp_path / "o"
+    result = runner.invoke(app, ["scan", str(tmp_path / "a" / "model"), str(tmp_path / "b" / "model"), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["out"]) == [str(out / "model"), str(out / "model-2")] and summary["model"].is_unique
+    maxima = [Results.open(d).tensors["w"]["basic_stats"]["max"] for d in summary["out"]]
+    assert maxima == [1.0, 100.0]

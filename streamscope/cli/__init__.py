@@ -425,7 +425,8 @@ def download(
 
 
 def _scan_batch(paths: list[str], out: Path | None, quiet: bool, report: bool, kw: dict) -> None:
-    """Scan several models into ``OUT/<name>/`` one after another; a failure is reported and the others go on."""
+    """Scan several models into ``OUT/<name>/`` one after another (``_distinct_names``: inputs of the same name get
+    a directory each); a failure is reported and the others go on."""
     import pandas as pd
 
     import streamscope
@@ -439,8 +440,7 @@ def _scan_batch(paths: list[str], out: Path | None, quiet: bool, report: bool, k
     extra = parse_analysis_options(kw.pop("option") or [])
     kw.pop("analyses")
     rows, failed = [], []
-    for path in paths:
-        name = _default_name(path)
+    for path, name in zip(paths, _distinct_names(paths)):
         try:
             result = streamscope.scan(path, out=out / name, analyses=names, progress=not quiet,
                                       **{**kw, "spectral": spectral or "auto", **extra})  # fmt: skip
@@ -458,6 +458,22 @@ def _scan_batch(paths: list[str], out: Path | None, quiet: bool, report: bool, k
             console.print(f"summary: [bold]{out / 'summary.csv'}[/]")
     if failed:
         raise typer.Exit(1)
+
+
+def _distinct_names(paths: list[str]) -> list[str]:
+    """One subdirectory name per path: its default name, then ``-2``, ``-3``, ... for later inputs of the same
+    name (``a/model`` and ``b/model`` go to ``model`` and ``model-2``), in the order given, so a rerun resumes."""
+    used: set[str] = set()
+    names = []
+    for path in paths:
+        base = name = _default_name(path)
+        n = 1
+        while name in used:
+            n += 1
+            name = f"{base}-{n}"
+        used.add(name)
+        names.append(name)
+    return names
 
 
 def _default_name(path: str) -> str:
