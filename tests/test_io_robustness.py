@@ -232,3 +232,30 @@ def test_big_endian_scan_statistics(tmp_path):
     # float64 sums of 2048 float32 values: agreement to ~1e-12 relative; 1e-9 leaves room
     assert stats["mean"] == pytest.approx(float(emb.astype(np.float64).mean()), rel=1e-9)
     assert stats["abs_max"] == pytest.approx(float(np.abs(emb).max()), rel=1e-9)
+
+
+# --- hints that fit the format -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "model.pt", "model.gguf"])
+def test_a_broken_non_safetensors_file_gets_its_own_hint(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes((b"GGUF" if name.endswith(".gguf") else b"PK\x03\x04") + b"\x00" * 60)
+    result = runner.invoke(app, ["scan", str(path), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 1, result.output
+    assert str(path) in result.output.replace("\n", "")
+    hint = result.output[result.output.index("hint:"):]
+    assert "safetensors file" not in hint
+    assert ("GGUF" if name.endswith(".gguf") else "torch.save") in hint
+
+
+def test_complex_dtype_is_told_unsupported_not_to_resave_contiguous(tmp_path):
+    import torch
+
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.randn(4, 4), "c": torch.randn(4, 4, dtype=torch.complex64)}, path)
+    result = runner.invoke(app, ["scan", str(path), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "complex dtype torch.complex64" in text and "does not support" in text
+    assert "contiguous" not in text

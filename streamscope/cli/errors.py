@@ -21,7 +21,8 @@ err_console = Console(stderr=True)
 
 #: exception type -> hint; the most specific type that matches wins.
 HINTS: dict[type, str] = {
-    HeaderError: "the file may be truncated or not a safetensors file; re-download or re-save it",
+    # formats' own errors carry their hint (io.pytorch.PyTorchError.hint, io.gguf.GGUFError.hint); this one fits any
+    HeaderError: "the file may be truncated or not a valid file of its format; re-download or re-save it",
     DeviceError: "run with --device cpu, or check `python -c 'import torch; print(torch.cuda.is_available())'`",
     OptionError: "see the command's --help for the allowed values",
     CheckpointError: "give a checkpoint: a .safetensors, .gguf or PyTorch file, or a directory holding them",

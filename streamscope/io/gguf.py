@@ -29,6 +29,16 @@ CONFIG_KEYS = {"block_count": "num_hidden_layers", "attention.head_count": "num_
                "vocab_size": "vocab_size", "expert_count": "num_local_experts", "attention.key_length": "head_dim"}  # fmt: skip
 
 
+class GGUFError(HeaderError):
+    """A GGUF file cannot be indexed."""
+
+    hint = "the file may be truncated or not a GGUF file; re-download it or convert it again (llama.cpp's convert_hf_to_gguf.py)"
+
+
+class GGUFMissingError(GGUFError):
+    hint = "pip install 'streamscope[gguf]' (the gguf package reads GGUF headers and dequantizes)"
+
+
 def sniff(head: bytes) -> bool:
     return head[:4] == b"GGUF"
 
@@ -44,16 +54,16 @@ def open_file(path: Path) -> ShardFile:
     """Parse a GGUF header; no tensor data is read.
 
     Raises:
-        HeaderError: the file is not a readable GGUF file, naming it and the problem.
+        GGUFError: the file is not a readable GGUF file, naming it and the problem.
     """
     try:
         from gguf import GGUFReader, quants
     except ImportError as e:
-        raise HeaderError(f"{path}: reading GGUF needs the gguf package: pip install 'streamscope[gguf]'") from e
+        raise GGUFMissingError(f"{path}: reading GGUF needs the gguf package: pip install 'streamscope[gguf]'") from e
     try:
         reader = GGUFReader(path, "r")
     except Exception as e:  # noqa: BLE001 - the reader raises ValueError, IndexError, struct errors...
-        raise HeaderError(f"{path}: invalid GGUF file: {type(e).__name__}: {str(e)[:200]}") from e
+        raise GGUFError(f"{path}: invalid GGUF file: {type(e).__name__}: {str(e)[:200]}") from e
     meta = {k: _value(f) for k, f in reader.fields.items() if not k.startswith("GGUF.") and not k.startswith("tokenizer.ggml.")}
     arch = meta.get("general.architecture") if isinstance(meta.get("general.architecture"), str) else None
     config = {"model_type": arch, "gguf": True} if arch else {"gguf": True}
@@ -72,7 +82,7 @@ def open_file(path: Path) -> ShardFile:
         shape = tuple(int(d) for d in reversed(t.shape.tolist()))
         begin, end = int(t.data_offset), int(t.data_offset) + int(t.n_bytes)
         if end > size:
-            raise HeaderError(f"{path}: tensor {t.name!r} runs past the end of the {size}-byte file (truncated?)")
+            raise GGUFError(f"{path}: tensor {t.name!r} runs past the end of the {size}-byte file (truncated?)")
         if dtype not in PLAIN.values() and not hasattr(quants, qtype):
             dtype = f"GGUF_{qtype}"  # no dequantizer in this gguf version: listed as skipped
         tensors[t.name] = TensorInfo(t.name, dtype, shape, path, begin, end, format="gguf", byteorder=byteorder)

@@ -17,6 +17,18 @@ from streamscope.errors import HeaderError
 from streamscope.io.tensor import DTYPES, ShardFile, TensorInfo
 
 
+class PyTorchError(HeaderError):
+    """A PyTorch checkpoint cannot be indexed."""
+
+    hint = "the file may be truncated or not a torch.save zip checkpoint; re-download it, or re-save it as safetensors"
+
+
+class UnsupportedDtypeError(PyTorchError):
+    """A tensor's dtype has no reader here (complex, quantized torch dtypes)."""
+
+    hint = "convert or drop that tensor (e.g. torch.view_as_real for complex values) and save the checkpoint again"
+
+
 def sniff(head: bytes) -> bool:
     return head[:4] == b"PK\x03\x04"
 
@@ -40,7 +52,7 @@ def _byteorder(path: Path) -> str:
         name = next((n for n in z.namelist() if n == "byteorder" or n.endswith("/byteorder")), None)
         value = z.read(name).decode("ascii", "replace").strip() if name else "little"
     if value not in ("little", "big"):
-        raise HeaderError(f"{path}: the archive's byteorder record says {value[:20]!r}, expected 'little' or 'big'")
+        raise PyTorchError(f"{path}: the archive's byteorder record says {value[:20]!r}, expected 'little' or 'big'")
     return value
 
 
@@ -48,7 +60,8 @@ def open_file(path: Path) -> ShardFile:
     """Index a PyTorch zip checkpoint's tensors by their byte ranges.
 
     Raises:
-        HeaderError: not a zip checkpoint, a pickle that needs more than ``weights_only``, or no state dict.
+        PyTorchError: not a zip checkpoint, a pickle that needs more than ``weights_only``, or no state dict;
+            ``UnsupportedDtypeError`` for a dtype streamscope does not read (complex).
     """
     import pickle
 
@@ -57,29 +70,31 @@ def open_file(path: Path) -> ShardFile:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as e:
-        raise HeaderError(f"{path}: refused: the pickle holds more than tensors, and only weights_only=True loading is "
+        raise PyTorchError(f"{path}: refused: the pickle holds more than tensors, and only weights_only=True loading is "
                           f"allowed ({str(e).splitlines()[0][:160]})") from e  # fmt: skip
     except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, zipfile errors, EOFError...
-        raise HeaderError(f"{path}: not a readable PyTorch zip checkpoint: {type(e).__name__}: {str(e)[:200]}") from e
+        raise PyTorchError(f"{path}: not a readable PyTorch zip checkpoint: {type(e).__name__}: {str(e)[:200]}") from e
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise HeaderError(f"{path}: holds no flat state dict of tensors (name -> tensor)")
+        raise PyTorchError(f"{path}: holds no flat state dict of tensors (name -> tensor)")
     to_name = {getattr(torch, attr): name for name, (_, attr) in DTYPES.items() if hasattr(torch, attr)}
     members = _members(path)
     byteorder = _byteorder(path)  # torch.load swapped its own map of a big-endian archive; the readers swap per block
     pointers = {t.untyped_storage().data_ptr() for t in state.values() if t.numel()}
     base = (min(pointers) - members[0]) if pointers and members else 0
     if pointers and not all(p - base in set(members) for p in pointers):
-        raise HeaderError(f"{path}: cannot locate the tensors' bytes in the archive (compressed or unusual layout)")
+        raise PyTorchError(f"{path}: cannot locate the tensors' bytes in the archive (compressed or unusual layout)")
     tensors = {}
     for name, t in state.items():
         if not isinstance(name, str):
-            raise HeaderError(f"{path}: a state-dict key is not a string: {name!r}")
+            raise PyTorchError(f"{path}: a state-dict key is not a string: {name!r}")
         dtype = to_name.get(t.dtype)
-        if dtype is None or not t.is_contiguous():
-            what = f"dtype {t.dtype}" if dtype is None else "a non-contiguous view"
-            raise HeaderError(f"{path}: tensor {name!r} is {what}, which streamscope cannot stream; re-save it contiguous")
+        if dtype is None:
+            kind = "complex " if t.is_complex() else ""
+            raise UnsupportedDtypeError(f"{path}: tensor {name!r} has {kind}dtype {t.dtype}, which streamscope does not support")
+        if not t.is_contiguous():
+            raise PyTorchError(f"{path}: tensor {name!r} is a non-contiguous view, which streamscope cannot stream; re-save it contiguous")
         begin = (t.untyped_storage().data_ptr() - base + t.storage_offset() * t.element_size()) if t.numel() else 0
         tensors[name] = TensorInfo(name, dtype, tuple(t.shape), path, begin, begin + t.numel() * t.element_size(), format="pytorch",
                                    byteorder=byteorder)  # fmt: skip
