@@ -85,7 +85,7 @@ class WeightLoader:
         """These checkpoint tensors as stored (a fresh tensor each), read with ``pread``."""
         import torch
 
-        from streamscope.io.reader import read_exact
+        from streamscope.io.reader import read_exact, to_native
 
         out = {}
         for name in names:
@@ -97,6 +97,7 @@ class WeightLoader:
                 fd = os.open(info.shard, os.O_RDONLY)
                 try:
                     read_exact(fd, memoryview(t.view(torch.uint8).numpy()), info.begin)
+                    to_native(info, t)
                 finally:
                     os.close(fd)
             self.bytes_read += info.nbytes
@@ -240,7 +241,7 @@ class WeightLoader:
         """``pread`` a stored tensor into ``out`` (its shape, the compute dtype), converting a few MiB at a time."""
         import torch
 
-        from streamscope.io.reader import read_exact
+        from streamscope.io.reader import read_exact, to_native
 
         flat = out.view(-1)
         fd = os.open(info.shard, os.O_RDONLY)
@@ -248,6 +249,7 @@ class WeightLoader:
             if info.torch_dtype == out.dtype:
                 if info.nbytes:
                     read_exact(fd, memoryview(flat.view(torch.uint8).numpy()), info.begin)
+                    to_native(info, flat)
             else:
                 item = info.nbytes // max(info.numel, 1)
                 step = max(1, STAGING_BYTES // max(item, 1))
@@ -255,7 +257,7 @@ class WeightLoader:
                 for s0 in range(0, info.numel, step):
                     n = min(step, info.numel - s0)
                     read_exact(fd, memoryview(stage[:n].view(torch.uint8).numpy()), info.begin + s0 * item)
-                    flat[s0 : s0 + n].copy_(stage[:n])
+                    flat[s0 : s0 + n].copy_(to_native(info, stage[:n]))
         finally:
             os.close(fd)
         self.bytes_read += info.nbytes
