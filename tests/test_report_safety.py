@@ -154,3 +154,72 @@ def test_plain_shows_control_characters_and_escapes_markup():
     ending = plain("a trailing backslash: \\")
     console.print(plain("[/bold][link=https://e]x[/link]"), f"[bold]{ending}[/]")
     assert console.export_text() == "[/bold][link=https://e]x[/link] a trailing backslash: \\\n"
+
+
+@pytest.fixture(scope="module")
+def small_results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("small")
+    g = torch.Generator().manual_seed(0)
+    path = save_tensors(root / "m.safetensors", {"model.embed_tokens.weight": torch.randn(32, 8, generator=g),
+                                                 "model.layers.0.mlp.up_proj.weight": torch.randn(16, 8, generator=g)})  # fmt: skip
+    streamscope.scan(path, out=root / "out", analyses="basic,quantization", spectral="off")
+    return root / "out"
+
+
+def _edited(src, dst, file, edit):
+    import shutil
+
+    shutil.copytree(src, dst)
+    data = json.loads((dst / file).read_text())
+    edit(data)
+    (dst / file).write_text(json.dumps(data))
+    return dst
+
+
+INJECT = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+
+
+@pytest.mark.parametrize("file, key, edit", [
+    ("model.json", "schema_version", lambda m: m.update(schema_version=INJECT)),
+    ("model.json", 'embedding["model.embed_tokens.weight"].embedding_dim',
+     lambda m: m["embedding"]["model.embed_tokens.weight"].update(embedding_dim=INJECT)),
+    ("model.json", 'embedding["model.embed_tokens.weight"].vocab_size', lambda m: m["embedding"]["model.embed_tokens.weight"].update(vocab_size="32")),
+    ("model.json", "checkpoint.total_params", lambda m: m["checkpoint"].update(total_params="1,000")),
+    ("model.json", "health.riskiest[0].reasons", lambda m: m["health"]["riskiest"][0].update(reasons=INJECT)),
+    ("tensors.json", '["model.layers.0.mlp.up_proj.weight"].info.shape[1]', lambda t: t["model.layers.0.mlp.up_proj.weight"]["info"].update(shape=[16, "8"])),
+])  # fmt: skip
+def test_a_value_of_the_wrong_type_is_one_error_naming_file_and_key(small_results, tmp_path, file, key, edit):
+    from typer.testing import CliRunner
+
+    from streamscope.cli import app
+
+    out = _edited(small_results, tmp_path / "edited", file, edit)
+    result = CliRunner().invoke(app, ["report", str(out)])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"{file}: {key} must be" in " ".join(result.output.split()), result.output
+    assert not (out / "report.html").exists()
+
+
+def test_every_value_in_the_page_is_escaped(small_results, tmp_path):
+    """Values of the right type that hold markup (names, tokens, options, errors) are text on the page."""
+    from streamscope.report.figures import render
+    from streamscope.report.html import write_report
+    from streamscope.report.load import Results
+
+    def edit(m):
+        emb = m["embedding"].pop("model.embed_tokens.weight")
+        emb["largest"][0]["token"] = INJECT
+        m["embedding"][INJECT] = emb
+        m["model_path"] = INJECT
+        m["options"]["select"] = INJECT
+        m["errors"] = [INJECT]
+        m["health"]["riskiest"][0]["name"] = INJECT
+
+    out = _edited(small_results, tmp_path / "edited", "model.json", edit)
+    results = Results.open(out)
+    results.model["schema_version"] = INJECT  # past the check on read, as an API caller could: the page escapes it anyway
+    results.model["embedding"][INJECT]["embedding_dim"] = INJECT
+    page = write_report(results, out / "figures", render(results, out / "figures", details=0), out / "report.html").read_text()
+    assert "<script>alert" not in page and "<img src=x" not in page and 'onerror="' not in page
+    assert page.count("&lt;script&gt;alert(2)&lt;/script&gt;") >= 7
+    assert page.count("<script>") == 1  # the page's own sorting script

@@ -1,5 +1,8 @@
 """``report.html``: one self-contained page that opens offline.
 
+Every value from the results goes into the page through ``_e`` (HTML-escaped, quotes too), numbers as well: a
+results directory is a file a user may have edited or received, never markup.
+
 Figures are inlined as base64 PNG; nothing on the page points to the network. A little inline JavaScript sorts
 the tensor table (click a column header; ``#sort=COLUMN`` or ``#sort=-COLUMN`` in the address does it on load)
 and filters it, and records on ``<body>`` how many figures the browser decoded (``data-images-loaded``) and
@@ -128,8 +131,8 @@ def _embeddings_table(results) -> str:
             "<th class=name>largest-norm tokens</th><th class=name>smallest-norm tokens</th></tr>"]  # fmt: skip
     tok = lambda rows: ", ".join(repr(r["token"]) if r.get("token") is not None else f"#{r['id']}" for r in rows[:5])  # noqa: E731
     for n, e in emb.items():
-        rows.append(f"<tr><td class=name>{_e(n)}</td><td>{e['vocab_size']} x {e['embedding_dim']}</td><td>{_num(e['norm_mean'])}</td>"
-                    f"<td>{_num(e['norm_std'])}</td><td>{_num(e['norm_min'])}</td><td>{_num(e['norm_max'])}</td>"
+        rows.append(f"<tr><td class=name>{_e(n)}</td><td>{_e(e['vocab_size'])} x {_e(e['embedding_dim'])}</td><td>{_e(_num(e['norm_mean']))}</td>"
+                    f"<td>{_e(_num(e['norm_std']))}</td><td>{_e(_num(e['norm_min']))}</td><td>{_e(_num(e['norm_max']))}</td>"
                     f"<td class=text>{_e(tok(e['largest']))}</td><td class=text>{_e(tok(e['smallest']))}</td></tr>")  # fmt: skip
     return "\n".join(rows) + "</table>"
 
@@ -138,12 +141,12 @@ def _clusters_table(results) -> str:
     studies = (results.embeddings or {}).get("clusters") or {}
     out = []
     for name, c in studies.items():
-        out.append(f"<h3>{_e(name)}: k = {c['k']} ({_e(c['metric'])}; {_e(c['k_rule'])})</h3>")
+        out.append(f"<h3>{_e(name)}: k = {_e(c['k'])} ({_e(c['metric'])}; {_e(c['k_rule'])})</h3>")
         out.append("<table><tr><th>cluster</th><th>size</th><th>mean norm</th><th class=name>tokens nearest the centroid</th>"
                    "<th class=name>random members</th></tr>")  # fmt: skip
         tok = lambda rows: ", ".join(repr(t["token"]) if t.get("token") is not None else f"#{t['id']}" for t in rows)  # noqa: E731
         for cl in c["clusters"]:
-            out.append(f"<tr><td>{cl['id']}</td><td>{cl['size']}</td><td>{_num(cl['mean_norm'])}</td>"
+            out.append(f"<tr><td>{_e(cl['id'])}</td><td>{_e(cl['size'])}</td><td>{_e(_num(cl['mean_norm']))}</td>"
                        f"<td class=text>{_e(tok(cl['tokens']))}</td><td class=text>{_e(tok(cl['random_members']))}</td></tr>")  # fmt: skip
         out.append("</table>")
     return "\n".join(out)
@@ -175,7 +178,7 @@ def _activations_summary(results) -> str:
     o = act.get("outliers") or {}
     total = sum(r["count"] for r in (o.get("layers") or {}).values())
     chans = ", ".join(f"{c} ({n})" for c, n in list((o.get("massive_channels") or {}).items())[:10]) or "none"
-    out.append(f"<p>Outlier tokens (|x| &gt; {_e(o.get('threshold'))} x median, modules <code>{_e(o.get('pattern'))}</code>): {total}. "
+    out.append(f"<p>Outlier tokens (|x| &gt; {_e(o.get('threshold'))} x median, modules <code>{_e(o.get('pattern'))}</code>): {_e(total)}. "
                f"Channels most often among them (occurrences): {_e(chans)}. Files: activations.json, activations.csv, outliers.csv, "
                "act_scales.pt (SmoothQuant), imatrix.gguf (llama.cpp).</p>")  # fmt: skip
     return "".join(out)
@@ -211,7 +214,7 @@ def write_report(results, figures_dir: Path, rendered: list[Rendered], path: Pat
     title = f"streamscope report: {results.model.get('model_path', results.path)}"
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_STYLE}</style></head>'
-            f'<body><header><h1>{_e(title)}</h1><p>schema {results.model.get("schema_version", 1)} · results in {_e(results.path)}</p></header>'
+            f'<body><header><h1>{_e(title)}</h1><p>schema {_e(results.model.get("schema_version", 1))} · results in {_e(results.path)}</p></header>'
             f'<nav>{"".join(nav)}</nav><main>{"".join(parts)}</main><script>{_SCRIPT}</script></body></html>')  # fmt: skip
     path.write_text(page, encoding="utf-8")
     return path

@@ -2,6 +2,10 @@
 
 Nothing here touches the checkpoint: histograms, spectra and row norms come from ``arrays.zarr``, each read
 only when a figure asks for it, so a 72B model's results render in little memory.
+
+The JSON files are checked on read against the types the report uses (``MODEL``, ``RECORD``, ``EMBEDDINGS``,
+``ACTIVATIONS``): a value of another type (a hand-edited ``"vocab_size": "64"``) is one error naming the file and
+the key, not a traceback from a figure or a page built around it. Keys the report does not read are not checked.
 """
 
 from __future__ import annotations
@@ -14,6 +18,95 @@ from pathlib import Path
 import numpy as np
 
 from streamscope.errors import StreamscopeError
+
+# Types of the values the report reads: a tuple of types, a dict of keys (each checked where present, others
+# left alone), ``[spec]`` a list of items, ``_Each(spec)`` a dict's every value. JSON numbers may be null where
+# a metric was undefined; a bool never counts as a number.
+NONE = type(None)
+INT = (int,)
+NUM = (int, float)
+NUM_ = (int, float, NONE)
+STR = (str,)
+STR_ = (str, NONE)
+
+
+@dataclass(frozen=True)
+class _Each:
+    spec: object
+
+
+_TOKEN = {"id": INT, "norm": NUM_, "token": STR_}
+_NORM_LAYER = {"name": STR, "kind": STR, "param": STR_, "shape": [INT], "layer_index": (int, NONE), "mean": NUM_, "std": NUM_,
+               "min": NUM_, "max": NUM_, "numel": INT, "embedding_related": STR_}  # fmt: skip
+_EMBEDDING = {"name": STR, "shape": [INT], "vocab_size": INT, "embedding_dim": INT, "norm_mean": NUM_, "norm_std": NUM_,
+              "norm_min": NUM_, "norm_max": NUM_, "norm_percentiles": _Each(NUM_), "largest": [_TOKEN], "smallest": [_TOKEN]}  # fmt: skip
+MODEL = {
+    "schema_version": INT, "model_path": STR_, "model_id": STR_, "revision": STR_,
+    "checkpoint": {"shards": [STR], "num_tensors": INT, "num_scanned": INT, "total_params": INT, "buffer_elements": INT,
+                   "total_bytes": INT, "params_by_dtype": _Each(INT), "model_type": STR_},
+    "embedding": _Each(_EMBEDDING),
+    "norm_layers": {"count": INT, "layers": [_NORM_LAYER], "embedding_related": [_NORM_LAYER]},
+    "health": {"graded_tensors": INT, "counts": _Each(INT), "compressible_tensors": INT,
+               "riskiest": [{"name": STR, "grade": STR, "reasons": [STR]}]},
+    "errors": [STR], "skipped": [{"name": STR, "reason": STR}],
+    "timing": {"seconds": NUM, "bytes_scanned": INT, "tensors_reused": INT},
+    "options": _Each((str, int, float, bool, list, NONE)),
+}  # fmt: skip
+RECORD = {
+    "info": {"shape": [INT], "dtype": STR, "numel": INT, "nbytes": INT, "layer_index": (int, NONE), "block_type": STR, "module": STR_,
+             "tower": STR_, "shard": STR_},
+    "health": {"grade": STR, "level": INT, "reasons": [STR], "score": NUM, "compressible": (bool,)},
+}  # fmt: skip
+_CLUSTER_TOKEN = {"id": INT, "token": STR_}
+EMBEDDINGS = {
+    "schema_version": INT, "model_path": STR_, "norms": _Each(_EMBEDDING),
+    "clusters": _Each({"k": INT, "metric": STR, "k_rule": STR, "elbow": [{"k": INT, "inertia": NUM_, "silhouette": NUM_}],
+                       "clusters": [{"id": INT, "size": INT, "mean_norm": NUM_, "tokens": [_CLUSTER_TOKEN], "random_members": [_CLUSTER_TOKEN]}]}),
+}  # fmt: skip
+ACTIVATIONS = {
+    "run": {"model": STR_, "architecture": STR_, "num_samples": INT, "seq_len": INT, "source": STR_, "dtype": STR, "device": STR,
+            "n_layers": INT, "decoder_layers": STR_, "bytes_read": INT, "checkpoint_bytes": INT, "peak_rss_bytes": INT,
+            "seconds": NUM, "tokens_per_second": NUM_},
+    "outliers": {"threshold": NUM, "pattern": STR_, "layers": _Each({"count": INT}), "massive_channels": _Each(INT)},
+}  # fmt: skip
+
+
+def _kind(spec) -> str:
+    if isinstance(spec, dict):
+        return "an object"
+    if isinstance(spec, (list, _Each)):
+        return "a list" if isinstance(spec, list) else "an object"
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list", NONE: "null"}
+    if spec == NUM or spec == NUM_:
+        return "a number" + (" or null" if NONE in spec else "")
+    return " or ".join(names[t] for t in spec)
+
+
+def _check(value, spec, key: str, path: Path) -> None:
+    if isinstance(spec, tuple):
+        ok = isinstance(value, spec) and (not isinstance(value, bool) or bool in spec)
+    else:
+        ok = isinstance(value, list if isinstance(spec, list) else dict)
+    if not ok:
+        got = f"{type(value).__name__} {json.dumps(value)[:60]}" if not isinstance(value, (dict, list)) else type(value).__name__
+        raise StreamscopeError(f"{path}: {key} must be {_kind(spec)}, got {got}; the file was edited or is damaged: "
+                               "run the command that wrote it again")  # fmt: skip
+    if isinstance(spec, dict):
+        for k, sub in spec.items():
+            if k in value:
+                _check(value[k], sub, f"{key}.{k}" if key else k, path)
+    elif isinstance(spec, list):
+        for i, item in enumerate(value):
+            _check(item, spec[0], f"{key}[{i}]", path)
+    elif isinstance(spec, _Each):
+        for k, item in value.items():
+            _check(item, spec.spec, f"{key}[{json.dumps(k)}]", path)
+
+
+def _validated(path: Path, spec) -> dict:
+    data = _read(path)
+    _check(data, spec, "", path)
+    return data
 
 
 @dataclass
@@ -39,13 +132,13 @@ class Results:
         if not scanned and not studied and not profiled:
             raise StreamscopeError(f"{path}: not a finished scan's results directory (no tensors.json and model.json, "
                                    "no embeddings.json, no activations.json); run `streamscope scan CHECKPOINT --out DIR` first")  # fmt: skip
-        tensors = _read(path / "tensors.json") if scanned else {}
-        model = _read(path / "model.json") if scanned else {}
-        embeddings = _read(path / "embeddings.json") if studied else None
+        tensors = _validated(path / "tensors.json", _Each(RECORD)) if scanned else {}
+        model = _validated(path / "model.json", MODEL) if scanned else {}
+        embeddings = _validated(path / "embeddings.json", EMBEDDINGS) if studied else None
         if embeddings and not model:
             model = {"model_path": embeddings.get("model_path"), "schema_version": embeddings.get("schema_version"),
                      "embedding": embeddings.get("norms") or {}}  # fmt: skip
-        activations = _read(path / "activations.json") if profiled else None
+        activations = _validated(path / "activations.json", ACTIVATIONS) if profiled else None
         if activations and not model:
             model = {"model_path": activations["run"].get("model")}
         return cls(path, tensors, model, embeddings, activations)
