@@ -246,7 +246,10 @@ def replace_groups(out: Path, tag: str, owned: tuple[str, ...], fill, may_replac
     tmp = out / f".{tag}.zarr.tmp"
     try:
         shutil.rmtree(tmp, ignore_errors=True)
-        fill(zarr.open_group(str(tmp), mode="w"))
+        try:
+            fill(zarr.open_group(str(tmp), mode="w"))
+        except OSError as e:
+            raise _naming(e, root) from e
         root.mkdir(exist_ok=True)
         with _held(root):
             zarr.open_group(str(root), mode="a")  # the root's metadata, written when absent
@@ -286,12 +289,20 @@ class _held:
 
 
 def _atomic(path: Path, write) -> None:
+    """``write(tmp)`` beside ``path``, then moved in its place; an OS error (a full disk) names ``path``."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        raise _naming(e, path) from e
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """``e`` as an error of ``path`` (what the user knows), its errno kept for the CLI's hint (a full disk)."""
+    return OSError(e.errno, f"cannot write it: {e.strerror or e}" if e.errno else f"cannot write it: {e}", str(path))
 
 
 _SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")

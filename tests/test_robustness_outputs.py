@@ -126,3 +126,64 @@ def test_batch_inputs_of_the_same_name_get_a_directory_each(tmp_path):
     assert list(summary["out"]) == [str(out / "model"), str(out / "model-2")] and summary["model"].is_unique
     maxima = [Results.open(d).tensors["w"]["basic_stats"]["max"] for d in summary["out"]]
     assert maxima == [1.0, 100.0]
+
+
+# -- last words ----------------------------------------------------------------------------------------------------------
+
+
+def test_quiet_scan_with_failed_tensors_says_so_in_one_line(tmp_path, monkeypatch):
+    import torch
+
+    from streamscope.engine.runner import TensorRunner
+    from streamscope.synthetic import save_tensors
+
+    run = TensorRunner.run
+
+    def failing(self, info, *a, **kw):
+        if info.name == "b":
+            raise RuntimeError("simulated kernel bug")
+        return run(self, info, *a, **kw)
+
+    monkeypatch.setattr(TensorRunner, "run", failing)
+    path = save_tensors(tmp_path / "m.safetensors", {"a": torch.ones(3, 3), "b": torch.ones(4, 4)})
+    quiet_runner = CliRunner(mix_stderr=False) if "mix_stderr" in CliRunner.__init__.__code__.co_varnames else CliRunner()
+    result = quiet_runner.invoke(app, ["scan", str(path), "--out", str(tmp_path / "o"), "--quiet"])
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "1 error(s)" in lines[0] and "simulated kernel bug" in lines[0] and "model.json" in lines[0]
+
+
+def test_a_full_disk_in_the_final_write_names_the_file(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    import torch
+
+    from streamscope.synthetic import save_tensors
+
+    path = save_tensors(tmp_path / "m.safetensors", {"a": torch.ones(3, 3)})
+    write_text = Path.write_text
+
+    def full(self, *a, **kw):
+        if self.name == ".model.json.tmp":
+            raise OSError(errno.ENOSPC, "No space left on device")  # as a write() raises it: no file name
+        return write_text(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    out = tmp_path / "o"
+    result = runner.invoke(app, ["scan", str(path), "--out", str(out), "--quiet"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"{out / 'model.json'}: cannot write it: No space left on device" in result.output and "the disk is full" in result.output
+    assert (out / ".partial" / "records.jsonl").exists() and not (out / ".model.json.tmp").exists()
+
+    def full_zarr(root):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    import streamscope.results as results
+
+    replace = results.replace_groups
+    monkeypatch.setattr(results, "replace_groups", lambda out, tag, owned, fill, **kw: replace(out, tag, owned, full_zarr, **kw))
+    with pytest.raises(OSError, match="No space left on device") as e:
+        streamscope.scan(path, out=out)
+    assert e.value.filename == str(out / "arrays.zarr") and e.value.errno == errno.ENOSPC

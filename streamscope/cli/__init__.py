@@ -163,6 +163,9 @@ def scan(
     if report:
         _report(result.out, quiet=quiet or as_json)
     if result.errors:
+        if quiet or as_json:  # the tables that list the errors were not printed: one line says so
+            err_console.print(f"[bold red]error:[/] {len(result.errors)} error(s), first: {escape(result.errors[0])}; every one in "
+                              f"{escape(str(result.out / 'model.json'))} (\"errors\")", highlight=False, soft_wrap=True)  # fmt: skip
         raise typer.Exit(1)
 
 

@@ -43,7 +43,7 @@ def run(index: CheckpointIndex, options: ScanOptions, clusters: ClusterOptions, 
     """Study every embedding matrix of ``index``; write ``embeddings.json``, ``clusters.csv`` and arrays into ``out``."""
     from streamscope.engine.runner import TensorRunner
     from streamscope.engine.threads import default_threads
-    from streamscope.results import _key, _lock, _unlock, json_safe
+    from streamscope.results import _atomic, _key, _lock, _unlock, json_safe
 
     names = embedding_matrices(index)
     if not names:
@@ -78,7 +78,7 @@ def run(index: CheckpointIndex, options: ScanOptions, clusters: ClusterOptions, 
         result["timing"] = {"seconds": time.perf_counter() - t0}
         result["options"] = {**dataclasses.asdict(clusters), "memory_budget": options.memory.total, "device": str(runner.device)}
         _write_arrays(out, scan_results, studies, _key)
-        (out / "embeddings.json").write_text(json.dumps(json_safe(result), indent=1))
+        _atomic(out / "embeddings.json", lambda p: p.write_text(json.dumps(json_safe(result), indent=1)))
         _write_csv(out / "clusters.csv", result)
         return result
     finally:
@@ -149,13 +149,15 @@ def _not_a_scans(name: str, path: Path) -> bool:
 def _write_csv(path: Path, result: dict) -> None:
     import pandas as pd
 
+    from streamscope.results import _atomic
+
     rows = []
     for name, c in result["clusters"].items():
         for cl in c["clusters"]:
             rows.append({"tensor": name, "k": c["k"], "metric": c["metric"], "cluster": cl["id"], "size": cl["size"],
                          "mean_norm": cl["mean_norm"], "mean_distance": cl["mean_distance"],
                          "nearest_tokens": " | ".join(str(t["token"]) if t["token"] is not None else f"#{t['id']}" for t in cl["tokens"])})  # fmt: skip
-    pd.DataFrame(rows).to_csv(path, index=False)
+    _atomic(path, lambda p: pd.DataFrame(rows).to_csv(p, index=False))
 
 
 class _Passes:
