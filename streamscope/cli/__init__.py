@@ -21,6 +21,7 @@ from streamscope.analyses.spectral import METHODS as SPECTRAL_METHODS
 from streamscope.analyses.spectral import SpectralOptions
 from streamscope.cli.errors import err_console, handles_errors
 from streamscope.errors import OptionError, StreamscopeError
+from streamscope.report.labels import plain
 
 app = typer.Typer(
     help="Streaming, out-of-core analysis of large neural-network checkpoints.",
@@ -48,7 +49,7 @@ def _report(results: Path, out: Path | None = None, details: str = "10", quiet: 
 
     page = make_report(results, out, details, progress=not quiet)
     if not quiet:
-        console.print(f"report: [bold]{page}[/] (figures in {page.parent / 'figures'})")
+        console.print(f"report: [bold]{plain(page)}[/] (figures in {plain(page.parent / 'figures')})")
 
 
 def _version(value: bool) -> None:
@@ -159,13 +160,13 @@ def scan(
         from streamscope.report.terminal import print_scan_summary
 
         print_scan_summary(result.table, result.model, console)
-        console.print(f"results in [bold]{result.out}[/]: tensors.json, tensors.csv, tensors.parquet, model.json, arrays.zarr")
+        console.print(f"results in [bold]{plain(result.out)}[/]: tensors.json, tensors.csv, tensors.parquet, model.json, arrays.zarr")
     if report:
         _report(result.out, quiet=quiet or as_json)
     if result.errors:
         if quiet or as_json:  # the tables that list the errors were not printed: one line says so
-            err_console.print(f"[bold red]error:[/] {len(result.errors)} error(s), first: {escape(result.errors[0])}; every one in "
-                              f"{escape(str(result.out / 'model.json'))} (\"errors\")", highlight=False, soft_wrap=True)  # fmt: skip
+            err_console.print(f"[bold red]error:[/] {len(result.errors)} error(s), first: {plain(result.errors[0])}; every one in "
+                              f"{plain(result.out / 'model.json')} (\"errors\")", highlight=False, soft_wrap=True)  # fmt: skip
         raise typer.Exit(1)
 
 
@@ -223,9 +224,10 @@ def embeddings(
             top = sorted(c["clusters"], key=lambda cl: -cl["size"])[:3]
             words = "; ".join(f"{cl['size']}: " + ", ".join(str(t["token"]) if t["token"] is not None else f"#{t['id']}" for t in cl["tokens"][:3]) for cl in top)
             sil = chosen["silhouette"]
-            t.add_row(name, str(c["k"]), "knee" if "knee" in c["k_rule"] else "given", f"{chosen['inertia']:.4g}", "-" if sil is None else f"{sil:.3f}", words)
+            t.add_row(plain(name), str(c["k"]), "knee" if "knee" in c["k_rule"] else "given", f"{chosen['inertia']:.4g}", "-" if sil is None else f"{sil:.3f}",
+                      plain(words))  # fmt: skip
         console.print(t)
-        console.print(f"results in [bold]{out}[/]: embeddings.json, clusters.csv, arrays.zarr")
+        console.print(f"results in [bold]{plain(out)}[/]: embeddings.json, clusters.csv, arrays.zarr")
     if report:
         _report(out, quiet=quiet)
 
@@ -292,7 +294,7 @@ def activations(
     if path is None and config is None:
         raise OptionError("give a model PATH, or a --config with model.path")
     out = out or Path("results") / f"{_default_name(path or str(config))}-activations"
-    echo = (lambda s: None) if quiet else (lambda s: console.print(escape(s), highlight=False))
+    echo = (lambda s: None) if quiet else (lambda s: console.print(plain(s), highlight=False))
     if workers is not None and (workers < 1 or scheduler not in (None, "local")):
         raise OptionError("--workers N (N >= 1) sets the size of a local dask cluster; with a --scheduler address the cluster has its own")
     record = run(path, config=config, out=out, overrides=overrides, progress=not quiet, revision=revision, echo=echo, verbose=verbose,
@@ -424,7 +426,7 @@ def download(
     if hub.parse(repo) is None:
         raise OptionError(f"{repo!r} is not a hub repo id (org/name, or hf://org/name@revision)")
     local, origin = hub.resolve(repo if repo.startswith("hf://") else f"hf://{repo}", revision=revision, allow=include or None, local_dir=local_dir)
-    console.print(f"{origin['model_id']}@{origin['revision']}: [bold]{local}[/]")
+    console.print(f"{plain(origin['model_id'])}@{plain(origin['revision'])}: [bold]{plain(local)}[/]")
 
 
 def _scan_batch(paths: list[str], out: Path | None, quiet: bool, report: bool, kw: dict) -> None:
@@ -448,7 +450,7 @@ def _scan_batch(paths: list[str], out: Path | None, quiet: bool, report: bool, k
             result = streamscope.scan(path, out=out / name, analyses=names, progress=not quiet,
                                       **{**kw, "spectral": spectral or "auto", **extra})  # fmt: skip
         except StreamscopeError as e:
-            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {plain(e)}", highlight=False, soft_wrap=True)
             failed.append(path)
             continue
         rows.append(summary_row(name, result))
@@ -458,7 +460,7 @@ def _scan_batch(paths: list[str], out: Path | None, quiet: bool, report: bool, k
         pd.DataFrame(rows).to_csv(out / "summary.csv", index=False)
         if not quiet:
             print_batch(rows, console)
-            console.print(f"summary: [bold]{out / 'summary.csv'}[/]")
+            console.print(f"summary: [bold]{plain(out / 'summary.csv')}[/]")
     if failed:
         raise typer.Exit(1)
 
@@ -503,7 +505,7 @@ def _emit(result: dict, out: Path | None, as_json: bool, show) -> None:
     else:
         show()
         if out:
-            console.print(f"report written to [bold]{out}[/]")
+            console.print(f"report written to [bold]{plain(out)}[/]")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -13,9 +13,9 @@ import os
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from streamscope.errors import CheckpointError, DeviceError, HeaderError, Interrupted, OptionError, StreamscopeError
+from streamscope.report.labels import plain
 
 err_console = Console(stderr=True)
 
@@ -43,7 +43,7 @@ def fail(e: BaseException) -> None:
     else:
         message = str(e)
         hint = getattr(e, "hint", None) or next((h for t, h in HINTS.items() if isinstance(e, t)), None)
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {plain(message)}", highlight=False, soft_wrap=True)
     if hint:
         err_console.print(f"[dim]hint: {hint}[/]", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
@@ -65,7 +65,7 @@ def handles_errors(command):
         except Interrupted as e:
             if debug_enabled(kwargs):
                 raise
-            err_console.print(f"[bold red]{escape(str(e))}[/]", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]{plain(e)}[/]", highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
         except KeyboardInterrupt:
             if debug_enabled(kwargs):
