@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -78,21 +77,14 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
 
 
 def _write_arrays(out: Path, collector, run) -> None:
-    """``arrays.zarr/activations`` built beside, then moved in place of the old group alone."""
-    import zarr
+    """``arrays.zarr/activations``, put in place of the old group alone (``results.replace_groups``)."""
+    from streamscope.results import replace_groups
 
-    tmp = out / ".activations.zarr.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    g = zarr.open_group(str(tmp), mode="w")
-    g.create_array("input_ids", data=run.input_ids.numpy().astype(np.int64))
-    for p in collector.probes:
-        if p.arrays is not None:
-            p.arrays(g, collector.reduced[p.name], run)
-    root = zarr.open_group(str(out / "arrays.zarr"), mode="a")
-    final = Path(root.store.root) / "activations" if hasattr(root.store, "root") else out / "arrays.zarr" / "activations"
-    old = final.with_name(".activations.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    def fill(root) -> None:
+        g = root.require_group("activations")
+        g.create_array("input_ids", data=run.input_ids.numpy().astype(np.int64))
+        for p in collector.probes:
+            if p.arrays is not None:
+                p.arrays(g, collector.reduced[p.name], run)
+
+    replace_groups(out, "activations", ("activations",), fill)

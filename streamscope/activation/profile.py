@@ -68,8 +68,8 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
             collector, facts = parallel.run(prep, out, scheduler, workers, resume=resume, echo=echo, progress=progress)
             result = None
         else:
-            collector, result, checkpoint = stream(prep, out, resume=resume, echo=echo, progress=progress, keep_tensors=keep_tensors)
-            facts = _forward_facts(result, checkpoint)
+            collector, result, _ = stream(prep, out, resume=resume, echo=echo, progress=progress, keep_tensors=keep_tensors)
+            facts = _forward_facts(result)
         record = write(prep, collector, out, {**facts, "seconds": time.perf_counter() - t0})
     finally:
         shutil.rmtree(out / ".probes", ignore_errors=True)
@@ -189,7 +189,7 @@ def write(prep: Prepared, collector, out: Path, facts: dict) -> dict:
     return record
 
 
-def _forward_facts(result, checkpoint) -> dict:
+def _forward_facts(result) -> dict:
     return {"batch_size": result.batch_size, "forward_seconds": result.seconds, "bytes_read": result.bytes_read,
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "resumed_after_layer": result.resumed_after,
             "hidden_states_spilled": result.spilled_to is not None}  # fmt: skip
