@@ -115,6 +115,9 @@ def test_toy_probe_through_the_registry_alone(toy, tmp_path):
     assert record["token_norm"]["model.layers.1"]["mean_norm"] == pytest.approx(2 * half)
     html = (out / "report.html").read_text()
     assert "Mean token norm per decoder layer" in html and (out / "figures" / "token_norm.png").is_file()
+    # the run's facts read as values: no Python dicts or None, floats rounded
+    assert "{&#x27;activations.csv&#x27;" not in html and "{'activations.csv'" not in html and ">None<" not in html
+    assert "<td class=name>resumed_after_layer</td><td class=text>-</td>" in html
 
 
 def test_switched_off_probe_watches_nothing(toy, tmp_path):

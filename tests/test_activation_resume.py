@@ -85,7 +85,7 @@ def test_killed_run_resumes_and_equals_an_uninterrupted_run(model, tmp_path, lay
     said = []
     r = profile(model, config_mod.load(None, CFG), out, echo=said.append)
     assert r["run"]["resumed_after_layer"] == layer + 1
-    assert any(f"resuming after decoder layer {layer + 1} of 2" in s for s in said), said
+    assert any(f"resuming: {layer + 1} of 2 decoder layers ({'L0' if layer == 0 else 'L0-L1'}) were finished" in s for s in said), said
     _assert_same(_files(out), _files(whole))
     assert not (out / ".activations-resume").exists() and not (out / ".probes").exists()
 
@@ -116,6 +116,19 @@ def test_ctrl_c_says_how_far_and_how_to_resume(model, tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(resume.LayerCheckpoint, "save_layer", interrupted)
-    with pytest.raises(Interrupted, match=r"after decoder layer 1 of 2.*run the same command to resume"):
+    with pytest.raises(Interrupted, match=r"with 1 of 2 decoder layers finished \(L0\), kept in .*run the same command to resume"):
         profile(model, config_mod.load(None, CFG), tmp_path / "o", echo=lambda s: None)
     assert not os.path.exists(tmp_path / "o" / ".activations.lock")  # the lock is released
+
+
+def test_ctrl_c_before_any_layer_says_nothing_was_kept(model, tmp_path, monkeypatch):
+    from streamscope.activation import collect
+    from streamscope.activation.profile import profile
+    from streamscope.errors import Interrupted
+
+    def interrupted(self, prefix, modules):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(collect.Collector, "on_weights", interrupted)
+    with pytest.raises(Interrupted, match="before the first of 2 decoder layers finished; nothing was kept"):
+        profile(model, config_mod.load(None, CFG), tmp_path / "o", echo=lambda s: None)

@@ -50,7 +50,8 @@ def run(prep, out: Path, scheduler: str, workers: int | None, resume: bool = Tru
         threads = max(1, (os.cpu_count() or 1) // n_workers) if cluster is not None else None
         futures = [client.submit(_share, prep.model_dir, prep.config, prep.ids[a:b].clone(), a, str(out / PARTS / f"w{k}"), resume, threads,
                                  pure=False) for k, (a, b) in enumerate(ranges)]  # fmt: skip
-        echo(f"{len(ranges)} dask workers, samples {', '.join(f'{a}-{b - 1}' for a, b in ranges)}")
+        why = f" ({len(ranges)} batch{'es' if len(ranges) > 1 else ''} of samples to share: a worker takes whole batches)" if len(ranges) < n_workers else ""
+        echo(f"{len(ranges)} dask worker{'s' if len(ranges) > 1 else ''}{why}, samples {', '.join(f'{a}-{b - 1}' for a, b in ranges)}")
         facts = _wait(futures, [out / PARTS / f"w{k}" for k in range(len(ranges))], len(prep.skeleton.layers), progress)
     finally:
         client.close()

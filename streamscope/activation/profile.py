@@ -142,7 +142,7 @@ def stream(prep: Prepared, out: Path, *, resume: bool = True, echo: Callable[[st
         for dumps in layer_dumps:
             collector.restore([dumps])
         start = (done, hidden, as_tuple)
-        echo(f"resuming after decoder layer {done + 1} of {n_layers} (finished layers were kept in {checkpoint.dir})")
+        echo(f"resuming: {done + 1} of {n_layers} decoder layers ({_layers(done)}) were finished by an interrupted run (kept in {checkpoint.dir})")
     prefix = f"{sk.layers_name}."
     collector.attach(sk.model, sk.layers, prep.modules)
     bar = _progress(progress, n_layers)
@@ -157,7 +157,9 @@ def stream(prep: Prepared, out: Path, *, resume: bool = True, echo: Callable[[st
                              batch_size=None if config["data"]["batch_size"] == "auto" else config["data"]["batch_size"])  # fmt: skip
         checkpoint.save_rest(collector.close_all())
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted after decoder layer {checkpoint.done + 1} of {n_layers}; the finished layers are kept in "
+        if checkpoint.done < 0:
+            raise Interrupted(f"interrupted before the first of {n_layers} decoder layers finished; nothing was kept") from None
+        raise Interrupted(f"interrupted with {checkpoint.done + 1} of {n_layers} decoder layers finished ({_layers(checkpoint.done)}), kept in "
                           f"{checkpoint.dir}: run the same command to resume") from None  # fmt: skip
     finally:
         collector.detach()
@@ -180,13 +182,19 @@ def write(prep: Prepared, collector, out: Path, facts: dict) -> dict:
              "num_samples": int(ids.shape[0]), "seq_len": int(ids.shape[1]), "seed": dcfg["seed"], **facts,
              "checkpoint_bytes": prep.index.total_bytes, "decoder_layers": sk.layers_name, "n_layers": len(sk.layers),
              "outlier_pattern": vis["outlier"]["pattern"] or prep.watch.layer_pattern}  # fmt: skip
-    facts["tokens_per_second"] = ids.numel() / facts["forward_seconds"] if facts.get("forward_seconds") else None
+    resumed = facts.get("resumed_after_layer")  # then the forward covered only the remaining layers
+    facts["tokens_per_second"] = ids.numel() / facts["forward_seconds"] if facts.get("forward_seconds") and not resumed else None
     run = Run(out, ids, _decode(prep.index), vis, len(sk.layers), sk.model_type, facts, collector.watched)
     record = {"run": facts, **export.records(collector, run), "config": prep.config}
     facts["files"] = export.write(out, collector, run)
     export.write_json(out, record)
     shutil.rmtree(out / FOLDER, ignore_errors=True)
     return record
+
+
+def _layers(last: int) -> str:
+    """The decoder layers 0..last as the table names them: ``L0``, ``L0-L3``."""
+    return "L0" if last == 0 else f"L0-L{last}"
 
 
 def _forward_facts(result) -> dict:

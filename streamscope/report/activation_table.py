@@ -194,5 +194,8 @@ def _run_line(run: dict) -> str:
         what = f"read {format_bytes(read)} of a {format_bytes(size)} checkpoint: only the weights the forward pass uses"
     secs, tps = run.get("seconds") or 0.0, run.get("tokens_per_second")
     speed = f", {tps:,.0f} tokens/s" if tps else ""
+    if run.get("resumed_after_layer"):
+        done, total = run["resumed_after_layer"], run.get("n_layers")
+        speed = f" (resumed: {done} of {total} decoder layers came from the interrupted run; time and bytes are this run's)"
     rss = f"; peak memory (RSS) {format_bytes(run['peak_rss_bytes'])}" if run.get("peak_rss_bytes") else ""
     return f"{secs:.1f} s{speed}; {what}{rss}"

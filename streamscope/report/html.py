@@ -166,6 +166,17 @@ def _tensor_table(results) -> str:
             f'<table id="tensors"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')  # fmt: skip
 
 
+def _fact(value) -> str:
+    """A run fact as a reader wants it: ``-`` for none, floats to four significant digits, lists joined."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fact(v) for v in value)
+    return str(value)
+
+
 def _activations_summary(results) -> str:
     act = results.activations
     if not act:
@@ -209,7 +220,8 @@ def write_report(results, figures_dir: Path, rendered: list[Rendered], path: Pat
         parts.append(f'<section id="table"><h2>All tensors ({len(results.tensors)})</h2><p>Click a column header to sort.</p>{_tensor_table(results)}</section>')
     options = results.model.get("options") or (results.embeddings or {}).get("options") or {}
     timing = results.model.get("timing") or (results.embeddings or {}).get("timing") or (results.activations or {}).get("run") or {}
-    run = "".join(f"<tr><td class=name>{_e(k)}</td><td class=text>{_e(v)}</td></tr>" for k, v in {**options, **timing}.items())
+    run = "".join(f"<tr><td class=name>{_e(k)}</td><td class=text>{_e(_fact(v))}</td></tr>" for k, v in {**options, **timing}.items()
+                  if not isinstance(v, dict))  # fmt: skip
     parts.append(f'<section id="run"><h2>Run</h2><table>{run}</table></section>')
     title = f"streamscope report: {results.model.get('model_path', results.path)}"
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
