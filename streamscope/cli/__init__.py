@@ -260,7 +260,7 @@ Probes (statistics taken in the same pass; their keys are --SECTION.KEY, their s
 
 Writes activations.json/.csv/.parquet, outliers.csv, act_scales.pt, imatrix.gguf and arrays.zarr into --out, and prints the module inputs and outputs with the largest |x| (--verbose: also the module names).
 
-Example: [bold]streamscope activations Qwen2.5-7B/ --out results/qwen-act --data.num_samples 16 --data.seq_len 512[/]"""
+Example: [bold]streamscope activations Qwen2.5-7B/ --data.source custom:calib.txt --data.num_samples 16 --data.seq_len 512 --out results/qwen-act[/]"""
 
 
 @app.command(help=_activations_help(), context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -269,7 +269,7 @@ def activations(
     ctx: typer.Context,
     path: Annotated[Optional[str], typer.Argument(help="Model directory (config.json + safetensors), or a hub repo id; or model.path in --config.", show_default=False)] = None,
     *,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (Quant Smooth Ana keys); optional.", show_default="none: the defaults below")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file with any of the keys below (sections model, data, visualization, memory); optional.", show_default="none: the defaults below")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for the result files.", show_default="results/NAME-activations")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps (memory.device).", show_default="auto")] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="Compute dtype: auto (float32 on CPU, the checkpoint's on GPUs), float32, bfloat16, float16.", show_default="auto")] = None,
