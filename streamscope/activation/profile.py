@@ -89,6 +89,9 @@ def prepare(path: str | Path, config: dict, echo: Callable[[str], None] = print,
     from streamscope.io.checkpoint import CheckpointIndex
 
     transformers.utils.logging.disable_progress_bar()
+    source = config["data"]["source"]
+    if ids is None and source.startswith("custom:") and not Path(source[len("custom:") :]).is_file():
+        raise data.DataError(f"{source[len('custom:') :]}: no such data file")  # before the model is built, not after
     model_dir = _model_dir(Path(path))
     index = CheckpointIndex.from_path(model_dir)
     vis, dcfg, mem = config["visualization"], config["data"], config["memory"]
