@@ -452,5 +452,5 @@ def test_figures_and_report(models, tmp_path):
     html = make_report(tmp_path / "o").read_text()
     figures = {p.name for p in (tmp_path / "o" / "figures").glob("*.png")}
     assert figures == {"magnitude_input.png", "magnitude_output.png", "magnitude_weight.png", "outlier_layer_wise.png", "outlier_position.png",
-                       "outlier_token.png", "heatmap_3d.png", "distribution.png"}  # fmt: skip
+                       "outlier_token.png", "heatmap_3d.png", "distribution.png", "block_influence.png", "angular_distance.png"}  # fmt: skip
     assert '<section id="activations">' in html and "act_scales.pt" in html and html.count("<figure>") == len(figures)
