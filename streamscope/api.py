@@ -329,3 +329,51 @@ def activations(
     return profile(cfg["model"]["path"], cfg, out, echo=echo, progress=progress, verbose=verbose, resume=resume, scheduler=scheduler,
                    workers=workers)  # fmt: skip
 
+
+
+def sensitivity(
+    path: str | os.PathLike | None,
+    *,
+    config: str | os.PathLike | None = None,
+    out: str | os.PathLike = "results/sensitivity",
+    overrides: dict | None = None,
+    schemes: list[str] | tuple[str, ...] | None = None,
+    recipe: str | os.PathLike | None = None,
+    target_kl: float = 0.01,
+    keep_scheme: str = "int8_channel",
+    max_bpw: float | None = None,
+    smoothquant: bool = True,
+    plan: bool = True,
+    progress: bool = False,
+    revision: str | None = None,
+    echo=print,
+) -> dict:
+    """What quantizing each decoder Linear does to the model's outputs, measured on a streamed forward pass.
+
+    Per Linear and scheme the output error on its real inputs (``local``); SmoothQuant's W8A8 error per alpha
+    (``smoothquant``); a quantized hidden-state stream beside the float one (``propagated``: per-layer cosine
+    and SQNR, next-token KL, top-1 agreement, perplexities) for the recipe (default: every decoder Linear at
+    ``int4_g128``; ``recipe`` a YAML file) and, when ``schemes`` are given, a whole-model recipe per scheme;
+    and a ``plan``: the Linears to keep at ``keep_scheme`` until the KL meets ``target_kl``. ``config`` and
+    ``overrides`` are the activation config's (data, model, memory).
+
+    Returns:
+        The ``sensitivity.json`` record; ``out`` also receives ``sensitivity.csv``/``.parquet``,
+        ``recipe.yaml``, ``tensor_types.txt`` and ``arrays.zarr``.
+
+    Example:
+        >>> streamscope.sensitivity("Qwen2.5-7B/", out="results/qwen-sens", overrides={"data.num_samples": 8})  # doctest: +SKIP
+    """
+    from streamscope.activation.profile import load_config
+    from streamscope.activation.sensitivity import recipe as recipe_mod
+    from streamscope.activation.sensitivity.run import Options, measure
+    from streamscope.io import hub
+    from streamscope.kernels.fakequant import SCHEMES
+
+    if path is not None and hub.parse(str(path)) is not None:
+        path, _ = hub.resolve(str(path), revision=revision, progress=progress)
+    cfg = load_config(config, overrides, path)
+    opts = Options(schemes=tuple(schemes) if schemes else SCHEMES, schemes_given=bool(schemes),
+                   recipe=recipe_mod.load(recipe) if recipe else None, target_kl=target_kl, keep_scheme=keep_scheme,
+                   max_bits=max_bpw, smoothquant=smoothquant, plan=plan)  # fmt: skip
+    return measure(cfg["model"]["path"], cfg, out, opts, echo=echo, progress=progress)

@@ -83,7 +83,9 @@ def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, obje
         hidden_budget: int | None = None, keep_layer_outputs: bool = False, tail: bool = True,
         progress: Callable[[str, int, int], None] | None = None, spill_dir: Path | None = None,
         batch_size: int | None = None, layer_done: Callable[[int, object, bool], None] | None = None,
-        resume: tuple[int, object, bool] | None = None) -> ForwardResult:  # fmt: skip
+        resume: tuple[int, object, bool] | None = None, streams: tuple = (),
+        layer_end: Callable[[int, object], None] | None = None,
+        on_logits: Callable[[tuple[int, int], list], None] | None = None) -> ForwardResult:  # fmt: skip
     """Stream ``input_ids`` (num_samples x seq) through the model of ``skeleton``.
 
     ``on_layer(i, module)`` runs after layer i is loaded and before its samples (weight statistics);
@@ -91,6 +93,13 @@ def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, obje
     tuple); ``progress(stage, done, total)`` reports. ``batch_size``: samples per layer call (None: see
     ``batches``). ``resume``: ``(i, hidden states after layer i, as_tuple)`` of an earlier run: layers 0..i are
     neither read nor run.
+
+    ``streams``: further hidden-state streams (objects with ``enter(i, layer)`` and ``leave(i, layer)``), each
+    starting from the same captured inputs (``reference``: the float stream's) and run through every layer
+    after the float samples, between its ``enter`` (which may change the layer's weights in place) and ``leave``; each gets a ``hidden`` store.
+    ``layer_end(i, layer)`` runs after the float samples, before the streams, with the weights still loaded.
+    ``on_logits(span, outputs)`` receives the tail's outputs of the float stream and of every stream per batch
+    of samples; the logits are then not kept.
     """
     import torch
 
@@ -116,6 +125,10 @@ def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, obje
         hidden, inputs, spilled = _capture(model, layers[0], input_ids, spans, dtype, device, hidden_budget, spill_dir)
         if resume:
             hidden.copy_(resume[1])
+        for stream in streams:
+            stream.hidden, _ = _hidden_store(tuple(hidden.shape), dtype, hidden_budget, spill_dir)
+            stream.hidden.copy_(hidden)
+            stream.reference = hidden
         loader.free_names(before)
         if progress:
             progress("layers", start, n_layers)
@@ -134,13 +147,13 @@ def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, obje
                 loader.moved()
             if on_layer:
                 on_layer(i, layer)
-            with torch.no_grad():
-                for j, (s0, s1) in enumerate(spans):
-                    args, kwargs = inputs.for_batch(j)
-                    out = layer(hidden[s0:s1].to(device), *args, **kwargs)
-                    returns_tuple = isinstance(out, tuple)
-                    h = out[0] if returns_tuple else out
-                    hidden[s0:s1] = h.to(hidden.device)
+            returns_tuple = _through(layer, hidden, spans, inputs, device)
+            if layer_end:
+                layer_end(i, layer)
+            for stream in streams:
+                stream.enter(i, layer)
+                _through(layer, stream.hidden, spans, inputs, device)
+                stream.leave(i, layer)
             loader.free(layer)
             if layer_done:
                 layer_done(i, hidden, returns_tuple)
@@ -150,10 +163,27 @@ def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, obje
             if progress:
                 progress("layers", i + 1, n_layers)
         loader.release()
-        result_logits = _logits(model, layers, loader, before, after, hidden, input_ids, spans, device, returns_tuple) if tail else None
+        stores = [hidden] + [stream.hidden for stream in streams]
+        result_logits = _logits(model, layers, loader, before, after, stores, input_ids, spans, device, returns_tuple, on_logits) if tail else None
     finally:
         pool.shutdown(wait=True)
     return ForwardResult(hidden, result_logits, outputs, time.perf_counter() - t0, loader.bytes_read, spilled, spans[0][1] - spans[0][0])
+
+
+def _through(layer, hidden, spans, inputs, device) -> bool:
+    """Every batch of samples through ``layer``, each output replacing its input in ``hidden``; returns
+    whether the layer returns a tuple."""
+    import torch
+
+    returns_tuple = False
+    with torch.no_grad():
+        for j, (s0, s1) in enumerate(spans):
+            args, kwargs = inputs.for_batch(j)
+            out = layer(hidden[s0:s1].to(device), *args, **kwargs)
+            returns_tuple = isinstance(out, tuple)
+            h = out[0] if returns_tuple else out
+            hidden[s0:s1] = h.to(hidden.device)
+    return returns_tuple
 
 
 def _libc():
@@ -306,32 +336,46 @@ class _Replay:
         return Replay()
 
 
-def _logits(model, layers, loader, before, after, hidden, input_ids, spans, device, as_tuple):
+def _logits(model, layers, loader, before, after, stores, input_ids, spans, device, as_tuple, on_logits=None):
     """The model's own forward over the computed layer outputs: final norm, head (and their hooks).
 
     Only the weights after the layers are loaded, and the model is fed zero ``inputs_embeds`` (the layers
     ignore their inputs here). A model whose embedding module works on the inputs itself (BERT adds position
-    embeddings) fails that way; then the embeddings are read again and the token ids fed.
+    embeddings) fails that way; then the embeddings are read again and the token ids fed. ``stores``: the
+    float stream's hidden states, then those of further streams; each gets the same tail. Returns the float
+    stream's logits (None when ``on_logits`` takes every batch's outputs instead).
     """
     import torch
 
+    hidden = stores[0]
     loader.load(loader.fetch_names(after))
     replay = _Replay(hidden, as_tuple)
     originals = list(layers)
     for i in range(len(layers)):
         layers[i] = replay.module(last=i == len(layers) - 1)
 
-    def one(span: tuple[int, int], embeds: bool):
+    def one(span: tuple[int, int], embeds: bool) -> list:
         replay.span = span
         ids = input_ids[span[0] : span[1]].to(device)
-        if embeds:
-            zeros = torch.zeros(*ids.shape, hidden.shape[-1], dtype=hidden.dtype, device=device)
-            r = model(inputs_embeds=zeros, use_cache=False)
-        else:
-            r = model(input_ids=ids, use_cache=False)
-        return (r.logits if hasattr(r, "logits") else r.last_hidden_state).to("cpu")
+        outs = []
+        for store in stores:
+            replay.hidden = store
+            if embeds:
+                zeros = torch.zeros(*ids.shape, hidden.shape[-1], dtype=hidden.dtype, device=device)
+                r = model(inputs_embeds=zeros, use_cache=False)
+            else:
+                r = model(input_ids=ids, use_cache=False)
+            outs.append((r.logits if hasattr(r, "logits") else r.last_hidden_state).to("cpu"))
+        return outs
 
     out = []
+
+    def take(span, outs) -> None:
+        if on_logits is not None:
+            on_logits(span, outs)
+        else:
+            out.append(outs[0])
+
     loaded = list(after)
     try:
         with torch.no_grad():
@@ -341,19 +385,20 @@ def _logits(model, layers, loader, before, after, hidden, input_ids, spans, devi
                 loaded += before
                 if hasattr(model, "tie_weights"):
                     model.tie_weights()
-                out.append(one(spans[0], embeds))
+                take(spans[0], one(spans[0], embeds))
             else:
                 try:
-                    out.append(one(spans[0], embeds))
+                    first = one(spans[0], embeds)
                 except (RuntimeError, NotImplementedError, TypeError, ValueError, AttributeError):
                     embeds = False
                     loader.load(loader.fetch_names(before))
                     loaded += before
-                    out.append(one(spans[0], embeds))
+                    first = one(spans[0], embeds)
+                take(spans[0], first)
             for span in spans[1:]:
-                out.append(one(span, embeds))
+                take(span, one(span, embeds))
     finally:
         for i, m in enumerate(originals):
             layers[i] = m
         loader.free_names(loaded)
-    return torch.cat(out)
+    return torch.cat(out) if out else None

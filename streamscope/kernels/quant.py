@@ -176,3 +176,29 @@ def per_tensor_from_values(x: torch.Tensor, scheme: str, absmax: float, sums: Er
     e = v - q
     sums.add(v.numel(), float(v @ v), float(v @ q), float(q @ q), float(e @ e), float(e.abs().sum()))
     return sums
+
+
+def fake_quantize(w: torch.Tensor, scheme: str) -> torch.Tensor:
+    """The dequantized float32 values of a (rows, cols) matrix under one of ``SCHEMES``; groups of ``GROUP``
+    along each row, the last one shorter where the row length is not a multiple of ``GROUP``."""
+    x = w.to(torch.float32)
+    rows, cols = x.shape
+    if scheme in PER_TENSOR:
+        return per_tensor_dequantized(x, scheme, float(x.abs().max()) if x.numel() else 0.0)
+    if scheme == "int8_channel":
+        scale = x.abs().amax(dim=1, keepdim=True).div_(127)
+        scale[scale == 0] = 1.0
+        return dequantize_int(x, scale, -127, 127, out=torch.empty_like(x))
+    out = torch.empty_like(x)
+    for c0 in range(0, cols, GROUP):
+        xg, qg = x[:, c0 : c0 + GROUP], out[:, c0 : c0 + GROUP]
+        lo, hi = torch.aminmax(xg, dim=1, keepdim=True)
+        if scheme == "int4_g128":
+            scale = torch.maximum(lo.abs(), hi.abs()).div_(7)
+            scale[scale == 0] = 1.0
+            qg.copy_(dequantize_int(xg, scale, -7, 7))
+        else:
+            scale = (hi - lo).div_(15)
+            scale[scale == 0] = 1.0
+            qg.copy_(dequantize_int(xg, scale, 0, 15, zero=torch.round(-lo / scale)))
+    return out

@@ -1,0 +1,147 @@
+"""What every Linear of the decoder layer in memory receives, kept until the layer's samples have all passed.
+
+Linears called with the same tensor (q, k and v; gate and up) form one *group* whose inputs are kept once:
+either the inputs themselves (the cheaper choice for few tokens), or their Gram matrix ``XᵀX`` in float64
+(cheaper once the tokens outnumber the input channels, and the only choice past the memory limit), from
+which every scheme's output error follows exactly: ``Σ‖(W - Ŵ) x‖² = Σ (E G) ∘ E``. A group fed by a norm
+of its layer (the Linears SmoothQuant smooths) also keeps its per-channel ``max |x|`` over every token and
+the first inputs up to the memory limit, for the W8A8 simulation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+def weight_matrix(module) -> torch.Tensor:
+    """The (out, in) float32 weight of a Linear (GPT-2's Conv1D stores it transposed)."""
+    w = module.weight
+    return (w.t() if type(module).__name__ == "Conv1D" else w).detach().to(torch.float32)
+
+
+def set_weight(module, w: torch.Tensor) -> None:
+    """Write an (out, in) matrix into the module's weight in place, in the weight's dtype and layout."""
+    target = module.weight.data
+    target.copy_(w.t() if type(module).__name__ == "Conv1D" else w)
+
+
+def is_norm(module) -> bool:
+    name = type(module).__name__
+    return name.endswith("Norm") or "LayerNorm" in name or "RMSNorm" in name
+
+
+@dataclass
+class Group:
+    """The inputs shared by the Linears called with one tensor."""
+
+    modules: list[str]
+    gram: torch.Tensor | None = None  # float64 XᵀX, in Gram mode
+    inputs: list = field(default_factory=list)  # (tokens, in) float32 batches, in input mode or for smoothing
+    kept_tokens: int = 0
+    tokens: int = 0
+    norm: str | None = None  # the norm of the layer whose output this is
+    amax: torch.Tensor | None = None  # per input channel max |x| over every token (norm-fed groups)
+
+
+class Capture:
+    """Hooks on the decoder layers, their Linears and norms; ``groups`` and ``yy`` (Σ y² per Linear) hold
+    what the layer in memory received, ``reset`` clears them for the next layer."""
+
+    def __init__(self, linears: dict, norms: dict, tokens: int, schemes: int, limit: int, smooth: bool):
+        self.linears, self.norms = linears, norms
+        self.tokens, self.schemes, self.limit, self.smooth = tokens, schemes, limit, smooth
+        self.handles: list = []
+        self.reset()
+
+    def reset(self) -> None:
+        self.groups: dict[str, Group] = {}
+        self.member: dict[str, str] = {}  # module -> its group's key
+        self.yy: dict[str, float] = {}
+        self.call = 0
+        self._seen: dict[tuple, str] = {}
+        self._norm_out: dict[tuple, str] = {}
+        self.kept_bytes = 0  # inputs kept only for smoothing
+        self.planned = 0  # inputs kept by groups in input mode, counted at their first call
+
+    def attach(self, layers) -> None:
+        for layer in layers:
+            self.handles.append(layer.register_forward_pre_hook(self._next_call))
+        for name, m in self.linears.items():
+            self.handles.append(m.register_forward_hook(self._linear(name)))
+        for name, m in self.norms.items():
+            self.handles.append(m.register_forward_hook(self._norm(name)))
+
+    def detach(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def _next_call(self, module, args) -> None:
+        self.call += 1
+        self._seen.clear()
+        self._norm_out.clear()
+
+    def _norm(self, name: str):
+        def hook(module, args, out) -> None:
+            if self.active and isinstance(out, torch.Tensor):
+                self._norm_out[(out.untyped_storage().data_ptr(), out.numel())] = name
+
+        return hook
+
+    active = True  # off while the quantized streams run through the layer
+
+    def _linear(self, name: str):
+        def hook(module, args, out) -> None:
+            if not self.active or not args or not isinstance(args[0], torch.Tensor):
+                return
+            x = args[0]
+            y = out[0] if isinstance(out, tuple) else out
+            self.yy[name] = self.yy.get(name, 0.0) + float(torch.sum(y.detach().to(torch.float32).square(), dtype=torch.float64))
+            key = (x.untyped_storage().data_ptr(), x.storage_offset(), tuple(x.shape))
+            if key in self._seen:
+                self.member[name] = self._seen[key]
+                group = self.groups[self._seen[key]]
+                if name not in group.modules:
+                    group.modules.append(name)
+                return
+            gkey = self.member.get(name, name)
+            self._seen[key] = gkey
+            self.member[name] = gkey
+            group = self.groups.get(gkey)
+            if group is None:
+                group = self.groups[gkey] = Group([name])
+            norm = self._norm_out.get((x.untyped_storage().data_ptr(), x.numel()))
+            if norm is not None:
+                group.norm = norm
+            self._take(group, x.detach().reshape(-1, x.shape[-1]).to(torch.float32), module)
+
+        return hook
+
+    def _gram_mode(self, rows: int, cols: int) -> bool:
+        """Gram when its cost (once ``T d²``, then ``d² d_out`` per scheme) undercuts the inputs' (``T d d_out``
+        per scheme), or when keeping the inputs would pass the memory limit."""
+        cheaper = cols / (self.schemes * rows) + cols / max(self.tokens, 1) < 1
+        return cheaper or self.planned + self.tokens * cols * 4 > self.limit
+
+    def _take(self, group: Group, x: torch.Tensor, module) -> None:
+        group.tokens += x.shape[0]
+        if group.gram is None and not group.inputs:  # the group's first call decides its mode
+            if self._gram_mode(weight_matrix(module).shape[0], x.shape[1]):
+                group.gram = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64)
+            else:
+                self.planned += self.tokens * x.shape[1] * 4
+        if group.gram is not None:
+            group.gram.add_(x.t() @ x)
+            # smoothing needs the inputs themselves: the first ones, as many as the memory limit leaves room for
+            if self.smooth and group.norm is not None and self.planned + self.kept_bytes + x.numel() * 4 <= self.limit:
+                self.kept_bytes += x.numel() * 4
+                group.inputs.append(x.clone())
+                group.kept_tokens += x.shape[0]
+        else:
+            group.inputs.append(x.clone())
+            group.kept_tokens += x.shape[0]
+        if self.smooth and group.norm is not None:
+            m = x.abs().amax(dim=0)
+            group.amax = m if group.amax is None else torch.maximum(group.amax, m)

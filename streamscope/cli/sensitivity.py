@@ -1,0 +1,74 @@
+"""``streamscope sensitivity``: measured quantization sensitivity (see ``activation.sensitivity``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from streamscope.cli import DebugOpt, JsonOpt, RevisionOpt, _default_name, app, console
+from streamscope.cli.errors import handles_errors
+from streamscope.errors import OptionError
+from streamscope.kernels.fakequant import SCHEMES
+from streamscope.report.labels import plain
+
+HELP = f"""Measured quantization sensitivity: every decoder Linear's output error per scheme on its real inputs,
+SmoothQuant's W8A8 error per alpha, the quantized model's divergence from the float one (per-layer cosine
+and SQNR, next-token KL, top-1 agreement, perplexity), and a plan of the Linears to keep at a higher
+precision, written as an llm-compressor recipe and as llama-quantize --tensor-type lines.
+
+Schemes: {", ".join(SCHEMES)}. Data and model options are those of activations (--data.source,
+--data.num_samples, --data.seq_len, ..., or --config); the defaults read 64 x 1024 random tokens: give a
+text with --data.source custom:FILE for a real measurement.
+
+Example: [bold]streamscope sensitivity Qwen2.5-7B/ --data.source custom:calib.txt --data.num_samples 16 --target-kl 0.01[/]"""
+
+
+@app.command(help=HELP, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@handles_errors
+def sensitivity(
+    ctx: typer.Context,
+    path: Annotated[Optional[str], typer.Argument(help="Model directory or hub repo id; or model.path in --config.", show_default=False)] = None,
+    *,
+    schemes: Annotated[Optional[str], typer.Option("--schemes", metavar="LIST", help="Comma-separated schemes for the local errors; each also gets a whole-model quantized stream.", show_default="all, one stream at int4_g128")] = None,
+    recipe: Annotated[Optional[Path], typer.Option("--recipe", metavar="FILE", help="YAML recipe: scheme, overrides (target: scheme), ignore; or an llm-compressor recipe.", show_default="every decoder Linear at int4_g128")] = None,
+    target_kl: Annotated[float, typer.Option("--target-kl", metavar="NATS", help="Mean next-token KL the plan must meet.")] = 0.01,
+    keep_scheme: Annotated[str, typer.Option("--keep-scheme", metavar="SCHEME", help="The higher-precision scheme of the Linears the plan keeps.")] = "int8_channel",
+    max_bpw: Annotated[Optional[float], typer.Option("--max-bpw", metavar="BITS", help="Bits per weight the plan may not pass.", show_default="no limit")] = None,
+    smoothquant: Annotated[bool, typer.Option("--smoothquant/--no-smoothquant", help="Measure SmoothQuant's W8A8 error per alpha 0.3..0.9.")] = True,
+    plan: Annotated[bool, typer.Option("--plan/--no-plan", help="Search and check the mixed-precision plan.")] = True,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", metavar="FILE", help="Activation config YAML (model, data, memory sections).", show_default="none")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for the result files.", show_default="results/NAME-sensitivity")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps.", show_default="auto")] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="Compute dtype.", show_default="float32 on CPU")] = None,
+    memory_budget: Annotated[Optional[str], typer.Option("--memory-budget", "-m", help="Memory for hidden states and kept inputs.", show_default="half the memory available")] = None,
+    revision: RevisionOpt = None,
+    as_json: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Measured quantization sensitivity; ``--help`` is ``HELP``."""
+    import json
+
+    from streamscope.activation.config import parse_overrides
+    from streamscope.api import sensitivity as run
+    from streamscope.results import json_safe
+
+    overrides = parse_overrides(list(ctx.args))
+    for key, value in (("memory.device", device), ("model.dtype", dtype), ("memory.budget", memory_budget)):
+        if value is not None:
+            overrides[key] = value
+    if path is None and config is None:
+        raise OptionError("give a model PATH, or a --config with model.path")
+    chosen = [s.strip() for s in schemes.split(",") if s.strip()] if schemes else None
+    out = out or Path("results") / f"{_default_name(path or str(config))}-sensitivity"
+    echo = (lambda s: None) if quiet or as_json else (lambda s: console.print(plain(s), highlight=False))
+    record = run(path, config=config, out=out, overrides=overrides, schemes=chosen, recipe=recipe, target_kl=target_kl, keep_scheme=keep_scheme,
+                 max_bpw=max_bpw, smoothquant=smoothquant, plan=plan, progress=not (quiet or as_json), revision=revision, echo=echo)  # fmt: skip
+    if as_json:
+        print(json.dumps(json_safe(record), indent=1))
+    elif not quiet:
+        from streamscope.report.sensitivity_table import print_sensitivity
+
+        print_sensitivity(record, out, console)

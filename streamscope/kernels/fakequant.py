@@ -1,0 +1,54 @@
+"""Fake quantization of a whole weight matrix: the dequantized values a quantized model computes with.
+
+The scan's schemes (``int8``, ``int8_channel``, ``int4_g128``, ``int4_g128_asym``, ``fp8_e4m3``) follow the
+definitions of ``kernels.quant``; llama.cpp's block formats ``q8_0``, ``q4_0`` and ``mxfp4`` are the ``gguf``
+package's reference quantizers (blocks of 32 along each row), so they round exactly as ``llama-quantize``
+does. ``bits_per_weight`` counts the stored scales too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from streamscope.kernels import quant
+
+#: llama.cpp block formats, each with the GGML type name ``llama-quantize`` takes.
+GGML = {"q8_0": "Q8_0", "q4_0": "Q4_0", "mxfp4": "MXFP4"}
+SCHEMES = quant.SCHEMES + tuple(GGML)
+BLOCK = 32  # the GGML formats' block length along a row
+
+
+def bits_per_weight(scheme: str, cols: int) -> float:
+    """Stored bits per weight of a (rows, cols) matrix: values plus scales (fp16 scales, fp32 per-tensor)."""
+    if scheme in ("int8", "fp8_e4m3"):
+        return 8.0
+    if scheme == "int8_channel":
+        return 8.0 + 16.0 / cols
+    groups = -(-cols // quant.GROUP)
+    if scheme == "int4_g128":
+        return 4.0 + 16.0 * groups / cols
+    if scheme == "int4_g128_asym":
+        return 4.0 + 32.0 * groups / cols
+    return {"q8_0": 8.5, "q4_0": 4.5, "mxfp4": 4.25, "float16": 16.0, "bfloat16": 16.0, "float32": 32.0}[scheme]
+
+
+def applicable(scheme: str, shape: tuple[int, ...]) -> str | None:
+    """None, or why ``scheme`` cannot store a matrix of ``shape`` (llama.cpp's blocks need whole rows of 32)."""
+    if scheme in GGML and shape[-1] % BLOCK:
+        return f"rows of {shape[-1]} values are not whole blocks of {BLOCK}"
+    return None
+
+
+def fake_quantize(w: torch.Tensor, scheme: str) -> torch.Tensor:
+    """The float32 values ``w`` (rows, cols) takes after quantizing with ``scheme`` and dequantizing."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown quantization scheme {scheme!r}; known: {', '.join(SCHEMES)}")
+    w = w.detach().to(torch.float32)
+    if scheme in GGML:
+        import gguf
+
+        kind = getattr(gguf.GGMLQuantizationType, GGML[scheme])
+        arr = np.ascontiguousarray(w.cpu().numpy().reshape(-1, w.shape[-1]))
+        return torch.from_numpy(gguf.quants.dequantize(gguf.quants.quantize(arr, kind), kind).reshape(w.shape)).to(w.device)
+    return quant.fake_quantize(w, scheme)
