@@ -342,7 +342,9 @@ def sensitivity(
     target_kl: float = 0.01,
     keep_scheme: str = "int8_channel",
     max_bpw: float | None = None,
+    local: bool = True,
     smoothquant: bool = True,
+    propagate: bool = True,
     plan: bool = True,
     progress: bool = False,
     revision: str | None = None,
@@ -375,5 +377,5 @@ def sensitivity(
     cfg = load_config(config, overrides, path)
     opts = Options(schemes=tuple(schemes) if schemes else SCHEMES, schemes_given=bool(schemes),
                    recipe=recipe_mod.load(recipe) if recipe else None, target_kl=target_kl, keep_scheme=keep_scheme,
-                   max_bits=max_bpw, smoothquant=smoothquant, plan=plan)  # fmt: skip
+                   max_bits=max_bpw, local=local, smoothquant=smoothquant, propagate=propagate, plan=plan)  # fmt: skip
     return measure(cfg["model"]["path"], cfg, out, opts, echo=echo, progress=progress)

@@ -36,7 +36,9 @@ def sensitivity(
     target_kl: Annotated[float, typer.Option("--target-kl", metavar="NATS", help="Mean next-token KL the plan must meet.")] = 0.01,
     keep_scheme: Annotated[str, typer.Option("--keep-scheme", metavar="SCHEME", help="The higher-precision scheme of the Linears the plan keeps.")] = "int8_channel",
     max_bpw: Annotated[Optional[float], typer.Option("--max-bpw", metavar="BITS", help="Bits per weight the plan may not pass.", show_default="no limit")] = None,
+    local: Annotated[bool, typer.Option("--local/--no-local", help="Measure every scheme's output error per Linear.")] = True,
     smoothquant: Annotated[bool, typer.Option("--smoothquant/--no-smoothquant", help="Measure SmoothQuant's W8A8 error per alpha 0.3..0.9.")] = True,
+    propagate: Annotated[bool, typer.Option("--propagate/--no-propagate", help="Run the quantized stream(s) beside the float one.")] = True,
     plan: Annotated[bool, typer.Option("--plan/--no-plan", help="Search and check the mixed-precision plan.")] = True,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", metavar="FILE", help="Activation config YAML (model, data, memory sections).", show_default="none")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for the result files.", show_default="results/NAME-sensitivity")] = None,
@@ -65,7 +67,7 @@ def sensitivity(
     out = out or Path("results") / f"{_default_name(path or str(config))}-sensitivity"
     echo = (lambda s: None) if quiet or as_json else (lambda s: console.print(plain(s), highlight=False))
     record = run(path, config=config, out=out, overrides=overrides, schemes=chosen, recipe=recipe, target_kl=target_kl, keep_scheme=keep_scheme,
-                 max_bpw=max_bpw, smoothquant=smoothquant, plan=plan, progress=not (quiet or as_json), revision=revision, echo=echo)  # fmt: skip
+                 max_bpw=max_bpw, local=local, smoothquant=smoothquant, propagate=propagate, plan=plan, progress=not (quiet or as_json), revision=revision, echo=echo)  # fmt: skip
     if as_json:
         print(json.dumps(json_safe(record), indent=1))
     elif not quiet:

@@ -72,7 +72,12 @@ def print_sensitivity(record: dict, out, console: Console | None = None) -> None
     run = record["run"]
     console.print(plain(f"sensitivity of {run['linears']} Linears in {run['n_layers']} layers, {len(run['schemes'])} schemes, "
                         f"{run['num_samples']} x {run['seq_len']} tokens ({run['seconds']:.1f} s)"), highlight=False)  # fmt: skip
-    console.print(local_table(record, next(iter(record["propagated"]), "int4_g128")))
+    skipped = run.get("not_measured") or []
+    if skipped:
+        console.print(plain(f"note: {len(skipped)} weights in the layers are not Linears (fused experts, e.g. {module_label(skipped[0])}): "
+                            "neither measured nor quantized here"), highlight=False)  # fmt: skip
+    if record["local"]:
+        console.print(local_table(record, next(iter(record["propagated"]), "int4_g128")))
     for line in propagated_lines(record):
         console.print(plain(line), highlight=False)
     line = plan_line(record.get("plan"))

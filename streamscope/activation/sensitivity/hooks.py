@@ -86,7 +86,7 @@ class Capture:
     def _norm(self, name: str):
         def hook(module, args, out) -> None:
             if self.active and isinstance(out, torch.Tensor):
-                self._norm_out[(out.untyped_storage().data_ptr(), out.numel())] = name
+                self._norm_out[(out.untyped_storage().data_ptr(), out.numel())] = (name, out)
 
         return hook
 
@@ -101,20 +101,20 @@ class Capture:
             self.yy[name] = self.yy.get(name, 0.0) + float(torch.sum(y.detach().to(torch.float32).square(), dtype=torch.float64))
             key = (x.untyped_storage().data_ptr(), x.storage_offset(), tuple(x.shape))
             if key in self._seen:
-                self.member[name] = self._seen[key]
-                group = self.groups[self._seen[key]]
+                self.member[name] = self._seen[key][0]
+                group = self.groups[self._seen[key][0]]
                 if name not in group.modules:
                     group.modules.append(name)
                 return
             gkey = self.member.get(name, name)
-            self._seen[key] = gkey
+            self._seen[key] = (gkey, x)  # x held: a freed tensor's address could come back for another input
             self.member[name] = gkey
             group = self.groups.get(gkey)
             if group is None:
                 group = self.groups[gkey] = Group([name])
             norm = self._norm_out.get((x.untyped_storage().data_ptr(), x.numel()))
             if norm is not None:
-                group.norm = norm
+                group.norm = norm[0]
             self._take(group, x.detach().reshape(-1, x.shape[-1]).to(torch.float32), module)
 
         return hook
@@ -122,6 +122,8 @@ class Capture:
     def _gram_mode(self, rows: int, cols: int) -> bool:
         """Gram when its cost (once ``T d²``, then ``d² d_out`` per scheme) undercuts the inputs' (``T d d_out``
         per scheme), or when keeping the inputs would pass the memory limit."""
+        if not self.schemes:  # smoothing alone needs the inputs themselves
+            return self.planned + self.tokens * cols * 4 > self.limit
         cheaper = cols / (self.schemes * rows) + cols / max(self.tokens, 1) < 1
         return cheaper or self.planned + self.tokens * cols * 4 > self.limit
 

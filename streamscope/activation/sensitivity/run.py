@@ -36,7 +36,9 @@ class Options:
     target_kl: float = 0.01
     keep_scheme: str = "int8_channel"
     max_bits: float | None = None  # bits-per-weight budget of the plan
+    local: bool = True
     smoothquant: bool = True
+    propagate: bool = True
     alphas: tuple[float, ...] = ALPHAS
     verify_passes: int = 3
     plan: bool = True
@@ -51,6 +53,10 @@ class Options:
             raise OptionError(f"--target-kl must be above 0, not {self.target_kl}")
         if self.max_bits is not None and not self.max_bits > 0:
             raise OptionError(f"--max-bpw must be above 0, not {self.max_bits}")
+        if self.plan and not (self.local and self.propagate):
+            raise OptionError("the plan needs the local errors and the propagated stream: drop --no-local/--no-propagate, or add --no-plan")
+        if not (self.local or self.smoothquant or self.propagate):
+            raise OptionError("nothing to measure: --no-local, --no-smoothquant and --no-propagate together leave nothing")
 
 
 @dataclass
@@ -63,6 +69,7 @@ class Model:
     prefix: str
     is_lm: bool
     shapes: dict = field(default_factory=dict)
+    unmeasured: list = field(default_factory=list)  # weights in the layers that no Linear holds (fused experts)
 
 
 def model_parts(prep) -> Model:
@@ -77,7 +84,10 @@ def model_parts(prep) -> Model:
     for n, m in linears.items():
         w = m.weight
         shapes[n] = tuple(w.shape[::-1]) if type(m).__name__ == "Conv1D" else tuple(w.shape)
-    return Model(prep, linears, norms, f"{prep.skeleton.layers_name}.", is_lm, shapes)
+    held = {f"{n}.weight" for n in linears}
+    prefix = f"{prep.skeleton.layers_name}."
+    unmeasured = [f"{prefix}{n}" for n, p in prep.skeleton.layers.named_parameters() if p.dim() >= 3 and f"{prefix}{n}" not in held]
+    return Model(prep, linears, norms, prefix, is_lm, shapes, unmeasured)
 
 
 @dataclass
@@ -100,7 +110,8 @@ def one_pass(model: Model, recipes: list[Recipe], opts: Options, out: Path, meas
     sk, mem = prep.skeleton, prep.config["memory"]
     budget = _hidden_budget(mem.get("budget"))
     tokens = int(prep.ids.numel())
-    capture = Capture(model.linears, model.norms, tokens, len(opts.schemes), max(64 << 20, budget // 4), opts.smoothquant) if measure else None
+    measure = measure and (opts.local or opts.smoothquant)
+    capture = Capture(model.linears, model.norms, tokens, len(opts.schemes) if opts.local else 0, max(64 << 20, budget // 4), opts.smoothquant) if measure else None
     names = list(model.linears)
     streams = [QuantStream(r.name, r.assign(names), model.linears, model.prefix, restore=k < len(recipes) - 1, capture=capture)
                for k, r in enumerate(recipes)]  # fmt: skip
@@ -118,7 +129,8 @@ def one_pass(model: Model, recipes: list[Recipe], opts: Options, out: Path, meas
             return
         for g in capture.groups.values():
             modes["gram" if g.gram is not None else "inputs"] += 1
-        local.update(layer_errors(capture, opts.schemes))
+        if opts.local:
+            local.update(layer_errors(capture, opts.schemes))
         if opts.smoothquant:
             smooth.update(layer_smoothing(capture, opts.alphas))
         capture.reset()  # the inputs are freed before the quantized streams run
@@ -127,7 +139,7 @@ def one_pass(model: Model, recipes: list[Recipe], opts: Options, out: Path, meas
         capture.attach(sk.layers)
     try:
         result = forward.run(sk, prep.index, prep.ids, prep.dtype, prep.device, hidden_budget=budget, spill_dir=out / ".spill",
-                             progress=progress, layer_end=layer_end, streams=tuple(streams), on_logits=on_logits,
+                             progress=progress, layer_end=layer_end, streams=tuple(streams), on_logits=on_logits, tail=bool(streams),
                              on_layer=(lambda i, _: capture.reset()) if capture else None,
                              batch_size=None if prep.config["data"]["batch_size"] == "auto" else prep.config["data"]["batch_size"])  # fmt: skip
     finally:
@@ -217,7 +229,7 @@ def measure(path, config: dict, out: str | Path, opts: Options, echo: Callable[[
     try:
         bar = _progress(progress, len(prep.skeleton.layers))
         try:
-            first = one_pass(model, recipes, opts, out, measure=True, progress=bar.update if bar else None)
+            first = one_pass(model, recipes if opts.propagate else [], opts, out, measure=True, progress=bar.update if bar else None)
         finally:
             if bar:
                 bar.close()
@@ -240,7 +252,7 @@ def _facts(prep, model: Model, first: PassResult, opts: Options, recipes: list[R
             "n_layers": len(prep.skeleton.layers), "linears": len(model.linears), "schemes": list(opts.schemes),
             "recipes": [r.name for r in recipes], "smoothquant_alphas": list(opts.alphas) if opts.smoothquant else None,
             "first_pass_seconds": first.seconds, "seconds": seconds, "bytes_read": first.bytes_read,
-            "checkpoint_bytes": prep.index.total_bytes, "input_groups": first.modes,
+            "checkpoint_bytes": prep.index.total_bytes, "input_groups": first.modes, "not_measured": model.unmeasured,
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}  # fmt: skip
 
 

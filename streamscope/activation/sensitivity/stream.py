@@ -93,12 +93,13 @@ class Tail:
                     self.final[k][j] += float(v)
             return
         target = self.ids[span[0] : span[1], 1:].unsqueeze(-1)
-        lf = torch.log_softmax(ref[:, :-1], dim=-1)
+        # float64: the KL of two close distributions is a small difference of log-probabilities of order 1-10
+        lf = torch.log_softmax(ref[:, :-1].double(), dim=-1)
         self.positions += target.numel()
         self.nll[0] += -float(lf.gather(-1, target).sum(dtype=torch.float64))
         top = lf.argmax(dim=-1)
         for k, out in enumerate(outputs[1:]):
-            lq = torch.log_softmax(out.to(torch.float32)[:, :-1], dim=-1)
+            lq = torch.log_softmax(out[:, :-1].double(), dim=-1)
             self.kl[k].append(torch.sum(lf.exp() * (lf - lq), dim=-1, dtype=torch.float64).reshape(-1).numpy())
             self.agree[k] += int((lq.argmax(dim=-1) == top).sum())
             self.nll[k + 1] += -float(lq.gather(-1, target).sum(dtype=torch.float64))

@@ -1,0 +1,250 @@
+"""``streamscope sensitivity`` against references computed on the in-memory transformers model.
+
+Local errors: each decoder Linear's inputs caught by hooks on the in-memory float model, through the weight and
+the fake-quantized weight (dense). Propagated: the in-memory model with its decoder Linears' weights replaced by
+the fake-quantized ones gives the same logits; KL from ``torch.nn.functional.kl_div`` on those logits.
+SmoothQuant: W8A8 with smoothing recomputed in float64 numpy from the same inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from streamscope.activation.profile import load_config
+from streamscope.activation.sensitivity import recipe as recipe_mod
+from streamscope.activation.sensitivity.run import Options, measure
+from streamscope.cli import app
+from streamscope.kernels.fakequant import fake_quantize
+
+sys.path.insert(0, str(Path(__file__).parent))
+import tiny_models  # noqa: E402
+
+runner = CliRunner()
+DATA = {"data.source": "random", "data.num_samples": 3, "data.seq_len": 12}
+
+
+def _model(family: str, tmp_path_factory) -> Path:
+    return tiny_models.build_hub(family, tmp_path_factory.mktemp(family) / "m")
+
+
+def _run(model: Path, out: Path, **kw) -> dict:
+    cfg = load_config(None, dict(DATA), model)
+    return measure(model, cfg, out, Options(keep_outputs=True, **kw), echo=lambda s: None)
+
+
+def _ids(out: Path) -> torch.Tensor:
+    import zarr
+
+    return torch.from_numpy(np.asarray(zarr.open_group(str(out / "arrays.zarr"), mode="r")["sensitivity/input_ids"][:]))
+
+
+def _in_memory(model: Path):
+    import transformers
+
+    cls = transformers.AutoModel if "bert" in (model / "config.json").read_text() else transformers.AutoModelForCausalLM
+    return cls.from_pretrained(model, dtype=torch.float32).eval()
+
+
+def _linears(m) -> dict:
+    layers = next(mod for name, mod in m.named_modules() if isinstance(mod, torch.nn.ModuleList))
+    prefix = next(name for name, mod in m.named_modules() if mod is layers)
+    return {f"{prefix}.{n}": mod for i, layer in enumerate(layers) for n, mod in layer.named_modules(prefix=str(i))
+            if isinstance(mod, torch.nn.Linear) or type(mod).__name__ == "Conv1D"}  # fmt: skip
+
+
+def _w(mod) -> torch.Tensor:
+    return (mod.weight.t() if type(mod).__name__ == "Conv1D" else mod.weight).detach().float()
+
+
+def _inputs(m, ids) -> dict:
+    xs: dict[str, list] = {}
+    hooks = [mod.register_forward_hook(lambda mod, a, o, n=n: xs.setdefault(n, []).append(a[0].detach().reshape(-1, a[0].shape[-1])))
+             for n, mod in _linears(m).items()]  # fmt: skip
+    with torch.no_grad():
+        m(input_ids=ids)
+    for h in hooks:
+        h.remove()
+    return {n: torch.cat(v) for n, v in xs.items()}
+
+
+def _quantized(m, scheme_of):
+    q = copy.deepcopy(m)
+    for n, mod in _linears(q).items():
+        s = scheme_of(n)
+        if s is not None:
+            w = fake_quantize(_w(mod), s)
+            mod.weight.data.copy_(w.t() if type(mod).__name__ == "Conv1D" else w)
+    return q
+
+
+def _logits(m, ids):
+    with torch.no_grad():
+        r = m(input_ids=ids)
+    return r.logits if hasattr(r, "logits") else r.last_hidden_state
+
+
+def _db(signal, noise):
+    return 10 * math.log10(signal / noise)
+
+
+FAMILIES = ["llama", "gpt2", "qwen2", "gemma2", "phi3"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_local_errors_and_propagated_logits_equal_the_in_memory_model(family, tmp_path_factory, tmp_path):
+    model = _model(family, tmp_path_factory)
+    rec = _run(model, tmp_path / "out", schemes=("int8_channel", "int4_g128", "q4_0"), smoothquant=False, plan=False)
+    ids = _ids(tmp_path / "out")
+    m = _in_memory(model)
+    xs = _inputs(m, ids)
+    lins = _linears(m)
+    assert set(rec["local"]) == set(lins)
+    for name, mod in lins.items():
+        x, w = xs[name].double(), _w(mod).double()
+        y = x @ w.t() + (mod.bias.detach().double() if mod.bias is not None else 0)
+        for scheme in ("int8_channel", "int4_g128", "q4_0"):
+            got = rec["local"][name][scheme]
+            if w.shape[1] % 32 and scheme == "q4_0":
+                assert got is None
+                continue
+            e = x @ (w - fake_quantize(_w(mod), scheme).double()).t()  # the bias cancels
+            ref = float((e * e).sum() / (y * y).sum())
+            assert got["rel_mse"] == pytest.approx(ref, rel=2e-4), (name, scheme)
+            assert got["sqnr_db"] == pytest.approx(-10 * math.log10(ref), abs=1e-3)
+    # the propagated stream is the in-memory model with fake-quantized decoder Linears
+    outputs = rec["outputs"]
+    f = torch.cat([o[0] for o in outputs])
+    q = torch.cat([o[1] for o in outputs])
+    torch.testing.assert_close(f, _logits(m, ids), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(q, _logits(_quantized(m, lambda n: "int4_g128"), ids), atol=1e-5, rtol=1e-5)
+    lf, lq = torch.log_softmax(f[:, :-1].double(), -1), torch.log_softmax(q[:, :-1].double(), -1)
+    kl = torch.nn.functional.kl_div(lq, lf, log_target=True, reduction="none").sum(-1).reshape(-1).numpy()
+    p = rec["propagated"]["int4_g128"]
+    assert p["kl_mean"] == pytest.approx(kl.mean(), rel=1e-4)
+    assert p["kl_p99"] == pytest.approx(np.quantile(kl, 0.99), rel=1e-4)
+    assert p["top1_agreement"] == pytest.approx(float((lf.argmax(-1) == lq.argmax(-1)).double().mean()))
+    nll = -lf.gather(-1, ids[:, 1:].unsqueeze(-1)).mean()
+    assert p["ppl_float"] == pytest.approx(math.exp(float(nll)), rel=1e-5)
+    assert len(p["layers"]) == rec["run"]["n_layers"]
+
+
+def test_gram_and_input_modes_give_the_same_local_errors(tmp_path_factory, tmp_path, monkeypatch):
+    from streamscope.activation.sensitivity import hooks
+
+    model = _model("llama", tmp_path_factory)
+    monkeypatch.setattr(hooks.Capture, "_gram_mode", lambda self, rows, cols: True)
+    gram = _run(model, tmp_path / "gram", schemes=("int8", "int4_g128_asym", "mxfp4"), smoothquant=False, plan=False)
+    monkeypatch.setattr(hooks.Capture, "_gram_mode", lambda self, rows, cols: False)
+    inputs = _run(model, tmp_path / "inputs", schemes=("int8", "int4_g128_asym", "mxfp4"), smoothquant=False, plan=False)
+    assert gram["run"]["input_groups"]["inputs"] == 0 and inputs["run"]["input_groups"]["gram"] == 0
+    for name, per in inputs["local"].items():
+        for scheme, r in per.items():
+            assert gram["local"][name][scheme]["rel_mse"] == pytest.approx(r["rel_mse"], rel=1e-4), (name, scheme)
+
+
+def _w8a8_reference(x: np.ndarray, w: np.ndarray, s: np.ndarray | None) -> float:
+    xs, ws = (x, w) if s is None else (x / s, w * s)
+    xq = np.round(xs / (np.abs(xs).max(1, keepdims=True) / 127)).clip(-127, 127) * (np.abs(xs).max(1, keepdims=True) / 127)
+    wsc = np.abs(ws).max(1, keepdims=True) / 127
+    wq = np.round(ws / wsc).clip(-127, 127) * wsc
+    y = x @ w.T
+    return _db(float((y * y).sum()), float(((xq @ wq.T - y) ** 2).sum()))
+
+
+def test_smoothquant_curves_equal_a_numpy_reference(tmp_path_factory, tmp_path):
+    model = _model("llama", tmp_path_factory)
+    rec = _run(model, tmp_path / "out", schemes=("int8",), plan=False)
+    m = _in_memory(model)
+    xs, lins = _inputs(m, _ids(tmp_path / "out")), _linears(m)
+    sq = rec["smoothquant"]
+    # q, k, v (input_layernorm) and gate, up (post_attention_layernorm): o_proj and down_proj are not fed by a norm
+    assert {n.rsplit(".", 1)[1] for n in sq} == {"q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"}
+    name = "model.layers.1.self_attn.k_proj"
+    group = [n for n in lins if n.startswith("model.layers.1.self_attn.") and n[-6:] in ("q_proj", "k_proj", "v_proj")]
+    x = xs[name].double().numpy()
+    wmax = np.max([np.abs(_w(lins[g]).double().numpy()).max(0) for g in group], axis=0).clip(1e-5)
+    amax = np.abs(x).max(0).clip(1e-5)
+    w = _w(lins[name]).double().numpy()
+    assert sq[name]["w8a8_sqnr_db"]["none"] == pytest.approx(_w8a8_reference(x, w, None), abs=0.02)
+    for a in (0.3, 0.5, 0.9):
+        s = (amax**a / wmax ** (1 - a)).clip(1e-5)
+        assert sq[name]["w8a8_sqnr_db"][f"{a:g}"] == pytest.approx(_w8a8_reference(x, w, s), abs=0.02)
+    best = max((k for k in sq[name]["w8a8_sqnr_db"] if k != "none"), key=lambda k: sq[name]["w8a8_sqnr_db"][k])
+    assert sq[name]["best_alpha"] == float(best)
+
+
+def test_plan_is_checked_and_exported_for_llm_compressor_and_llama_quantize(tmp_path_factory, tmp_path):
+    model = _model("llama", tmp_path_factory)
+    out = tmp_path / "out"
+    rec = _run(model, out, schemes=("int8_channel", "int4_g128"), smoothquant=False, target_kl=1e-6)
+    plan = rec["plan"]
+    assert plan["keep"] and plan["checks"] and plan["keep_scheme"] == "int8_channel"
+    ids = _ids(out)
+    m = _in_memory(model)
+    kept = set(plan["keep"])
+    f = _logits(m, ids)
+    q = _logits(_quantized(m, lambda n: "int8_channel" if n in kept else "int4_g128"), ids)
+    lf, lq = torch.log_softmax(f[:, :-1].double(), -1), torch.log_softmax(q[:, :-1].double(), -1)
+    kl = float(torch.nn.functional.kl_div(lq, lf, log_target=True, reduction="none").sum(-1).mean())
+    assert plan["kl"] == pytest.approx(kl, rel=1e-4)
+    assert plan["met"] == (kl <= 1e-6)
+    assert plan["bits_per_weight"] > 4.5
+    # recipe.yaml is an llm-compressor recipe naming every decoder Linear once, and reads back as the same plan
+    groups = yaml.safe_load((out / "recipe.yaml").read_text())["quant_stage"]["quant_modifiers"]["QuantizationModifier"]["config_groups"]
+    named = [t for g in groups.values() for t in g["targets"]]
+    assert sorted(named) == sorted(rec["local"]) and len(set(named)) == len(named)
+    back = recipe_mod.load(out / "recipe.yaml")
+    assert {n for n in rec["local"] if back.scheme_for(n) == "int8_channel"} == kept
+    # tensor_types.txt: one override per kept Linear, in GGUF names, in llama-quantize's NAME=TYPE form
+    lines = (out / "tensor_types.txt").read_text().split()
+    assert len(lines) == len(kept) and all(line.endswith("=q8_0") and line.startswith("^blk\\.") for line in lines)
+    again = _run(model, tmp_path / "again", recipe=back, schemes=("int4_g128",), smoothquant=False, plan=False)
+    assert again["propagated"][back.name]["kl_mean"] == pytest.approx(plan["kl"], rel=1e-6)
+
+
+def test_command_on_hub_checkpoints_and_minilm(tmp_path_factory, tmp_path, minilm_dir):
+    model = _model("qwen2", tmp_path_factory)
+    args = ["--data.source", "random", "--data.num_samples", "2", "--data.seq_len", "8"]
+    r = runner.invoke(app, ["sensitivity", str(model), *args, "--out", str(tmp_path / "q"), "--schemes", "int8,int4_g128"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    assert "top-1 agreement" in r.output and "plan:" in r.output
+    assert max(len(line) for line in r.output.splitlines()) <= 80
+    for f in ("sensitivity.json", "sensitivity.csv", "sensitivity.parquet", "recipe.yaml", "tensor_types.txt"):
+        assert (tmp_path / "q" / f).is_file()
+    import pandas as pd
+
+    table = pd.read_parquet(tmp_path / "q" / "sensitivity.parquet")
+    assert set(table["scheme"]) >= {"int8", "int4_g128", "w8a8", "w8a8_smooth"}
+    # the encoder: no next-token distribution, the last hidden state compared instead; a real tokenizer's text
+    r = runner.invoke(app, ["sensitivity", str(minilm_dir), "--data.num_samples", "2", "--data.seq_len", "16", "--out", str(tmp_path / "b"),
+                            "--schemes", "int8_channel,int4_g128", "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    import json
+
+    rec = json.loads(r.output)
+    p = rec["propagated"]["int8_channel"]
+    assert p["kl_mean"] is None and 0.99 < p["output"]["cos"] <= 1.0 + 1e-9
+    assert rec["plan"]["keep"] is None and "encoder" in rec["plan"]["note"]
+    assert len(rec["local"]) == 6 * 6  # six BERT layers: query, key, value, attention output, intermediate, output
+
+
+def test_bad_input_is_one_line(tmp_path_factory, tmp_path):
+    model = _model("llama", tmp_path_factory)
+    bad = tmp_path / "r.yaml"
+    bad.write_text("scheme: int3\n")
+    r = runner.invoke(app, ["sensitivity", str(model), "--recipe", str(bad), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and str(bad) in r.output and "int3" in r.output and len(r.output.strip().splitlines()) <= 2
+    r = runner.invoke(app, ["sensitivity", str(model), "--schemes", "int8,int3", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "int3" in r.output
+    bad.write_text("overrides: {'re:(': int8}\n")
+    r = runner.invoke(app, ["sensitivity", str(model), "--recipe", str(bad), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "regular expression" in r.output
