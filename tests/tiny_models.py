@@ -30,6 +30,11 @@ def configs(**ids):
         "qwen3": lambda: t.Qwen3ForCausalLM(t.Qwen3Config(**c, head_dim=8)),
         "mistral": lambda: t.MistralForCausalLM(t.MistralConfig(**c, sliding_window=None)),
         "mixtral": lambda: t.MixtralForCausalLM(t.MixtralConfig(**c, num_local_experts=4, num_experts_per_tok=2)),
+        "qwen2_moe": lambda: t.Qwen2MoeForCausalLM(t.Qwen2MoeConfig(**c, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=16,
+                                                                   shared_expert_intermediate_size=32)),
+        "qwen3_moe": lambda: t.Qwen3MoeForCausalLM(t.Qwen3MoeConfig(**c, head_dim=8, num_experts=8, num_experts_per_tok=2,
+                                                                   moe_intermediate_size=16, norm_topk_prob=True)),
+        "deepseek_v3": lambda: _deepseek_v3(t, c),
         "gemma": lambda: t.GemmaForCausalLM(t.GemmaConfig(**c, head_dim=8)),
         "gemma2": lambda: t.Gemma2ForCausalLM(t.Gemma2Config(**c, head_dim=8, sliding_window=16)),
         "phi3": lambda: t.Phi3ForCausalLM(t.Phi3Config(**{"pad_token_id": 0, **c})),  # its default pad id is past 128
@@ -39,6 +44,22 @@ def configs(**ids):
             vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32, fullatt_block_indexes=[1]),
             **{k: v for k, v in ids.items() if k != "vocab_size"})),
     }  # fmt: skip
+
+
+def _deepseek_v3(t, c):
+    """DeepSeek-V3 in small: a dense first layer, then MoE layers of 8 routed experts in 4 groups (tokens go to
+    the best 2 groups, then the best 2 experts of those, on sigmoid scores plus the score-correction bias) and
+    one shared expert; multi-head latent attention. The bias is random (the saved model's is trained, not zero)."""
+    import torch
+
+    cfg = t.DeepseekV3Config(**{**c, "num_hidden_layers": 3}, first_k_dense_replace=1, n_routed_experts=8, n_group=4, topk_group=2,
+                             num_experts_per_tok=2, n_shared_experts=1, moe_intermediate_size=16, q_lora_rank=16, kv_lora_rank=16,
+                             qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=8, head_dim=4)  # fmt: skip
+    model = t.DeepseekV3ForCausalLM(cfg)
+    with torch.no_grad():
+        for layer in model.model.layers[1:]:
+            layer.mlp.gate.e_score_correction_bias.normal_(0.0, 0.05)
+    return model
 
 
 def build(family: str, directory: Path, seed: int = 0, shard: str = "20KB", **ids) -> Path:
@@ -85,6 +106,9 @@ _MISTRAL = (_BOS + "{% for message in messages %}{% if message['role'] == 'user'
             "{% else %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}")
 _GEMMA = (_BOS + "{% for message in messages %}{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role'])"
           " + '\\n' + message['content'] + '<end_of_turn>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}")
+_DEEPSEEK = (_BOS + "{% for message in messages %}{% if message['role'] == 'user' %}{{ '<｜User｜>' + message['content'] }}"
+             "{% else %}{{ '<｜Assistant｜>' + message['content'] + eos_token }}{% endif %}{% endfor %}"
+             "{% if add_generation_prompt %}{{ '<｜Assistant｜>' }}{% endif %}")
 _PHI3 = ("{% for message in messages %}{{ '<|' + message['role'] + '|>\\n' + message['content'] + '<|end|>\\n' }}{% endfor %}"
          "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}")
 
@@ -107,6 +131,11 @@ HUB = {
     "qwen2_5_vl": dict(_QWEN, layout="v4"),
     "mistral": dict(_LLAMA2, layout="v4"),
     "mixtral": dict(_LLAMA2, layout="v4"),
+    "qwen2_moe": dict(_QWEN, layout="v4"),
+    "qwen3_moe": dict(_QWEN, layout="v5"),
+    "deepseek_v3": dict(cls="PreTrainedTokenizerFast", kind="byte_level", special=["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>",
+                        "<｜User｜>", "<｜Assistant｜>"], tokens=dict(bos_token="<｜begin▁of▁sentence｜>", eos_token="<｜end▁of▁sentence｜>"),
+                        chat=_DEEPSEEK, layout="v4"),
     "phi3": dict(_LLAMA2, special=["<unk>", "<s>", "</s>", "<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>"],
                  tokens=dict(unk_token="<unk>", bos_token="<s>", eos_token="<|endoftext|>", pad_token="<|endoftext|>"), chat=_PHI3, layout="v4"),
     "gemma": dict(_GEMMA_T, layout="v4"),
@@ -137,7 +166,7 @@ def tokenizer(family: str, vocab_size: int = 400, text: str = TEXT):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=spec["special"], initial_alphabet=alphabet, show_progress=False)
     tok.train_from_iterator([text], trainer)
     tok.pre_tokenizer, tok.decoder = proto.pre_tokenizer, proto.decoder
-    if family == "llama":  # Llama 3 puts <|begin_of_text|> in front through its post-processor
+    if family in ("llama", "deepseek_v3"):  # Llama 3 and DeepSeek-V3 put their BOS in front through the post-processor
         bos = spec["tokens"]["bos_token"]
         tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
                                                            special_tokens=[(bos, tok.token_to_id(bos))])  # fmt: skip

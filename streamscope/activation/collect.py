@@ -120,7 +120,7 @@ class Collector:
             x_in = args[0] if args else next((v for v in kwargs.values() if isinstance(v, torch.Tensor)), None)
             x_out = output[0] if isinstance(output, tuple) else getattr(output, "last_hidden_state", output)
             call = Call(x_in if isinstance(x_in, torch.Tensor) else None, x_out if isinstance(x_out, torch.Tensor) else None,
-                        self.sample, self.batch)  # fmt: skip
+                        self.sample, self.batch, output, module)  # fmt: skip
             for p in probes:
                 self.state(p, name).update(call)
 

@@ -9,7 +9,7 @@ time, reduces it when the module's decoder layer is done, and says what goes to 
 
 from __future__ import annotations
 
-from streamscope.activation.probes import act_scales, distribution, heatmap, imatrix, importance, magnitude, outliers, weight_magnitude
+from streamscope.activation.probes import act_scales, distribution, heatmap, imatrix, importance, magnitude, outliers, routing, weight_magnitude
 from streamscope.activation.probes.base import Call, Probe, Run, Watch
 
 PROBES: list[Probe] = [
@@ -21,6 +21,7 @@ PROBES: list[Probe] = [
     act_scales.PROBE,
     imatrix.PROBE,
     importance.PROBE,
+    routing.PROBE,
 ]
 
 

@@ -2,7 +2,8 @@
 
 A probe watches some modules of the model. For each watched module it keeps a *state* that
 
-- ``update(call)``: takes one call of the module (a batch of samples: ``call.x_in``, ``call.x_out``);
+- ``update(call)``: takes one call of the module (a batch of samples: ``call.x_in``, ``call.x_out``, the whole
+  ``call.output``, the ``call.module``);
 - ``merge(other)``: absorbs another state of the same module (another worker's samples, a resumed run's saved
   layers), so a split run gives what one run gives;
 - ``dump()`` / the probe's ``restore(vis, data)``: to and from a dict of numpy arrays (the per-layer checkpoint);
@@ -35,6 +36,8 @@ class Call:
     x_out: Any  # the output tensor (first of a tuple; ``last_hidden_state`` of a model output)
     sample: int
     batch: int
+    output: Any = None  # the module's whole output (an MoE router's tuple holds the experts it chose)
+    module: Any = None  # the module itself (its attributes: a router's top-k, experts, scoring)
 
     def samples(self, x) -> list[tuple[int, Any]]:
         """``(sample index, that sample's part of x)`` for each sample of the call."""
