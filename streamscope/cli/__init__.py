@@ -508,6 +508,11 @@ def _emit(result: dict, out: Path | None, as_json: bool, show) -> None:
             console.print(f"report written to [bold]{plain(out)}[/]")
 
 
+from streamscope.cli.imatrix import imatrix  # noqa: E402 - a command in its own file, registered here
+
+app.command()(imatrix)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
