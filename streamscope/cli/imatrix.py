@@ -80,7 +80,7 @@ def statistics_of(m) -> dict:
                    sum_e_a2=sum(s.total for s in stats.values()), h_norm_median=statistics.median(h.values()) if h else None,
                    h_norm_min=h.get(low), h_norm_min_tensor=low, unreadable=sorted(set(m.entries) - set(stats)))  # fmt: skip
     return dict(file=str(m.path), datasets=m.datasets, chunk_count=m.chunk_count, chunk_size=m.chunk_size, in_sum=m.has_sums,
-                moments_of="E[A]" if m.has_sums else "E[A²]", tensors=tensors, layers=k.layer_statistics(stats, m.n_layer_nextn),
+                moments_of=_moments_of(m), tensors=tensors, layers=k.layer_statistics(stats, m.n_layer_nextn),
                 summary=summary)  # fmt: skip
 
 
@@ -104,3 +104,8 @@ def comparison(a, b) -> dict:
                    cosine_min_tensor=least, sum_a=total_a, sum_b=total_b, ratio=total_b / total_a if total_a > 0 else None)  # fmt: skip
     return dict(a=str(a.path), b=str(b.path), tensors=tensors, only_a=sorted(set(a.entries) - set(b.entries), key=k.sort_key),
                 only_b=sorted(set(b.entries) - set(a.entries), key=k.sort_key), mismatched=mismatched, summary=summary)  # fmt: skip
+
+
+def _moments_of(m) -> str:
+    with_sums = sum(v.sums is not None for v in m.entries.values())
+    return "E[A]" if with_sums == len(m.entries) else "E[A²]" if with_sums == 0 else "E[A] (E[A²] where a tensor has no in_sum)"

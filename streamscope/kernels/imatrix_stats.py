@@ -5,9 +5,9 @@ tokens of x^2 for each input channel (``in_sum2``), optionally of x (``in_sum``,
 counts. Per tensor, over the channels of every matrix that saw a token (count > 0):
 
 - ``sum_e_a2``: the sum of E[A^2] = in_sum2 / count over every channel (llama.cpp's "∑ E[A²]");
-- ``mean``, ``std``, ``skew``, ``kurt``: moments of E[A] where every tensor of the file has ``in_sum`` (llama.cpp
-  uses them only then), else of E[A^2]; population moments, kurtosis in excess of 3, skew and kurtosis 0 where
-  the standard deviation is under 1e-10;
+- ``mean``, ``std``, ``skew``, ``kurt``: moments of E[A] = in_sum / count for a tensor with ``in_sum``, else of
+  E[A^2]; population moments, kurtosis in excess of 3, skew and kurtosis 0 where the standard deviation is under
+  1e-10;
 - ``h_norm``: the entropy in bits of p = max(E[A^2], 0) / (sum of the positive E[A^2]), p under 1e-10 left out,
   over log2 of the channel count, in percent (100: importance spread evenly over the channels);
 - against the same tensor in the nearest earlier layer that has it (``blk.N`` -> ``blk.N-1``, ...; none for layer
@@ -279,7 +279,7 @@ def layer_statistics(stats: dict[str, TensorStats], n_layer_nextn: int = 0) -> d
         ts = stats[name]
         blk = layer_of(name)
         acc = sums.setdefault(blk, [np.float32(0.0), 0, 0])
-        acc[0] = np.float32(acc[0] + np.float32(ts.total))
+        acc[0] = np.float32(float(acc[0]) + ts.total)  # llama.cpp: float += double
         acc[1] += ts.elements
         acc[2] += 1
         if block(name) is None or blk <= 0 or not any(ts.parts.get(k) for k in ("n1", "n2", "l2sq")):
