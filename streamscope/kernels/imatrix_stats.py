@@ -17,8 +17,8 @@ counts. Per tensor, over the channels of every matrix that saw a token (count > 
 
 llama.cpp rounds some steps to float32 (the per-channel averages compared across layers, the standard deviation,
 skew, kurtosis and entropy as stored); they are rounded here at the same steps, so every printed digit agrees.
-A value llama.cpp prints as ``nan`` is ``None``. Module-free: the caller maps tensor names to layers only through
-``blk.N``, as llama.cpp does.
+A value llama.cpp prints as ``nan`` is ``None``. No model knowledge: layers are known only by ``blk.N`` in the
+GGUF names, as llama.cpp knows them.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from typing import Protocol
 import numpy as np
 
 INT_MAX = 2**31 - 1  # llama.cpp's layer of ``output.*`` tensors (sorted last) and "no NextN layers"
-KEYS = ("mean", "std", "skew", "kurt", "h_norm", "sum_e_a2", "gain", "l2_dist", "cossim", "pcc", "cov")
 
 
 class Vectors(Protocol):
