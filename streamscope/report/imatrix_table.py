@@ -89,7 +89,7 @@ def print_statistics(result: dict, console: Console, *, sort: str = "h_norm", to
     names = ordered(result["tensors"], sort)
     shown = names if top is None else names[:top]
     what = "in layer order" if sort == "layer" else f"by {sort}, {'lowest' if ORDER[sort][1] else 'highest'} first"
-    console.print(f"\n[bold]Tensors[/] {what} ({len(shown)} of {len(names)}{'; --all for every one' if len(shown) < len(names) else ''})")
+    console.print(f"\n[bold]Tensors[/] {what} ({len(shown)} of {len(names)}{', --all for all' if len(shown) < len(names) else ''})")
     for columns, digits in LAYOUTS:
         t = _tensor_table([(n, result["tensors"][n]) for n in shown], columns, digits)
         if _fits(t, console):
@@ -137,10 +137,10 @@ def print_comparison(result: dict, console: Console, *, sort: str = "cos", top: 
     console.print(f"A: [bold]{plain(result['a'])}[/]\nB: [bold]{plain(result['b'])}[/]", highlight=False)
     names = ordered(result["tensors"], sort)
     shown = names if top is None else names[:top]
-    what = {"layer": "in layer order", "cos": "least similar first", "ratio": "ΣE[A²] ratio furthest from 1 first"}[sort]
+    what = {"layer": "in layer order", "cos": "least similar first", "ratio": "ratio furthest from 1 first"}[sort]
     console.print("cos: cosine of the per-channel E[A²] vectors; ratio: ΣE[A²] of B / ΣE[A²] of A")
     if names:
-        console.print(f"\n[bold]Tensors in both[/], {what} ({len(shown)} of {len(names)}{'; --all for every one' if len(shown) < len(names) else ''})")
+        console.print(f"\n[bold]Tensors in both[/], {what} ({len(shown)} of {len(names)}{', --all for all' if len(shown) < len(names) else ''})")
     else:
         console.print("[yellow]no tensor is in both files with the same channel count[/]")
     t = _table()
