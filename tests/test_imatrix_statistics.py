@@ -51,8 +51,8 @@ def write_imatrix(path: Path, tensors: dict, stats_tensors: bool = False) -> Pat
     return path
 
 
-def synthetic(seed: int = 0, with_sums: bool = True, channels: int = 96) -> dict:
-    """Four layers of attention and MLP inputs, a 3-expert tensor with an expert that saw no token, a tensor
+def synthetic(seed: int = 0, with_sums: bool | str = True, channels: int = 96) -> dict:
+    """``with_sums``: ``in_sum`` for every tensor, none, or ``"mixed"`` (none for layer 1's). Four layers of attention and MLP inputs, a 3-expert tensor with an expert that saw no token, a tensor
     missing in layer 2 (layer 3 compares with layer 1), an output head; heavy-tailed like real activations."""
     rng = np.random.default_rng(seed)
     out = {}
@@ -62,7 +62,8 @@ def synthetic(seed: int = 0, with_sums: bool = True, channels: int = 96) -> dict
         x = rng.standard_t(3, (m, c)) * rng.lognormal(0, 1, c) + rng.normal(0, 0.3, c)  # per channel mean activations
         sums = (x * counts[:, None]).astype(np.float32)
         sums2 = ((x**2 + rng.gamma(2.0, 0.5, (m, c))) * counts[:, None]).astype(np.float32)
-        out[name] = (sums2, counts, sums if with_sums else None)
+        keep = with_sums is True or (with_sums == "mixed" and not name.startswith("blk.1."))
+        out[name] = (sums2, counts, sums if keep else None)
 
     for layer in range(4):
         add(f"blk.{layer}.attn_q.weight")
@@ -81,10 +82,9 @@ def reference(tensors: dict) -> dict:
         e2 = np.where(c > 0, np.asarray(sums2, np.float64) / np.where(c > 0, c, 1), np.nan).reshape(-1)
         ea = None if sums is None else np.where(c > 0, np.asarray(sums, np.float64) / np.where(c > 0, c, 1), np.nan).reshape(-1)
         vec[name] = (e2, ea)
-    all_sums = all(ea is not None for _, ea in vec.values())
     out = {}
     for name, (e2, ea) in vec.items():
-        x = ea if all_sums else e2
+        x = e2 if ea is None else ea  # a tensor with in_sum: moments of E[A]
         keep = np.isfinite(x) & np.isfinite(e2)
         x, energy = x[keep], e2[keep]
         d = x - x.mean()
@@ -102,7 +102,8 @@ def reference(tensors: dict) -> dict:
         prev = next((f"blk.{k}.{m.group(2)}" for k in range(int(m.group(1)) - 1, -1, -1) if f"blk.{k}.{m.group(2)}" in vec), None)
         if prev is None:
             continue
-        a, b = (vec[name][1], vec[prev][1]) if all_sums else (vec[name][0], vec[prev][0])
+        both = vec[name][1] is not None and vec[prev][1] is not None
+        a, b = (vec[name][1], vec[prev][1]) if both else (vec[name][0], vec[prev][0])  # E[A] only where both have it
         ok = np.isfinite(a) & np.isfinite(b)
         a, b = a[ok], b[ok]
         r, q = out[name], out[prev]
@@ -126,14 +127,14 @@ def assert_matches_reference(got: dict, want: dict) -> None:
 # ---------------------------------------------------------------------------------------------- kernel and reader
 
 
-@pytest.mark.parametrize("with_sums", [True, False], ids=["in_sum", "in_sum2_only"])
+@pytest.mark.parametrize("with_sums", [True, False, "mixed"], ids=["in_sum", "in_sum2_only", "mixed"])
 def test_statistics_equal_numpy_reference(tmp_path, with_sums):
     from streamscope.io.imatrix_file import read_imatrix
     from streamscope.kernels.imatrix_stats import layer_statistics, tensor_statistics
 
     tensors = synthetic(with_sums=with_sums)
     m = read_imatrix(write_imatrix(tmp_path / "m.gguf", tensors, stats_tensors=True))
-    assert m.has_sums == with_sums and m.chunk_count == 3 and m.chunk_size == 16 and m.datasets == ["test"]
+    assert m.has_sums == (with_sums is True) and m.chunk_count == 3 and m.chunk_size == 16 and m.datasets == ["test"]
     stats = tensor_statistics(m.entries)
     want = reference(tensors)
     assert_matches_reference({n: s.as_dict() for n, s in stats.items()}, want)
@@ -309,9 +310,9 @@ def assert_printed(printed: list[str], values: list) -> None:
 
 
 @pytest.mark.skipif(not LLAMA_IMATRIX.is_file(), reason="no llama.cpp build (set LLAMA_CPP_DIR)")
-@pytest.mark.parametrize("source", ["probe", "synthetic_in_sum", "synthetic_in_sum2_only"])
+@pytest.mark.parametrize("source", ["probe", "synthetic_in_sum", "synthetic_in_sum2_only", "synthetic_mixed"])
 def test_equal_to_llama_imatrix_show_statistics(tmp_path, probe_run, source):
-    path = probe_run / "imatrix.gguf" if source == "probe" else write_imatrix(tmp_path / "m.gguf", synthetic(with_sums=source.endswith("in_sum")))
+    path = probe_run / "imatrix.gguf" if source == "probe" else write_imatrix(tmp_path / "m.gguf", synthetic(with_sums={"synthetic_in_sum": True, "synthetic_mixed": "mixed"}.get(source, False)))
     code, out, err = run(path, "--json")
     assert code == 0, err
     ours = json.loads(out)
