@@ -508,8 +508,11 @@ def _emit(result: dict, out: Path | None, as_json: bool, show) -> None:
             console.print(f"report written to [bold]{plain(out)}[/]")
 
 
-# Commands kept in their own modules register themselves on ``app`` when imported.
-from streamscope.cli import sensitivity as _sensitivity  # noqa: E402,F401
+# Commands kept in their own modules, registered here.
+from streamscope.cli import sensitivity as _sensitivity  # noqa: E402,F401  (registers itself on app)
+from streamscope.cli.imatrix import imatrix  # noqa: E402
+
+app.command()(imatrix)
 
 
 def main() -> None:  # pragma: no cover - console entry point
