@@ -13,14 +13,11 @@ from streamscope.errors import OptionError
 from streamscope.kernels.fakequant import SCHEMES
 from streamscope.report.labels import plain
 
-HELP = f"""Measured quantization sensitivity: every decoder Linear's output error per scheme on its real inputs,
-SmoothQuant's W8A8 error per alpha, the quantized model's divergence from the float one (per-layer cosine
-and SQNR, next-token KL, top-1 agreement, perplexity), and a plan of the Linears to keep at a higher
-precision, written as an llm-compressor recipe and as llama-quantize --tensor-type lines.
+HELP = f"""What quantizing each Linear does to this model's outputs, measured; a mixed-precision plan.
 
-Schemes: {", ".join(SCHEMES)}. Data and model options are those of activations (--data.source,
---data.num_samples, --data.seq_len, ..., or --config); the defaults read 64 x 1024 random tokens: give a
-text with --data.source custom:FILE for a real measurement.
+Streams the float model layer by layer and measures, on every decoder Linear's real inputs, each scheme's output error (SQNR, relative MSE) and SmoothQuant's W8A8 error per alpha; runs the quantized model's hidden states beside the float ones (cosine and SQNR per layer, next-token KL, top-1 agreement, perplexity); then searches the Linears to keep at --keep-scheme until the KL meets --target-kl, checks it with another pass, and writes it as an llm-compressor recipe (recipe.yaml) and llama-quantize lines (tensor_types.txt).
+
+Schemes: {", ".join(SCHEMES)}. Data and model options are those of activations (--data.source, --data.num_samples, --data.seq_len, or --config); by default 64 x 1024 random tokens: give a text with --data.source custom:FILE for a real measurement.
 
 Example: [bold]streamscope sensitivity Qwen2.5-7B/ --data.source custom:calib.txt --data.num_samples 16 --target-kl 0.01[/]"""
 
