@@ -346,6 +346,7 @@ def sensitivity(
     smoothquant: bool = True,
     propagate: bool = True,
     plan: bool = True,
+    resume: bool = True,
     progress: bool = False,
     revision: str | None = None,
     echo=print,
@@ -357,7 +358,8 @@ def sensitivity(
     and SQNR, next-token KL, top-1 agreement, perplexities) for the recipe (default: every decoder Linear at
     ``int4_g128``; ``recipe`` a YAML file) and, when ``schemes`` are given, a whole-model recipe per scheme;
     and a ``plan``: the Linears to keep at ``keep_scheme`` until the KL meets ``target_kl``. ``config`` and
-    ``overrides`` are the activation config's (data, model, memory).
+    ``overrides`` are the activation config's (data, model, memory). A run killed in its first pass continues
+    after its last finished decoder layer (``resume``).
 
     Returns:
         The ``sensitivity.json`` record; ``out`` also receives ``sensitivity.csv``/``.parquet``,
@@ -377,5 +379,5 @@ def sensitivity(
     cfg = load_config(config, overrides, path)
     opts = Options(schemes=tuple(schemes) if schemes else SCHEMES, schemes_given=bool(schemes),
                    recipe=recipe_mod.load(recipe) if recipe else None, target_kl=target_kl, keep_scheme=keep_scheme,
-                   max_bits=max_bpw, local=local, smoothquant=smoothquant, propagate=propagate, plan=plan)  # fmt: skip
+                   max_bits=max_bpw, local=local, smoothquant=smoothquant, propagate=propagate, plan=plan, resume=resume)  # fmt: skip
     return measure(cfg["model"]["path"], cfg, out, opts, echo=echo, progress=progress)

@@ -248,3 +248,45 @@ def test_bad_input_is_one_line(tmp_path_factory, tmp_path):
     bad.write_text("overrides: {'re:(': int8}\n")
     r = runner.invoke(app, ["sensitivity", str(model), "--recipe", str(bad), "--out", str(tmp_path / "o")])
     assert r.exit_code == 1 and "regular expression" in r.output
+
+
+def test_a_killed_run_resumes_to_the_same_results(tmp_path_factory, tmp_path):
+    import json
+    import subprocess
+    import textwrap
+
+    model = _model("llama", tmp_path_factory)
+    args = dict(schemes=["int8_channel", "int4_g128"], target_kl=1e-6, overrides=dict(DATA))
+    code = textwrap.dedent(f"""
+        import os, signal
+        from streamscope.activation.sensitivity import resume
+        save = resume.SensitivityCheckpoint.save
+        def dying(self, i, *a):
+            save(self, i, *a)
+            if i == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+        resume.SensitivityCheckpoint.save = dying
+        import streamscope
+        streamscope.sensitivity({str(model)!r}, out={str(tmp_path / "killed")!r}, echo=lambda s: None, **{args!r})
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    assert (tmp_path / "killed" / ".sensitivity-resume" / "layer-0000.json").is_file()
+    import streamscope
+
+    said = []
+    streamscope.sensitivity(model, out=tmp_path / "killed", echo=said.append, **args)
+    assert any(line.startswith("resuming: 1 of 2 decoder layers") for line in said)
+    streamscope.sensitivity(model, out=tmp_path / "whole", echo=lambda s: None, **args)
+
+    def load(d):
+        rec = json.loads((d / "sensitivity.json").read_text())
+        for key in ("seconds", "first_pass_seconds", "peak_rss_bytes", "bytes_read", "input_groups"):
+            rec["run"].pop(key)
+        for check in rec["plan"]["checks"]:
+            check.pop("seconds")
+        return rec
+
+    assert load(tmp_path / "killed") == load(tmp_path / "whole")
+    assert (tmp_path / "killed" / "recipe.yaml").read_text() == (tmp_path / "whole" / "recipe.yaml").read_text()
+    assert not (tmp_path / "killed" / ".sensitivity-resume").exists()

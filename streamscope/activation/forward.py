@@ -95,7 +95,8 @@ def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, obje
     neither read nor run.
 
     ``streams``: further hidden-state streams (objects with ``enter(i, layer)`` and ``leave(i, layer)``), each
-    starting from the same captured inputs (``reference``: the float stream's) and run through every layer
+    starting from the same captured inputs (or, resuming, from its ``resumed`` hidden states; ``reference``:
+    the float stream's) and run through every layer
     after the float samples, between its ``enter`` (which may change the layer's weights in place) and ``leave``; each gets a ``hidden`` store.
     ``layer_end(i, layer)`` runs after the float samples, before the streams, with the weights still loaded.
     ``on_logits(span, outputs)`` receives the tail's outputs of the float stream and of every stream per batch
@@ -127,7 +128,8 @@ def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, obje
             hidden.copy_(resume[1])
         for stream in streams:
             stream.hidden, _ = _hidden_store(tuple(hidden.shape), dtype, hidden_budget, spill_dir)
-            stream.hidden.copy_(hidden)
+            resumed = getattr(stream, "resumed", None)  # its hidden states after the resumed layer
+            stream.hidden.copy_(resumed if resume and resumed is not None else hidden)
             stream.reference = hidden
         loader.free_names(before)
         if progress:

@@ -37,6 +37,7 @@ def sensitivity(
     smoothquant: Annotated[bool, typer.Option("--smoothquant/--no-smoothquant", help="Measure SmoothQuant's W8A8 error per alpha 0.3..0.9.")] = True,
     propagate: Annotated[bool, typer.Option("--propagate/--no-propagate", help="Run the quantized stream(s) beside the float one.")] = True,
     plan: Annotated[bool, typer.Option("--plan/--no-plan", help="Search and check the mixed-precision plan.")] = True,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue an interrupted run after its last finished decoder layer.")] = True,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", metavar="FILE", help="Activation config YAML (model, data, memory sections).", show_default="none")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for the result files.", show_default="results/NAME-sensitivity")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps.", show_default="auto")] = None,
@@ -64,7 +65,7 @@ def sensitivity(
     out = out or Path("results") / f"{_default_name(path or str(config))}-sensitivity"
     echo = (lambda s: None) if quiet or as_json else (lambda s: console.print(plain(s), highlight=False))
     record = run(path, config=config, out=out, overrides=overrides, schemes=chosen, recipe=recipe, target_kl=target_kl, keep_scheme=keep_scheme,
-                 max_bpw=max_bpw, local=local, smoothquant=smoothquant, propagate=propagate, plan=plan, progress=not (quiet or as_json), revision=revision, echo=echo)  # fmt: skip
+                 max_bpw=max_bpw, local=local, smoothquant=smoothquant, propagate=propagate, plan=plan, resume=resume, progress=not (quiet or as_json), revision=revision, echo=echo)  # fmt: skip
     if as_json:
         print(json.dumps(json_safe(record), indent=1))
     elif not quiet:

@@ -20,7 +20,7 @@ from streamscope.activation.sensitivity.local import layer_errors
 from streamscope.activation.sensitivity.recipe import Recipe
 from streamscope.activation.sensitivity.smooth import ALPHAS, layer_smoothing
 from streamscope.activation.sensitivity.stream import QuantStream, Tail
-from streamscope.errors import OptionError
+from streamscope.errors import Interrupted, OptionError
 from streamscope.kernels.fakequant import SCHEMES
 
 DEFAULT_SCHEME = "int4_g128"
@@ -41,6 +41,7 @@ class Options:
     propagate: bool = True
     alphas: tuple[float, ...] = ALPHAS
     verify_passes: int = 3
+    resume: bool = True  # continue an interrupted run's first pass after its last finished layer
     plan: bool = True
     keep_outputs: bool = False  # tests: keep the float and quantized logits
     extra: dict = field(default_factory=dict)
@@ -101,10 +102,12 @@ class PassResult:
     modes: dict = field(default_factory=dict)
 
 
-def one_pass(model: Model, recipes: list[Recipe], opts: Options, out: Path, measure: bool, progress: Callable | None = None) -> PassResult:
-    """The float stream with (``measure``) local errors and smoothing curves, and one stream per recipe."""
+def one_pass(model: Model, recipes: list[Recipe], opts: Options, out: Path, measure: bool, progress: Callable | None = None,
+             checkpoint=None, echo: Callable[[str], None] = print) -> PassResult:  # fmt: skip
+    """The float stream with (``measure``) local errors and smoothing curves, and one stream per recipe;
+    with a ``checkpoint`` (``resume.SensitivityCheckpoint``), saved after every layer and resumed from it."""
     from streamscope.activation import forward
-    from streamscope.activation.profile import _hidden_budget
+    from streamscope.activation.profile import _hidden_budget, _layers
 
     prep = model.prep
     sk, mem = prep.skeleton, prep.config["memory"]
@@ -117,31 +120,44 @@ def one_pass(model: Model, recipes: list[Recipe], opts: Options, out: Path, meas
                for k, r in enumerate(recipes)]  # fmt: skip
     tail = Tail(prep.ids, len(streams), model.is_lm)
     kept = [] if opts.keep_outputs else None
-    local, smooth, modes = {}, {}, {"gram": 0, "inputs": 0}
+    local, smooth, modes, layer = {}, {}, {"gram": 0, "inputs": 0}, {}
+    start = _resume(checkpoint, streams, local, smooth, echo, len(sk.layers))
 
     def on_logits(span, outputs) -> None:
         tail(span, outputs)
         if kept is not None:
             kept.append(outputs)
 
-    def layer_end(i: int, layer) -> None:
+    def layer_end(i: int, _) -> None:
+        layer.clear()
         if capture is None:
             return
         for g in capture.groups.values():
             modes["gram" if g.gram is not None else "inputs"] += 1
-        if opts.local:
-            local.update(layer_errors(capture, opts.schemes))
-        if opts.smoothquant:
-            smooth.update(layer_smoothing(capture, opts.alphas))
+        layer["local"] = layer_errors(capture, opts.schemes) if opts.local else {}
+        layer["smoothquant"] = layer_smoothing(capture, opts.alphas) if opts.smoothquant else {}
+        local.update(layer["local"])
+        smooth.update(layer["smoothquant"])
         capture.reset()  # the inputs are freed before the quantized streams run
+
+    def layer_done(i: int, hidden, as_tuple: bool) -> None:
+        if checkpoint is not None:
+            record = {"local": layer.get("local", {}), "smoothquant": layer.get("smoothquant", {}), "streams": [s.layers[-1] for s in streams]}
+            checkpoint.save(i, record, hidden, [s.hidden for s in streams], as_tuple)
 
     if capture is not None:
         capture.attach(sk.layers)
     try:
         result = forward.run(sk, prep.index, prep.ids, prep.dtype, prep.device, hidden_budget=budget, spill_dir=out / ".spill",
                              progress=progress, layer_end=layer_end, streams=tuple(streams), on_logits=on_logits, tail=bool(streams),
-                             on_layer=(lambda i, _: capture.reset()) if capture else None,
+                             on_layer=(lambda i, _: capture.reset()) if capture else None, layer_done=layer_done, resume=start,
                              batch_size=None if prep.config["data"]["batch_size"] == "auto" else prep.config["data"]["batch_size"])  # fmt: skip
+    except KeyboardInterrupt:
+        done = checkpoint.done if checkpoint is not None else -1
+        if done < 0:
+            raise Interrupted(f"interrupted before the first of {len(sk.layers)} decoder layers finished; nothing was kept") from None
+        raise Interrupted(f"interrupted with {done + 1} of {len(sk.layers)} decoder layers finished ({_layers(done)}), kept in {checkpoint.dir}: "
+                          "run the same command to resume") from None  # fmt: skip
     finally:
         if capture is not None:
             capture.detach()
@@ -152,6 +168,23 @@ def one_pass(model: Model, recipes: list[Recipe], opts: Options, out: Path, meas
     for k, s in enumerate(streams):
         propagated[s.name] = {**tail.result(k), "layers": s.layers, "float_modules": sorted(s.skipped)}
     return PassResult(local, smooth, propagated, result.seconds, result.bytes_read, kept, modes)
+
+
+def _resume(checkpoint, streams: list, local: dict, smooth: dict, echo, n_layers: int):
+    """Take an interrupted run's finished layers from ``checkpoint``: ``forward.run``'s ``resume``, or None."""
+    saved = checkpoint.load(len(streams)) if checkpoint is not None else None
+    if saved is None:
+        return None
+    done, hidden, stream_hidden, as_tuple, layers = saved
+    for record in layers:
+        local.update(record["local"])
+        smooth.update(record["smoothquant"])
+        for s, d in zip(streams, record["streams"]):
+            s.layers.append(d)
+    for s, h in zip(streams, stream_hidden):
+        s.resumed = h
+    echo(f"resuming: {done + 1} of {n_layers} decoder layers were finished by an interrupted run (kept in {checkpoint.dir})")
+    return done, hidden, as_tuple
 
 
 def default_recipes(opts: Options) -> list[Recipe]:
@@ -216,6 +249,7 @@ def measure(path, config: dict, out: str | Path, opts: Options, echo: Callable[[
     """Run everything ``opts`` asks for on the checkpoint at ``path``; writes the files and returns the record."""
     from streamscope.activation.profile import _progress, prepare
     from streamscope.activation.sensitivity import export
+    from streamscope.activation.sensitivity.resume import SensitivityCheckpoint, fingerprint
     from streamscope.results import _lock, _unlock
 
     t0 = time.perf_counter()
@@ -227,9 +261,13 @@ def measure(path, config: dict, out: str | Path, opts: Options, echo: Callable[[
     out.mkdir(parents=True, exist_ok=True)
     lock = _lock(out / ".sensitivity.lock")  # two runs into one directory would write over each other's files
     try:
+        streams = recipes if opts.propagate else []
+        checkpoint = SensitivityCheckpoint(out, fingerprint(prep, opts, streams)) if opts.resume else None
+        if checkpoint is None:
+            SensitivityCheckpoint(out, "").clear()
         bar = _progress(progress, len(prep.skeleton.layers))
         try:
-            first = one_pass(model, recipes if opts.propagate else [], opts, out, measure=True, progress=bar.update if bar else None)
+            first = one_pass(model, streams, opts, out, measure=True, progress=bar.update if bar else None, checkpoint=checkpoint, echo=echo)
         finally:
             if bar:
                 bar.close()
@@ -237,6 +275,7 @@ def measure(path, config: dict, out: str | Path, opts: Options, echo: Callable[[
         plan = make_plan(model, first, recipes[0], opts, out, echo, fbits) if opts.plan else None
         facts = _facts(prep, model, first, opts, recipes, time.perf_counter() - t0)
         record = export.write(out, prep, model, first, plan, facts, recipes)
+        SensitivityCheckpoint(out, "").clear()  # the files hold it all now
     finally:
         _unlock(lock)
     if opts.keep_outputs:
