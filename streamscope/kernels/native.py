@@ -233,7 +233,8 @@ QUANT_SCHEMES = ("int8_channel", "int4_g128", "int4_g128_asym")
 
 
 def quant_sums(x: np.ndarray, group: int) -> np.ndarray:
-    """Error sums of the per-channel INT8 and group INT4 schemes over a finite ``(rows, cols)`` block: float32
+    """Error sums of the per-channel INT8 and group INT4 schemes (groups of ``group`` values along each row, the
+    last one shorter where ``group`` does not divide ``cols``) over a finite ``(rows, cols)`` block: float32
     values, or uint16 bfloat16 patterns (widened a row at a time inside the kernel, so the block is read once at
     two bytes a value: 4096 x 11008 on two threads took 24-27 ms from the patterns, as long as from float32
     values, where widening the block first and then the float32 kernel took 48 ms).
@@ -247,7 +248,7 @@ def quant_sums(x: np.ndarray, group: int) -> np.ndarray:
     n_threads = min(threads(), rows)
     bounds = np.linspace(0, rows, n_threads + 1).astype(np.int64)
     outs = np.zeros((n_threads, 13), np.float64)
-    scratch = np.empty((n_threads, 2, cols // group), np.float32)
+    scratch = np.empty((n_threads, 2, -(-cols // group)), np.float32)  # a shorter last group where group does not divide cols
     row = np.empty((n_threads, cols), np.float32) if bf16 else None
 
     def work(i: int) -> None:

@@ -1,0 +1,124 @@
+"""Labels that must be true: INT4 groups of 128 with a shorter last group, condition numbers below the stored
+dtype's rounding noise, WeightWatcher's warnings and summary.
+
+Tolerances and their origin:
+- group schemes against a dense numpy reference in float64: 1e-5 relative (the scan rounds in float32 blocks,
+  float32 partial sums; see test_spectral_quant.py).
+- ``fake_quantize`` against the same reference computed in float32: equal element for element (the same
+  float32 division, round half to even, clamp and product).
+- SQNR from ``fake_quantize`` against the scan's: 1e-6 relative (float64 sums of the same values, in another
+  order; per-tensor values rounded once to float32).
+- WeightWatcher summary from the stored eigenvalues: 1e-9 relative (the same float64 arithmetic).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import streamscope
+from streamscope.kernels import native
+from streamscope.kernels.quant import ErrorSums, block_schemes, block_schemes_native, fake_quantize
+from streamscope.synthetic import save_tensors
+
+SHAPES = [(576, 576), (64, 200), (3, 130)]
+GROUP_SCHEMES = ("int8_channel", "int4_g128", "int4_g128_asym")
+
+
+def grouped_reference(x: np.ndarray, dtype=np.float64) -> dict[str, np.ndarray]:
+    """Dense numpy dequantization: INT8 per row; INT4 over x[:, k:k+128] for k = 0, 128, ... (the last slice
+    shorter where 128 does not divide the row)."""
+    x = x.astype(dtype)
+    out = {}
+    s = np.abs(x).max(axis=1, keepdims=True) / dtype(127)
+    s[s == 0] = 1
+    out["int8_channel"] = np.clip(np.round(x / s), -127, 127) * s
+    sym, asym = np.empty_like(x), np.empty_like(x)
+    for k in range(0, x.shape[1], 128):
+        g = x[:, k : k + 128]
+        s = np.abs(g).max(axis=1, keepdims=True) / dtype(7)
+        s[s == 0] = 1
+        sym[:, k : k + 128] = np.clip(np.round(g / s), -7, 7) * s
+        lo, hi = g.min(axis=1, keepdims=True), g.max(axis=1, keepdims=True)
+        s = (hi - lo) / dtype(15)
+        s[s == 0] = 1
+        z = np.round(-lo / s)
+        asym[:, k : k + 128] = (np.clip(np.round(g / s) + z, 0, 15) - z) * s
+    out["int4_g128"], out["int4_g128_asym"] = sym, asym
+    return out
+
+
+def weight(shape, seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(*shape, generator=g) * 0.02
+    w[:, -1] *= 30  # an outlier in every row's last group: a per-row scale would ruin the others
+    w[1] = 0  # an all-zero row: its scales are taken as 1
+    return w.to(torch.bfloat16).float()
+
+
+def sqnr(x: np.ndarray, q: np.ndarray) -> float:
+    e = x - q
+    return 10 * math.log10(float((x * x).sum()) / float((e * e).sum()))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("use_native", [True, False])
+def test_int4_groups_of_128_with_a_shorter_last_group(tmp_path, shape, use_native):
+    if use_native and not native.available():
+        pytest.skip("C kernel not built")
+    w = weight(shape)
+    path = save_tensors(tmp_path / "m.safetensors", {"w": w.to(torch.bfloat16)})
+    q = streamscope.scan(path, out=tmp_path / "o", analyses="quantization", native=use_native).tensors["w"]["quantization"]["schemes"]
+    x = w.double().numpy()
+    for scheme, deq in grouped_reference(x).items():
+        assert q[scheme]["sqnr_db"] == pytest.approx(sqnr(x, deq), rel=1e-5), scheme
+        assert q[scheme]["mse"] == pytest.approx(float(np.mean((x - deq) ** 2)), rel=1e-5), scheme
+    assert q["group_size"] == min(128, shape[1]) and q["last_group_size"] == (shape[1] % 128 or min(128, shape[1]))
+    if shape[1] > 128:  # one group per row (the label's old meaning) is another, coarser scheme
+        s = np.abs(x).max(axis=1, keepdims=True) / 7
+        s[s == 0] = 1
+        assert q["int4_g128"]["sqnr_db"] > sqnr(x, np.clip(np.round(x / s), -7, 7) * s) + 1
+
+
+@pytest.mark.skipif(not native.available(), reason="C kernel not built")
+@pytest.mark.parametrize("shape", SHAPES + [(5, 64)])
+def test_native_kernel_and_torch_passes_agree_on_partial_groups(shape):
+    x = weight(shape, seed=4)
+    x[2, :5] = 1000.0  # an outlier group
+    x[0] *= 1e-30  # scales below 2^-90: the dividing path
+    ref, got = ({s: ErrorSums() for s in GROUP_SCHEMES} for _ in range(2))
+    n = x.numel()
+    block_schemes(x, GROUP_SCHEMES, ref, torch.empty(n), torch.empty(n), torch.empty(n))
+    assert block_schemes_native(x, GROUP_SCHEMES, got)
+    for s in GROUP_SCHEMES:
+        for f in ErrorSums.__slots__:
+            assert getattr(got[s], f) == pytest.approx(getattr(ref[s], f), rel=1e-6, abs=1e-30), (s, f)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fake_quantize_is_the_dense_reference(shape):
+    w = weight(shape, seed=7)
+    ref = grouped_reference(w.numpy(), np.float32)
+    for scheme in GROUP_SCHEMES:
+        np.testing.assert_array_equal(fake_quantize(w, scheme).numpy(), ref[scheme], err_msg=scheme)
+    x = w.double().numpy()
+    amax = np.abs(x).max()
+    int8 = np.clip(np.round(x / (amax / 127)), -127, 127) * (amax / 127)
+    np.testing.assert_allclose(fake_quantize(w, "int8").double().numpy(), int8, rtol=1e-7, atol=0)
+    with pytest.raises(ValueError, match="unknown quantization scheme"):
+        fake_quantize(w, "int3")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_scan_sqnr_equals_sqnr_of_fake_quantize(tmp_path, dtype):
+    w = weight((64, 200), seed=9).to(dtype)
+    path = save_tensors(tmp_path / "m.safetensors", {"w": w})
+    q = streamscope.scan(path, out=tmp_path / "o", analyses="quantization").tensors["w"]["quantization"]
+    x = w.double().numpy()
+    for scheme in ("int8", "int8_channel", "int4_g128", "int4_g128_asym", "fp8_e4m3"):
+        got = q["sqnr_db"] if scheme == "int8" else q["schemes"][scheme]["sqnr_db"]
+        assert got == pytest.approx(sqnr(x, fake_quantize(w, scheme).double().numpy()), rel=1e-6), scheme
