@@ -122,3 +122,43 @@ def test_scan_sqnr_equals_sqnr_of_fake_quantize(tmp_path, dtype):
     for scheme in ("int8", "int8_channel", "int4_g128", "int4_g128_asym", "fp8_e4m3"):
         got = q["sqnr_db"] if scheme == "int8" else q["schemes"][scheme]["sqnr_db"]
         assert got == pytest.approx(sqnr(x, fake_quantize(w, scheme).double().numpy()), rel=1e-6), scheme
+
+
+def ill_conditioned(n=256, seed=0) -> torch.Tensor:
+    """Singular values from 1 down to 1e-7, log-spaced: the small ones far below bfloat16's rounding noise."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))[0]
+    v = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))[0]
+    return (u * torch.logspace(0, -7, n, dtype=torch.float64)) @ v.T
+
+
+def test_condition_number_below_the_bf16_noise_floor_is_a_lower_bound_not_graded(tmp_path):
+    w = ill_conditioned()
+    g = torch.Generator().manual_seed(1)
+    # the same weights rounded twice: as stored, and after a perturbation of 1e-3 of each weight (a conversion)
+    copies = {"stored": w.to(torch.bfloat16), "perturbed": (w * (1 + 1e-3 * torch.randn(w.shape, generator=g, dtype=torch.float64))).to(torch.bfloat16)}
+    well = torch.linalg.qr(torch.randn(256, 256, generator=g, dtype=torch.float64))[0] * torch.linspace(1, 0.1, 256, dtype=torch.float64)
+    spec, health = {}, {}
+    for key, t in copies.items():
+        path = save_tensors(tmp_path / f"{key}.safetensors", {"w": t, "well": well.to(torch.bfloat16)})
+        r = streamscope.scan(path, out=tmp_path / key, analyses="spectral,quantization")
+        spec[key], health[key] = r.tensors["w"]["spectral"], r.tensors["w"]["health"]
+        x = t.double()
+        s = torch.linalg.svdvals(x).numpy()
+        floor = 2.0**-8 * float(torch.linalg.matrix_norm(x)) / math.sqrt(256)
+        assert spec[key]["noise_floor"] == pytest.approx(floor, rel=1e-9)
+        assert spec[key]["min_singular_value"] == pytest.approx(s[-1], rel=1e-3) and s[-1] < floor
+        assert not spec[key]["condition_number_resolved"] and spec[key]["condition_number_is_lower_bound"]
+        assert "not resolved at bf16" in spec[key]["condition_number_note"]
+        assert spec[key]["condition_number"] == pytest.approx(s[0] / floor, rel=1e-6) and s[0] / s[-1] > spec[key]["condition_number"]
+        assert "condition_number" not in health[key]["levels"] and "not resolved" in health[key]["notes"][0]
+        assert not any("condition" in reason for reason in health[key]["reasons"])
+        ok = r.tensors["well"]["spectral"]
+        assert ok["condition_number_resolved"] and ok["condition_number"] == pytest.approx(s_well := float(ok["max_singular_value"] / ok["min_singular_value"]))
+        assert s_well == pytest.approx(10, rel=0.05) and "condition_number" in r.tensors["well"]["health"]["levels"]
+    # what the stored sigma_min says differs between the two roundings; the reported lower bounds agree
+    kappa = [s["max_singular_value"] / s["min_singular_value"] for s in spec.values()]
+    assert max(kappa) / min(kappa) > 1.2
+    assert spec["stored"]["condition_number"] == pytest.approx(spec["perturbed"]["condition_number"], rel=0.01)
+    only = streamscope.scan(tmp_path / "stored.safetensors", out=tmp_path / "only", analyses="spectral", select="^w$").tensors["w"]
+    assert only.get("health") is None  # an unresolved condition number alone grades nothing
