@@ -162,3 +162,42 @@ def test_condition_number_below_the_bf16_noise_floor_is_a_lower_bound_not_graded
     assert spec["stored"]["condition_number"] == pytest.approx(spec["perturbed"]["condition_number"], rel=0.01)
     only = streamscope.scan(tmp_path / "stored.safetensors", out=tmp_path / "only", analyses="spectral", select="^w$").tensors["w"]
     assert only.get("health") is None  # an unresolved condition number alone grades nothing
+
+
+def test_weightwatcher_warnings_and_summary_from_the_stored_eigenvalues(minilm_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from streamscope.cli import app
+    from streamscope.report.load import Results
+
+    out = tmp_path / "o"
+    res = CliRunner().invoke(app, ["scan", str(minilm_dir), "--out", str(out), "--analyses", "spectral", "--select", r"layer\.[01]\.|word_emb"],
+                             env={"COLUMNS": "200"})  # fmt: skip
+    assert res.exit_code == 0, res.output
+    results = Results.open(out)
+    rows = []
+    for name, rec in results.matrices.items():
+        spec = rec["spectral"]
+        evals = np.sort(results.array(name, "singular_values") ** 2)[::-1]
+        alpha = spec["alpha"]
+        assert (spec["N"], spec["M"]) == (max(rec["info"]["shape"]), min(rec["info"]["shape"]))
+        assert spec["warning"] == ("over-trained" if alpha < 2 else "under-trained" if alpha > 6 else "")
+        assert spec["alpha_tail_size"] == int((evals >= spec["alpha_xmin"]).sum())  # WeightWatcher's num_pl_spikes
+        metrics = {"log_norm": np.log10(evals.sum()), "alpha": alpha, "alpha_weighted": alpha * np.log10(evals[0]),
+                   "log_alpha_norm": np.log10(np.sum(evals**alpha)), "log_spectral_norm": np.log10(evals[0]),
+                   "stable_rank": evals.sum() / evals[0]}  # fmt: skip
+        for key in ("log_norm", "log_alpha_norm"):
+            assert spec[key] == pytest.approx(metrics[key], rel=1e-9), (name, key)
+        rows.append(metrics)
+    ww = json.loads((out / "model.json").read_text())["weightwatcher"]
+    assert ww["matrices"] == len(rows) == 13
+    for key in ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm", "stable_rank"):
+        assert ww[key] == pytest.approx(np.mean([r[key] for r in rows]), rel=1e-9), key
+        assert key in ww["definitions"]
+    assert ww["under_trained"] == sum(r["alpha"] > 6 for r in rows) and ww["over_trained"] == sum(r["alpha"] < 2 for r in rows)
+    assert "mp_softrank" in ww["not_computed"]
+    line = next(x for x in res.output.splitlines() if x.startswith("WeightWatcher"))
+    assert f"{ww['matrices']} matrices" in line and f"mean alpha {ww['alpha']:.3g}" in line and f"{ww['under_trained']} under-trained" in line
+    csv = __import__("pandas").read_csv(out / "tensors.csv").set_index("tensor")
+    assert csv.loc["embeddings.word_embeddings.weight", ["spectral.N", "spectral.M"]].tolist() == [30522, 384]
+    assert "spectral.warning" in csv and "spectral.alpha_tail_size" in csv

@@ -257,8 +257,6 @@ def finish(state: SpectralState, ctx) -> dict | None:
         return None
     import torch
 
-    from streamscope.kernels.powerlaw import fit_alpha
-
     if state.method == "off":
         return {"method": "off", "method_note": state.note}
     s = ctx.acc.summary()
@@ -300,42 +298,56 @@ def finish(state: SpectralState, ctx) -> dict | None:
         "total_rank": total_rank,
         "top_singular_values": [float(v) for v in sv[: k if full else min(k, state.options.krylov_converge)]],
         "log_spectral_norm": 2 * math.log10(smax) if smax > 0 else float("nan"),
+        "N": max(state.rows, state.cols),  # WeightWatcher's names: the larger and the smaller side
+        "M": min(state.rows, state.cols),
     }
     out["stable_rank_utilization"] = out["stable_rank"] / total_rank if total_rank else 0.0
     if state.note:
         out["method_requested"], out["method_note"] = state.options.spectral, state.note
     if full:
-        smin = float(sv[-1]) if sv.size else 0.0
-        rounding = unit_roundoff(ctx.info.dtype)
-        floor = noise_floor(math.sqrt(frob2), state.rows, state.cols, rounding[0]) if rounding else 0.0
-        limit = max(resolution, floor)
-        bound = limit > 0 and smin < limit
-        out["min_singular_value"] = smin
-        out["condition_number"] = smax / max(smin, limit) if (smin > 0 or bound) else math.inf
-        out["condition_number_is_lower_bound"] = bool(bound)
-        out["condition_number_resolved"] = not (floor > 0 and smin < floor)
-        if rounding:
-            out["noise_floor"] = floor
-        if not out["condition_number_resolved"]:
-            out["condition_number_note"] = (f"not resolved at {rounding[1]}: sigma_min {smin:.3g} is below the rounding "
-                                            f"noise {floor:.3g} of the stored dtype; kappa >= {out['condition_number']:.3g}")  # fmt: skip
-        out["singular_value_ratio"] = smin / smax if smax else 0.0
-        out["effective_rank"] = int((sv > 0.01 * smax).sum())
-        out["approximate_rank"] = int((sv > smax * max(state.rows, state.cols) * EPS32).sum())
-        if resolution:
-            out["resolution"] = resolution
-        fit = fit_alpha(sv**2)
-        out["alpha"] = fit["alpha"]
-        out["alpha_weighted"] = fit["alpha"] * out["log_spectral_norm"] if fit["tail_size"] else float("nan")
-        out["alpha_xmin"], out["alpha_ks_distance"], out["alpha_tail_size"] = fit["xmin"], fit["ks_distance"], fit["tail_size"]
+        out.update(_full_spectrum_fields(sv, resolution, math.sqrt(frob2), state.rows, state.cols, ctx.info.dtype, out["log_spectral_norm"]))
     else:
         kth = float(sv[-1]) if sv.size else 0.0
         out["singular_value_lower_bounds"] = [float(v) for v in sv[len(out["top_singular_values"]) :]]
         out.update(min_singular_value=None, condition_number=None, singular_value_ratio=None, approximate_rank=None,
-                   alpha=None, alpha_weighted=None, alpha_note=ALPHA_NOTE, iterations=iterations,
+                   alpha=None, alpha_weighted=None, alpha_note=ALPHA_NOTE, warning=None, iterations=iterations,
                    effective_rank=None if kth > 0.01 * smax else int((sv > 0.01 * smax).sum()),  # known only if the top k reach below 1%
                    effective_rank_lower_bound=int((sv > 0.01 * smax).sum()))  # fmt: skip
     ctx.arrays["singular_values"] = np.asarray(sv, dtype=np.float64)
+    return out
+
+
+def _full_spectrum_fields(sv: np.ndarray, resolution: float, frob: float, rows: int, cols: int, dtype: str,
+                          log_spectral_norm: float) -> dict:  # fmt: skip
+    """The fields only a full spectrum gives: sigma_min and the condition number (a lower bound below the
+    method's resolution or the stored dtype's rounding noise), ranks, alpha and WeightWatcher's metrics."""
+    from streamscope.analyses import weightwatcher
+    from streamscope.kernels.powerlaw import fit_alpha
+
+    smax = float(sv[0]) if sv.size else 0.0
+    smin = float(sv[-1]) if sv.size else 0.0
+    rounding = unit_roundoff(dtype)
+    floor = noise_floor(frob, rows, cols, rounding[0]) if rounding else 0.0
+    limit = max(resolution, floor)
+    bound = limit > 0 and smin < limit
+    out = {"min_singular_value": smin, "condition_number": smax / max(smin, limit) if (smin > 0 or bound) else math.inf,
+           "condition_number_is_lower_bound": bool(bound), "condition_number_resolved": not (floor > 0 and smin < floor)}  # fmt: skip
+    if rounding:
+        out["noise_floor"] = floor
+    if not out["condition_number_resolved"]:
+        out["condition_number_note"] = (f"not resolved at {rounding[1]}: sigma_min {smin:.3g} is below the rounding "
+                                        f"noise {floor:.3g} of the stored dtype; kappa >= {out['condition_number']:.3g}")  # fmt: skip
+    out["singular_value_ratio"] = smin / smax if smax else 0.0
+    out["effective_rank"] = int((sv > 0.01 * smax).sum())
+    out["approximate_rank"] = int((sv > smax * max(rows, cols) * EPS32).sum())
+    if resolution:
+        out["resolution"] = resolution
+    fit = fit_alpha(sv**2)
+    out["alpha"] = fit["alpha"]
+    out["alpha_weighted"] = fit["alpha"] * log_spectral_norm if fit["tail_size"] else float("nan")
+    out["alpha_xmin"], out["alpha_ks_distance"], out["alpha_tail_size"] = fit["xmin"], fit["ks_distance"], fit["tail_size"]
+    out["warning"] = weightwatcher.warning(fit["alpha"])
+    out.update(weightwatcher.layer_metrics(sv, fit["alpha"]))
     return out
 
 
