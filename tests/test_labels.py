@@ -201,3 +201,26 @@ def test_weightwatcher_warnings_and_summary_from_the_stored_eigenvalues(minilm_d
     csv = __import__("pandas").read_csv(out / "tensors.csv").set_index("tensor")
     assert csv.loc["embeddings.word_embeddings.weight", ["spectral.N", "spectral.M"]].tolist() == [30522, 384]
     assert "spectral.warning" in csv and "spectral.alpha_tail_size" in csv
+
+
+def test_condition_figure_marks_unresolved_condition_numbers(tmp_path):
+    from streamscope.report.figures import condition_heatmap
+    from streamscope.report.load import Results
+
+    g = torch.Generator().manual_seed(3)
+    well = torch.linalg.qr(torch.randn(32, 32, generator=g, dtype=torch.float64))[0]
+    tensors = {f"model.layers.{i}.self_attn.{p}.weight": (ill_conditioned(32, seed=i) if p == "q_proj" else well).to(torch.bfloat16)
+               for i in range(41) for p in ("q_proj", "k_proj")}  # fmt: skip
+    path = save_tensors(tmp_path / "m.safetensors", tensors)
+    for select, out in ((r"layers\.[01]\.", "few"), (None, "many")):  # bars, then the grid (more than 80 matrices)
+        streamscope.scan(path, out=tmp_path / out, analyses="spectral", select=select)
+        results = Results.open(tmp_path / out)
+        unresolved = {n for n, r in results.matrices.items() if not r["spectral"]["condition_number_resolved"]}
+        assert unresolved == {n for n in results.matrices if "q_proj" in n}
+        ax = condition_heatmap.draw(results).axes[0]
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert any("rounding noise" in t for t in legend)
+        if out == "few":
+            assert sum(bool(p.get_hatch()) for p in ax.patches) == len(unresolved)
+        else:
+            assert len(ax.collections[0].get_offsets()) == len(unresolved)
