@@ -305,7 +305,8 @@ def finish(state: SpectralState, ctx) -> dict | None:
     if state.note:
         out["method_requested"], out["method_note"] = state.options.spectral, state.note
     if full:
-        out.update(_full_spectrum_fields(sv, resolution, math.sqrt(frob2), state.rows, state.cols, ctx.info.dtype, out["log_spectral_norm"]))
+        out.update(_full_spectrum_fields(sv, resolution, math.sqrt(frob2), state.rows, state.cols, ctx.info.dtype,
+                                         out["log_spectral_norm"]))  # fmt: skip
     else:
         kth = float(sv[-1]) if sv.size else 0.0
         out["singular_value_lower_bounds"] = [float(v) for v in sv[len(out["top_singular_values"]) :]]
