@@ -225,3 +225,17 @@ def test_condition_figure_marks_unresolved_condition_numbers(tmp_path):
             assert sum(bool(p.get_hatch()) for p in ax.patches) == len(unresolved)
         else:
             assert len(ax.collections[0].get_offsets()) == len(unresolved)
+
+
+@pytest.mark.skipif(not native.available(), reason="C kernel not built")
+def test_a_kernel_built_from_other_source_is_not_used(monkeypatch):
+    """An in-place library left from older source (INT4 groups of whole rows) would give other sums: refused."""
+    monkeypatch.setattr(native, "ABI_VERSION", native.ABI_VERSION + 1)
+    native._lib.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="build_ext --inplace"):
+            assert not native.available()
+    finally:
+        monkeypatch.undo()
+        native._lib.cache_clear()
+    assert native.available()

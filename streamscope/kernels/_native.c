@@ -33,6 +33,9 @@
 
 static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", NULL, -1, NULL};
 PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
+/* Raised whenever a kernel's meaning changes (2: INT4 groups with a shorter last group), so that `native.py`
+ * refuses a library built from older source instead of computing other sums with it. */
+int ss_abi_version(void) { return 2; }
 
 /* Sum of squares of a row of bf16 patterns: the value is the pattern shifted into the top of a float, so no
  * table is needed; eight independent double lanes let the compiler vectorize. */

@@ -15,6 +15,8 @@ from functools import lru_cache
 
 import numpy as np
 
+#: ``ss_abi_version()`` of the C source this front expects; a library built from other source is not used.
+ABI_VERSION = 2
 #: Magnitude masks of the sign-magnitude pattern kinds the kernel handles.
 MASKS = {"BF16": 0x7FFF, "F16": 0x7FFF, "F8_E4M3": 0x7F, "F8_E5M2": 0x7F}
 _FLAT_ROW = 1 << 16  # vectors are cut into rows of this length (no row/column maxima wanted)
@@ -27,6 +29,13 @@ def _lib():
     except ImportError:
         return None
     lib = ctypes.CDLL(_native.__file__)
+    version = getattr(lib, "ss_abi_version", None)
+    if version is None or version() != ABI_VERSION:
+        import warnings
+
+        warnings.warn(f"{_native.__file__} was built from other source than this streamscope; using the torch path "
+                      "(rebuild it: python setup.py build_ext --inplace)", RuntimeWarning, stacklevel=2)  # fmt: skip
+        return None
     i64, vp = ctypes.c_int64, ctypes.c_void_p
     for fn, mask in ((lib.ss_scan16, ctypes.c_uint16), (lib.ss_scan8, ctypes.c_uint8)):
         fn.argtypes = [vp, i64, i64, vp, vp, vp, mask, vp, vp, ctypes.c_int, vp]
