@@ -29,7 +29,7 @@ _os.environ.setdefault("MKL_DISABLE_FAST_MM", "1")
 
 __version__ = "0.1.0"
 
-_API = ("Checkpoint", "ScanResult", "Tensor", "open", "scan", "embeddings", "activations", "sensitivity", "build_report", "params", "params_frame", "compare", "compare_frame")
+_API = ("Checkpoint", "Results", "ScanResult", "Tensor", "open", "scan", "embeddings", "activations", "sensitivity", "build_report", "params", "params_frame", "compare", "compare_frame")
 
 __all__ = [*_API, "CheckpointError", "DeviceError", "HeaderError", "OptionError", "StreamscopeError"]
 

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 from streamscope.engine.pipeline import ScanResult
 from streamscope.io.checkpoint import CheckpointIndex
 from streamscope.io.handles import Checkpoint, Tensor
+from streamscope.report.load import Results
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Checkpoint", "ScanResult", "Tensor", "open", "scan", "embeddings", "build_report", "params", "params_frame", "compare", "compare_frame"]
+__all__ = ["Checkpoint", "Results", "ScanResult", "Tensor", "open", "scan", "embeddings", "build_report", "params", "params_frame", "compare", "compare_frame"]
 
 
 def _local_index(path, revision: str | None = None, progress: bool = False) -> tuple[CheckpointIndex, dict]:
@@ -198,8 +199,8 @@ def _result(result, compute) -> dict:
 
 
 def compare(
-    a: str | os.PathLike,
-    b: str | os.PathLike,
+    before: str | os.PathLike,
+    after: str | os.PathLike,
     *,
     weights: bool = False,
     select: str | None = None,
@@ -210,10 +211,10 @@ def compare(
     resume: bool = True,
     progress: bool = False,
 ) -> dict:
-    """Compare two checkpoints, ``before`` (``a``) and ``after`` (``b``): pruning, fine-tuning, quantization.
+    """Compare two checkpoints, ``before`` and ``after`` a change: pruning, fine-tuning, quantization.
 
     Args:
-        a, b: the checkpoint before and after the change.
+        before, after: the checkpoint before and after the change (paths or hub ids, as ``streamscope compare``).
         weights: also stream every tensor present in both with equal shapes, side by side, and report its
             relative Frobenius change, cosine similarity, max |change| and the top ``rank`` singular values and
             stable rank of the difference. Runs through the scan engine: ``device``, ``memory_budget``,
@@ -235,7 +236,7 @@ def compare(
 
     pattern = compile_select(select)  # a bad regex fails before any work, with or without --weights
     open_index = (lambda p: _local_index(p, progress=progress)) if weights else _header_index  # noqa: E731
-    (ia, origin_a), (ib, origin_b) = open_index(a), open_index(b)
+    (ia, origin_a), (ib, origin_b) = open_index(before), open_index(after)
     result = compare_structure(count_params(ia), count_params(ib))
     result["tensors"] = tensor_changes(ia, ib)
     result["provenance"] = {"before": origin_a, "after": origin_b}

@@ -146,8 +146,11 @@ class ResultStore:
                 _unlock(self._lock)
                 self._lock = None
 
-    def table(self, order: list[str] | None = None) -> "pd.DataFrame":
-        """One row per tensor, nested fields flattened to ``section.field`` columns."""
+    def table(self, order: list[str] | None = None, lists: bool = False) -> "pd.DataFrame":
+        """One row per tensor, nested fields flattened to ``section.field`` columns.
+
+        ``lists``: the shape and list-valued fields (top singular values, health reasons) as lists, for Parquet;
+        else as text that a CSV holds (``384x1536``, JSON lists)."""
         import pandas as pd
 
         names = [n for n in (order or self.records) if n in self.records]
@@ -156,12 +159,13 @@ class ResultStore:
             rec = self.records[name]
             row = {"model_path": self.model_path, **self.columns, "tensor": name}
             info = rec["info"]
-            row.update(layer_index=info["layer_index"], block_type=info["block_type"], shape="x".join(map(str, info["shape"])), dtype=info["dtype"])
+            shape = [int(d) for d in info["shape"]] if lists else "x".join(map(str, info["shape"]))
+            row.update(layer_index=info["layer_index"], block_type=info["block_type"], shape=shape, dtype=info["dtype"])
             row.update({f"info.{k}": v for k, v in info.items() if k not in ("shape", "dtype", "layer_index", "block_type")})
             for section, values in rec.items():
                 if section in ("info", "embedding") or not isinstance(values, dict):
                     continue
-                row.update(_flatten(values, section))
+                row.update(_flatten(values, section, lists))
             rows.append(row)
         df = pd.DataFrame(rows)
         if "layer_index" in df:
@@ -227,7 +231,8 @@ class ResultStore:
         _atomic(self.out / "model.json", lambda p: p.write_text(json.dumps(json_safe(model), indent=1)))
         df = self.table(names)
         _atomic(self.out / "tensors.csv", lambda p: df.to_csv(p, index=False))
-        _atomic(self.out / "tensors.parquet", lambda p: df.to_parquet(p, index=False))
+        typed = self.table(names, lists=True)  # list columns as Parquet lists, not the CSV's text
+        _atomic(self.out / "tensors.parquet", lambda p: typed.to_parquet(p, index=False))
         return df
 
 
@@ -368,14 +373,14 @@ def _unlock(fh) -> None:
         fh.close()
 
 
-def _flatten(d: dict, prefix: str) -> dict:
+def _flatten(d: dict, prefix: str, lists: bool = False) -> dict:
     out = {}
     for k, v in d.items():
         key = f"{prefix}.{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, key))
+            out.update(_flatten(v, key, lists))
         elif isinstance(v, (list, tuple)):
-            out[key] = json.dumps(json_safe(list(v)))
+            out[key] = json_safe(list(v)) if lists else json.dumps(json_safe(list(v)))
         else:
             out[key] = v
     return out

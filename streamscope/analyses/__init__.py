@@ -10,7 +10,7 @@ spectral and quantization).
 
 from __future__ import annotations
 
-from streamscope.analyses import basic, checkpoint, embedding, health, histogram, norms, quantization, sparsity, spectral
+from streamscope.analyses import basic, checkpoint, embedding, health, histogram, norms, quantization, sparsity, spectral, weightwatcher
 from streamscope.analyses.registry import Analysis, Registry
 
 REGISTRY = Registry()
@@ -30,5 +30,6 @@ register(checkpoint.ANALYSIS)
 register(embedding.MODEL_ANALYSIS)
 register(norms.ANALYSIS)
 register(health.MODEL_ANALYSIS)
+register(weightwatcher.MODEL_ANALYSIS)
 
 __all__ = ["REGISTRY", "Analysis", "Registry", "register"]

@@ -1,7 +1,9 @@
 """Health grades from the WeightScope thresholds, per tensor and for the whole model.
 
 Each metric maps to a level 0..3 (Excellent, Good, Warning, Critical); a tensor's grade is its worst level.
-- condition number: < 1e3 safe, 1e3-1e4 attention, 1e4-1e5 high risk, > 1e5 critical (a lower bound counts)
+- condition number: < 1e3 safe, 1e3-1e4 attention, 1e4-1e5 high risk, > 1e5 critical (a lower bound from the
+  method's resolution counts; one whose sigma_min lies below the stored dtype's rounding noise is not graded,
+  only noted: it measures the rounding, and bf16 and GGUF copies of one model would grade differently)
 - INT8 SQNR: > 40 dB safe, 30-40 dB medium, 20-30 dB high risk, < 20 dB critical
 - extreme outliers (3 x IQR): < 0.1 % friendly, 0.1-1 % needs a strategy, 1-10 % high risk, > 10 % critical
 - stable-rank utilisation (stable rank / total rank) below 0.3 is reported as a compression opportunity,
@@ -51,12 +53,14 @@ def grade_tensor(record: dict, nan: int = 0, inf: int = 0) -> dict | None:
     if len(record.get("info", {}).get("shape", [0, 0])) < 2:
         quant = {}
     levels: dict[str, int] = {}
-    reasons = []
+    reasons, notes = [], []
     if nan or inf:
         levels["non_finite"] = 3
     cond = spec.get("condition_number")
     if not nan and not inf and _all_zero(record, spec, quant):
         levels["all_zero"] = 3  # its other metrics (κ = 0/0, SQNR = 0/0) mean nothing: not graded
+    elif cond is not None and spec.get("condition_number_resolved") is False:
+        notes.append(f"condition number >= {cond:.3g} not resolved at the stored dtype: not graded")
     elif cond is not None:
         levels["condition_number"] = _level(math.inf if cond is None else cond, (1e3, 1e4, 1e5))
     if quant and "all_zero" not in levels:
@@ -90,6 +94,8 @@ def grade_tensor(record: dict, nan: int = 0, inf: int = 0) -> dict | None:
         "score": worst * 100 + sum(levels.values()) * 10 + max(0.0, 40.0 - (quant.get("sqnr_db") or 40.0)),
         "compressible": util is not None and util < 0.3,
     }
+    if notes:
+        out["notes"] = notes
     return out
 
 

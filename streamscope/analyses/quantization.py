@@ -1,6 +1,10 @@
 """Quantization risk of one tensor: IQR outliers, INT8 simulation with the WeightScope fields, and the
 blockwise schemes (per-channel INT8, group-128 INT4 symmetric and asymmetric, FP8 E4M3), from streamed blocks.
 
+INT4 groups are 128 consecutive values along a row; where 128 does not divide the row length the last group of
+each row is shorter (``group_size`` and ``last_group_size`` in the output say which), as GGUF's and GPTQ-style
+packers group such rows: a 576-long row is four groups of 128 and one of 64, never a single group of 576.
+
 Per-channel and group schemes are folded in block by block during the tensor's one pass (on CPU by the native
 kernel, which takes bfloat16 blocks as stored and widens them a row at a time). Per-tensor schemes
 need the tensor's absmax first: for bf16/fp16/8-bit tensors they are computed exactly from the bit-pattern
@@ -27,6 +31,8 @@ if TYPE_CHECKING:
 
 #: Every scheme the quantization kernel simulates (``kernels.quant.SCHEMES``; a test keeps the two equal).
 SCHEMES = ("int8", "int8_channel", "int4_g128", "int4_g128_asym", "fp8_e4m3")
+#: The INT4 group length (``kernels.quant.GROUP``).
+GROUP = 128
 
 
 @dataclass(frozen=True)
@@ -130,9 +136,11 @@ def finish(state: QuantState, ctx) -> dict:
             schemes[scheme] = sums[scheme].result()
         elif state.matrix:
             schemes[scheme] = state.sums[scheme].result()
-    if state.matrix and "int4_g128" in state.schemes:
+    if state.matrix and ("int4_g128" in state.schemes or "int4_g128_asym" in state.schemes):
+        # groups of 128 along each row, the last one shorter where 128 does not divide the row (never per row)
         cols = acc.info.cols
-        schemes["group_size"] = 128 if cols % 128 == 0 else cols
+        schemes["group_size"] = min(GROUP, cols)
+        schemes["last_group_size"] = cols % GROUP or min(GROUP, cols)
     out["schemes"] = schemes
     return out
 

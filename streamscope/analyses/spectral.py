@@ -15,6 +15,11 @@ Methods, chosen per matrix (``spectral.method`` in the output):
   again; the final Rayleigh-Ritz product is float32. The top ``krylov_converge`` values (ten) converge and are
   reported; the Ritz values after them, up to ``rank``, are lower bounds of the true ones
   (``singular_value_lower_bounds``). The small end of the spectrum, and so ``alpha``, is not computed.
+Condition numbers are also limited by the stored dtype (``noise_floor`` in the output, see ``noise_floor``):
+rounding every weight to bfloat16 moves the small singular values by about ``||W||_F * u / sqrt(min(m, n))``
+(u = 2^-8), so a smaller ``min_singular_value`` measures the rounding, not the model. Below that floor
+``condition_number`` is ``sigma_max / noise_floor``, a lower bound (``condition_number_resolved`` false,
+``condition_number_note`` "not resolved at bf16"), and the health grade does not rest on it.
 ``auto`` takes ``gram`` when the smaller side is at most 2048, else ``randomized``: a Gram spectrum costs
 rows x cols x side flops (hours on a 70B model on CPU), see ``benchmarks/README.md`` for measured costs.
 Every method must fit the memory that the budget leaves to analyses (``ctx.memory``, see
@@ -52,6 +57,34 @@ EPS32 = float(np.finfo(np.float32).eps)
 #: between its conversion and its product (4096 x 11008: 14-18 ms a product, 25-26 ms with 64 MB blocks;
 #: the spectral bench scan 2.99 s vs 3.10 s, median of 5 alternating runs).
 EXACT_BLOCK_ELEMS = 1 << 20
+
+
+#: Unit roundoff (half the spacing of values just above 1) of the stored dtypes, and the name used in notes.
+UNIT_ROUNDOFF = {"F64": (2.0**-53, "fp64"), "F32": (2.0**-24, "fp32"), "F16": (2.0**-11, "fp16"), "BF16": (2.0**-8, "bf16"),
+                 "F8_E4M3": (2.0**-4, "fp8 e4m3"), "F8_E5M2": (2.0**-3, "fp8 e5m2")}  # fmt: skip
+
+
+def unit_roundoff(dtype: str) -> tuple[float, str] | None:
+    """``(u, name)`` of a stored dtype; GGUF's b-bit block formats (``Q8_0``, ``Q4_K``, ``IQ4_XS``...) round to
+    about half a step of ``absmax / 2^(b-1)``, so u ~ 2^-b of the block's largest value. None for integers."""
+    if dtype in UNIT_ROUNDOFF:
+        return UNIT_ROUNDOFF[dtype]
+    digits = dtype.lstrip("I").removeprefix("Q")[:1] if dtype.lstrip("I").startswith("Q") else ""
+    return (2.0 ** -int(digits), dtype) if digits.isdigit() else None
+
+
+def noise_floor(frob: float, rows: int, cols: int, u: float) -> float:
+    """The size of the singular values that rounding to a dtype of unit roundoff ``u`` adds to a matrix.
+
+    Rounding moves each weight by up to ``u |w_ij|``: a perturbation E with ``||E||_F <= u ||W||_F`` whose
+    entries are, for trained weights, nearly independent. Such a noise matrix spreads its energy over all
+    ``min(m, n)`` singular values, each about ``||E||_F / sqrt(min(m, n))`` (the largest about twice that, by
+    the Marchenko-Pastur edge), and by Weyl's inequality every singular value of W moves by up to ``||E||_2``.
+    So ``u ||W||_F / sqrt(min(m, n))`` (taking the bound u, not the RMS u/sqrt(3), against that factor 2) is
+    the scale below which a singular value of the stored matrix tells nothing about the weights before
+    rounding: two roundings of one model (bf16 safetensors and its GGUF) give different sigma_min there.
+    """
+    return u * frob / math.sqrt(min(rows, cols)) if min(rows, cols) > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -224,8 +257,6 @@ def finish(state: SpectralState, ctx) -> dict | None:
         return None
     import torch
 
-    from streamscope.kernels.powerlaw import fit_alpha
-
     if state.method == "off":
         return {"method": "off", "method_note": state.note}
     s = ctx.acc.summary()
@@ -267,33 +298,57 @@ def finish(state: SpectralState, ctx) -> dict | None:
         "total_rank": total_rank,
         "top_singular_values": [float(v) for v in sv[: k if full else min(k, state.options.krylov_converge)]],
         "log_spectral_norm": 2 * math.log10(smax) if smax > 0 else float("nan"),
+        "N": max(state.rows, state.cols),  # WeightWatcher's names: the larger and the smaller side
+        "M": min(state.rows, state.cols),
     }
     out["stable_rank_utilization"] = out["stable_rank"] / total_rank if total_rank else 0.0
     if state.note:
         out["method_requested"], out["method_note"] = state.options.spectral, state.note
     if full:
-        smin = float(sv[-1]) if sv.size else 0.0
-        bound = resolution > 0 and smin < resolution
-        out["min_singular_value"] = smin
-        out["condition_number"] = smax / max(smin, resolution) if (smin > 0 or bound) else math.inf
-        out["condition_number_is_lower_bound"] = bool(bound)
-        out["singular_value_ratio"] = smin / smax if smax else 0.0
-        out["effective_rank"] = int((sv > 0.01 * smax).sum())
-        out["approximate_rank"] = int((sv > smax * max(state.rows, state.cols) * EPS32).sum())
-        if resolution:
-            out["resolution"] = resolution
-        fit = fit_alpha(sv**2)
-        out["alpha"] = fit["alpha"]
-        out["alpha_weighted"] = fit["alpha"] * out["log_spectral_norm"] if fit["tail_size"] else float("nan")
-        out["alpha_xmin"], out["alpha_ks_distance"], out["alpha_tail_size"] = fit["xmin"], fit["ks_distance"], fit["tail_size"]
+        out.update(_full_spectrum_fields(sv, resolution, math.sqrt(frob2), state.rows, state.cols, ctx.info.dtype,
+                                         out["log_spectral_norm"]))  # fmt: skip
     else:
         kth = float(sv[-1]) if sv.size else 0.0
         out["singular_value_lower_bounds"] = [float(v) for v in sv[len(out["top_singular_values"]) :]]
         out.update(min_singular_value=None, condition_number=None, singular_value_ratio=None, approximate_rank=None,
-                   alpha=None, alpha_weighted=None, alpha_note=ALPHA_NOTE, iterations=iterations,
+                   alpha=None, alpha_weighted=None, alpha_note=ALPHA_NOTE, warning=None, iterations=iterations,
                    effective_rank=None if kth > 0.01 * smax else int((sv > 0.01 * smax).sum()),  # known only if the top k reach below 1%
                    effective_rank_lower_bound=int((sv > 0.01 * smax).sum()))  # fmt: skip
     ctx.arrays["singular_values"] = np.asarray(sv, dtype=np.float64)
+    return out
+
+
+def _full_spectrum_fields(sv: np.ndarray, resolution: float, frob: float, rows: int, cols: int, dtype: str,
+                          log_spectral_norm: float) -> dict:  # fmt: skip
+    """The fields only a full spectrum gives: sigma_min and the condition number (a lower bound below the
+    method's resolution or the stored dtype's rounding noise), ranks, alpha and WeightWatcher's metrics."""
+    from streamscope.analyses import weightwatcher
+    from streamscope.kernels.powerlaw import fit_alpha
+
+    smax = float(sv[0]) if sv.size else 0.0
+    smin = float(sv[-1]) if sv.size else 0.0
+    rounding = unit_roundoff(dtype)
+    floor = noise_floor(frob, rows, cols, rounding[0]) if rounding else 0.0
+    limit = max(resolution, floor)
+    bound = limit > 0 and smin < limit
+    out = {"min_singular_value": smin, "condition_number": smax / max(smin, limit) if (smin > 0 or bound) else math.inf,
+           "condition_number_is_lower_bound": bool(bound), "condition_number_resolved": not (floor > 0 and smin < floor)}  # fmt: skip
+    if rounding:
+        out["noise_floor"] = floor
+    if not out["condition_number_resolved"]:
+        out["condition_number_note"] = (f"not resolved at {rounding[1]}: sigma_min {smin:.3g} is below the rounding "
+                                        f"noise {floor:.3g} of the stored dtype; kappa >= {out['condition_number']:.3g}")  # fmt: skip
+    out["singular_value_ratio"] = smin / smax if smax else 0.0
+    out["effective_rank"] = int((sv > 0.01 * smax).sum())
+    out["approximate_rank"] = int((sv > smax * max(rows, cols) * EPS32).sum())
+    if resolution:
+        out["resolution"] = resolution
+    fit = fit_alpha(sv**2)
+    out["alpha"] = fit["alpha"]
+    out["alpha_weighted"] = fit["alpha"] * log_spectral_norm if fit["tail_size"] else float("nan")
+    out["alpha_xmin"], out["alpha_ks_distance"], out["alpha_tail_size"] = fit["xmin"], fit["ks_distance"], fit["tail_size"]
+    out["warning"] = weightwatcher.warning(fit["alpha"])
+    out.update(weightwatcher.layer_metrics(sv, fit["alpha"]))
     return out
 
 

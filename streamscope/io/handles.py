@@ -6,6 +6,7 @@ streamed under a fixed amount of memory.
 
 from __future__ import annotations
 
+from collections.abc import ItemsView, KeysView, Mapping, ValuesView
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -20,11 +21,14 @@ if TYPE_CHECKING:
     import torch
 
 
-@dataclass
+@dataclass(repr=False)
 class Tensor:
     """A handle on one tensor of a checkpoint; reading happens only when asked."""
 
     info: TensorInfo
+
+    def __repr__(self) -> str:
+        return f"<Tensor {self.info.name!r} {self.info.dtype} {tuple(self.info.shape)}>"
 
     @property
     def name(self) -> str:
@@ -127,9 +131,19 @@ def read_rows(info: TensorInfo, block: Block, dtype=None):
     return values.view(block.row_stop - block.row_start, info.cols) if info.is_matrix else values.reshape(-1)
 
 
-@dataclass
-class Checkpoint:
-    """An opened checkpoint: its index and a handle per tensor."""
+@dataclass(repr=False, eq=False)
+class Checkpoint(Mapping):
+    """An opened checkpoint: a read-only mapping of tensor names to ``Tensor`` handles, in the order the bytes
+    lie on disk. Opening reads headers only; a handle reads its tensor only when asked.
+
+    Example:
+        >>> ckpt = streamscope.open("SmolLM2-135M/")  # doctest: +SKIP
+        >>> ckpt  # doctest: +SKIP
+        <Checkpoint 'SmolLM2-135M' safetensors, 272 tensors, 134.5M params, 1 shard>
+        >>> "model.embed_tokens.weight" in ckpt, len(ckpt), next(iter(ckpt))  # doctest: +SKIP
+        (True, 272, 'model.embed_tokens.weight')
+        >>> {name: t.shape for name, t in ckpt.items() if "layers.0." in name}  # doctest: +SKIP
+    """
 
     index: CheckpointIndex
 
@@ -144,17 +158,32 @@ class Checkpoint:
     def __len__(self) -> int:
         return len(self.index)
 
-    def __iter__(self) -> Iterator[Tensor]:
-        return (Tensor(t) for t in self.index)
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.index.tensors)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.index.tensors
 
     def __getitem__(self, name: str) -> Tensor:
         try:
             return Tensor(self.index.tensors[name])
-        except KeyError:
+        except (KeyError, TypeError):
             raise KeyError(f"{self.index.path}: no tensor named {name!r}") from None
+
+    def keys(self) -> KeysView[str]:
+        return KeysView(self)
+
+    def items(self) -> ItemsView[str, Tensor]:
+        return ItemsView(self)
+
+    def values(self) -> ValuesView[Tensor]:
+        return ValuesView(self)
 
     def names(self) -> list[str]:
         return list(self.index.tensors)
+
+    def __repr__(self) -> str:
+        return f"<Checkpoint {self.index.summary()}>"
 
     def metadata(self) -> "pd.DataFrame":
         """One row per tensor: name, shape, dtype, numel, bytes, shard, layer index, block type."""

@@ -33,6 +33,9 @@
 
 static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", NULL, -1, NULL};
 PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
+/* Raised whenever a kernel's meaning changes (2: INT4 groups with a shorter last group), so that `native.py`
+ * refuses a library built from older source instead of computing other sums with it. */
+int ss_abi_version(void) { return 2; }
 
 /* Sum of squares of a row of bf16 patterns: the value is the pattern shifted into the top of a float, so no
  * table is needed; eight independent double lanes let the compiler vectorize. */
@@ -273,8 +276,10 @@ int ss_stats32(const float *x, int64_t rows, int64_t cols, int64_t *hist, const 
 /* Error sums of the blockwise quantization schemes over a row-major block, in one read of it.
  *
  * For every row: INT8 per channel (scale = row absmax / 127, levels -127..127); for every group of `g`
- * values of the row (g divides cols): INT4 symmetric (group absmax / 7, levels -7..7) and INT4 asymmetric
- * (scale = (max - min) / 15, zero point round(-min / scale), levels 0..15). A scale of 0 is taken as 1.
+ * consecutive values of the row, the last group holding the cols % g values left where g does not divide cols
+ * (as GGUF and GPTQ-style packers group a row): INT4 symmetric (group absmax / 7, levels -7..7) and INT4
+ * asymmetric (scale = (max - min) / 15, zero point round(-min / scale), levels 0..15). A scale of 0 is taken
+ * as 1.
  * Each element goes through the same float32 operations as the torch reference (`kernels.quant`):
  * divide, round half to even, add zero, clamp, subtract zero, multiply; contraction into FMAs is off
  * (see setup.py) so the results are bit-identical per element.
@@ -288,7 +293,7 @@ int ss_stats32(const float *x, int64_t rows, int64_t cols, int64_t *hist, const 
  * Sums run in float32 in 16 lanes across a row's groups (no horizontal reduction per group: 25 % faster
  * here) and are added into `out` in float64 once per row: out[0] = sum x*x; then per scheme s
  * (0 = int8_channel, 1 = int4 sym, 2 = int4 asym) at 1 + 4s: sum x*q, sum q*q, sum (x-q)^2, sum |x-q|.
- * `glo`, `ghi` are scratch of cols / g floats. Values must be finite (the caller checks out[0]). A variant
+ * `glo`, `ghi` are scratch of ceil(cols / g) floats. Values must be finite (the caller checks out[0]). A variant
  * reading bfloat16 patterns directly was slower than this one plus torch's conversion (0.056 s vs 0.052 s
  * for 4096 x 11008 on one thread here). */
 #define RNE_MAGIC 12582912.0f /* 1.5 * 2^23: (v + M) - M rounds half to even for |v| < 2^22 */
@@ -323,14 +328,18 @@ static inline int reciprocal_ok(float s) { return s >= 0x1p-90f && s <= 0x1p90f;
     }
 #define QUANT_ELEMENT(...) QUANT_ELEMENT_WITH(CLAMP_SYM, __VA_ARGS__)
 
+/* Values in group k of a row of `cols` (the last group may be shorter). */
+static inline int64_t group_len(int64_t k, int64_t g, int64_t cols) { return cols - k * g < g ? cols - k * g : g; }
+
 /* Group and row extremes of one row: glo/ghi per group, returns the row's absmax. */
-SS_INLINE float row_extremes(const float *p, int64_t ng, int64_t g, float *glo, float *ghi) {
+SS_INLINE float row_extremes(const float *p, int64_t cols, int64_t ng, int64_t g, float *glo, float *ghi) {
     float rowmax = 0.0f;
     for (int64_t k = 0; k < ng; k++) {
         const float *q = p + k * g;
+        const int64_t len = group_len(k, g, cols);
         float lo = q[0], hi = lo;
 #pragma omp simd reduction(min : lo) reduction(max : hi)
-        for (int64_t j = 1; j < g; j++) {
+        for (int64_t j = 1; j < len; j++) {
             lo = q[j] < lo ? q[j] : lo;
             hi = q[j] > hi ? q[j] : hi;
         }
@@ -344,13 +353,14 @@ SS_INLINE float row_extremes(const float *p, int64_t ng, int64_t g, float *glo, 
 
 /* The error sums of one row of float32 values into out[13]. */
 SS_INLINE void quant_row(const float *p, int64_t cols, int64_t g, double *out, float *glo, float *ghi) {
-    const int64_t ng = cols / g;
-    float s8 = row_extremes(p, ng, g, glo, ghi) / 127.0f;
+    const int64_t ng = (cols + g - 1) / g;
+    float s8 = row_extremes(p, cols, ng, g, glo, ghi) / 127.0f;
     if (s8 == 0.0f) s8 = 1.0f;
     float acc[13][LANES];
     memset(acc, 0, sizeof acc);
     for (int64_t k = 0; k < ng; k++) {
         const float *q = p + k * g;
+        const int64_t len = group_len(k, g, cols);
         const float lo = glo[k], hi = ghi[k];
         float s4 = fmaxf(fabsf(lo), fabsf(hi)) / 7.0f;
         if (s4 == 0.0f) s4 = 1.0f;
@@ -360,21 +370,21 @@ SS_INLINE void quant_row(const float *p, int64_t cols, int64_t g, double *out, f
         int64_t j0 = 0;
         if (reciprocal_ok(s8) && reciprocal_ok(s4) && reciprocal_ok(sa)) {
             const float r8 = 1.0f / s8, r4 = 1.0f / s4, ra = 1.0f / sa;
-            for (; j0 + LANES <= g; j0 += LANES) {
+            for (; j0 + LANES <= len; j0 += LANES) {
                 const float *c = q + j0;
 #pragma omp simd
                 for (int l = 0; l < LANES; l++)
                     QUANT_ELEMENT_WITH(NO_CLAMP, c[l], rne(quotient(c[l], s8, r8)), rne(quotient(c[l], s4, r4)), rne(quotient(c[l], sa, ra)), l)
             }
         } else {
-            for (; j0 + LANES <= g; j0 += LANES) {
+            for (; j0 + LANES <= len; j0 += LANES) {
                 const float *c = q + j0;
 #pragma omp simd
                 for (int l = 0; l < LANES; l++)
                     QUANT_ELEMENT(c[l], rne(c[l] / s8), rne(c[l] / s4), rne(c[l] / sa), l)
             }
         }
-        for (int64_t j = j0; j < g; j++) /* a group size that is not a multiple of the lanes */
+        for (int64_t j = j0; j < len; j++) /* a group length that is not a multiple of the lanes */
             QUANT_ELEMENT(q[j], rne(q[j] / s8), rne(q[j] / s4), rne(q[j] / sa), 0)
     }
     for (int sidx = 0; sidx < 13; sidx++) {

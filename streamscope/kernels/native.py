@@ -15,6 +15,8 @@ from functools import lru_cache
 
 import numpy as np
 
+#: ``ss_abi_version()`` of the C source this front expects; a library built from other source is not used.
+ABI_VERSION = 2
 #: Magnitude masks of the sign-magnitude pattern kinds the kernel handles.
 MASKS = {"BF16": 0x7FFF, "F16": 0x7FFF, "F8_E4M3": 0x7F, "F8_E5M2": 0x7F}
 _FLAT_ROW = 1 << 16  # vectors are cut into rows of this length (no row/column maxima wanted)
@@ -27,6 +29,13 @@ def _lib():
     except ImportError:
         return None
     lib = ctypes.CDLL(_native.__file__)
+    version = getattr(lib, "ss_abi_version", None)
+    if version is None or version() != ABI_VERSION:
+        import warnings
+
+        warnings.warn(f"{_native.__file__} was built from other source than this streamscope; using the torch path "
+                      "(rebuild it: python setup.py build_ext --inplace)", RuntimeWarning, stacklevel=2)  # fmt: skip
+        return None
     i64, vp = ctypes.c_int64, ctypes.c_void_p
     for fn, mask in ((lib.ss_scan16, ctypes.c_uint16), (lib.ss_scan8, ctypes.c_uint8)):
         fn.argtypes = [vp, i64, i64, vp, vp, vp, mask, vp, vp, ctypes.c_int, vp]
@@ -233,7 +242,8 @@ QUANT_SCHEMES = ("int8_channel", "int4_g128", "int4_g128_asym")
 
 
 def quant_sums(x: np.ndarray, group: int) -> np.ndarray:
-    """Error sums of the per-channel INT8 and group INT4 schemes over a finite ``(rows, cols)`` block: float32
+    """Error sums of the per-channel INT8 and group INT4 schemes (groups of ``group`` values along each row, the
+    last one shorter where ``group`` does not divide ``cols``) over a finite ``(rows, cols)`` block: float32
     values, or uint16 bfloat16 patterns (widened a row at a time inside the kernel, so the block is read once at
     two bytes a value: 4096 x 11008 on two threads took 24-27 ms from the patterns, as long as from float32
     values, where widening the block first and then the float32 kernel took 48 ms).
@@ -247,7 +257,7 @@ def quant_sums(x: np.ndarray, group: int) -> np.ndarray:
     n_threads = min(threads(), rows)
     bounds = np.linspace(0, rows, n_threads + 1).astype(np.int64)
     outs = np.zeros((n_threads, 13), np.float64)
-    scratch = np.empty((n_threads, 2, cols // group), np.float32)
+    scratch = np.empty((n_threads, 2, -(-cols // group)), np.float32)  # a shorter last group where group does not divide cols
     row = np.empty((n_threads, cols), np.float32) if bf16 else None
 
     def work(i: int) -> None:

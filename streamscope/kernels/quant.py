@@ -7,9 +7,13 @@ Schemes:
 - ``int8``: symmetric per-tensor, scale = absmax / 127 (needs the tensor's absmax: taken from the pattern
   histogram, or from the tensor kept in memory, or a second pass).
 - ``int8_channel``: symmetric per output channel (row), scale = row absmax / 127.
-- ``int4_g128``: symmetric groups of 128 along each row, levels -7..7, scale = group absmax / 7.
-- ``int4_g128_asym``: asymmetric groups of 128, levels 0..15 with a zero point.
+- ``int4_g128``: symmetric groups of 128 consecutive values along each row, levels -7..7, scale = group
+  absmax / 7. Where 128 does not divide the row length the last group of each row is shorter (a 576-long row:
+  four groups of 128 and one of 64), as GGUF's and GPTQ-style packers group a row: never one group per row.
+- ``int4_g128_asym``: asymmetric groups of 128 (the same grouping), levels 0..15 with a zero point.
 - ``fp8_e4m3``: per-tensor scale absmax / 448, cast to float8 e4m3 (round to nearest even) and back.
+
+``fake_quantize`` gives the dequantized tensor of any scheme, the values these sums are taken over.
 """
 
 from __future__ import annotations
@@ -99,15 +103,46 @@ def block_schemes_native(x: torch.Tensor, schemes: tuple[str, ...], sums: dict[s
     finite); the caller then takes the torch path on a cleaned copy."""
     from streamscope.kernels import native
 
-    rows, cols = x.shape
-    g = GROUP if cols % GROUP == 0 else cols
-    out = native.quant_sums(x.numpy().view(np.uint16) if x.dtype == torch.int16 else x.numpy(), g)
+    out = native.quant_sums(x.numpy().view(np.uint16) if x.dtype == torch.int16 else x.numpy(), GROUP)
     if not math.isfinite(out[0]):
         return False
     for i, scheme in enumerate(native.QUANT_SCHEMES):
         if scheme in schemes:
             sums[scheme].add(x.numel(), out[0], *out[1 + 4 * i : 5 + 4 * i])
     return True
+
+
+def _groups(t: torch.Tensor) -> list[torch.Tensor]:
+    """Views of a (rows, cols) tensor's groups of ``GROUP`` along each row: (rows, cols // GROUP, GROUP) for the
+    whole groups, (rows, 1, cols % GROUP) for the shorter last group where there is one."""
+    rows, cols = t.shape
+    body = cols - cols % GROUP
+    views = [t[:, :body].view(rows, body // GROUP, GROUP)] if body else []
+    if body < cols:
+        views.append(t[:, body:].view(rows, 1, cols - body))
+    return views
+
+
+def _channel_dequantize(x: torch.Tensor, q: torch.Tensor) -> None:
+    """INT8 per output channel (row) of a (rows, cols) float block into ``q``."""
+    lo, hi = torch.aminmax(x, dim=1, keepdim=True)
+    scale = torch.maximum(lo.abs_(), hi.abs_()).div_(127)  # (rows, 1)
+    scale[scale == 0] = 1.0
+    dequantize_int(x, scale, -127, 127, out=q)
+
+
+def _group_dequantize(x: torch.Tensor, q: torch.Tensor, scheme: str) -> None:
+    """INT4 groups of a (rows, cols) float block into ``q``: symmetric (``int4_g128``) or asymmetric."""
+    for xg, qg in zip(_groups(x), _groups(q)):  # (rows, groups, group length)
+        lo, hi = torch.aminmax(xg, dim=2, keepdim=True)
+        if scheme == "int4_g128":
+            scale = torch.maximum(lo.abs(), hi.abs()).div_(7)
+            scale[scale == 0] = 1.0
+            dequantize_int(xg, scale, -7, 7, out=qg)
+        else:
+            scale = (hi - lo).div_(15)
+            scale[scale == 0] = 1.0
+            dequantize_int(xg, scale, 0, 15, zero=torch.round(-lo / scale), out=qg)
 
 
 def block_schemes(x: torch.Tensor, schemes: tuple[str, ...], sums: dict[str, ErrorSums], q: torch.Tensor, err: torch.Tensor, tmp: torch.Tensor) -> None:
@@ -120,28 +155,50 @@ def block_schemes(x: torch.Tensor, schemes: tuple[str, ...], sums: dict[str, Err
     q = q.view(rows, cols)
     xx = _dot(x, x, tmp)
     if "int8_channel" in schemes:
-        lo, hi = torch.aminmax(x, dim=1, keepdim=True)
-        scale = torch.maximum(lo.abs_(), hi.abs_()).div_(127)  # (rows, 1)
-        scale[scale == 0] = 1.0
-        dequantize_int(x, scale, -127, 127, out=q)
+        _channel_dequantize(x, q)
         sums["int8_channel"].add(n, *_sums(x, q, err, tmp, xx))
-    wanted = [s for s in ("int4_g128", "int4_g128_asym") if s in schemes]
-    if wanted:
-        g = GROUP if cols % GROUP == 0 else cols
-        xg = x.reshape(rows * cols // g, g)  # (groups, g)
-        qg = q.view(rows * cols // g, g)
-        lo, hi = torch.aminmax(xg, dim=1, keepdim=True)
-        if "int4_g128" in wanted:
-            scale = torch.maximum(lo.abs(), hi.abs()).div_(7)
-            scale[scale == 0] = 1.0
-            dequantize_int(xg, scale, -7, 7, out=qg)
-            sums["int4_g128"].add(n, *_sums(x, q, err, tmp, xx))
-        if "int4_g128_asym" in wanted:
-            scale = (hi - lo).div_(15)
-            scale[scale == 0] = 1.0
-            zero = torch.round(-lo / scale)
-            dequantize_int(xg, scale, 0, 15, zero=zero, out=qg)
-            sums["int4_g128_asym"].add(n, *_sums(x, q, err, tmp, xx))
+    for scheme in ("int4_g128", "int4_g128_asym"):
+        if scheme in schemes:
+            _group_dequantize(x, q, scheme)
+            sums[scheme].add(n, *_sums(x, q, err, tmp, xx))
+
+
+def fake_quantize(w: torch.Tensor, scheme: str) -> torch.Tensor:
+    """The dequantized weight of one scheme, the values the scan's error sums are taken over.
+
+    Args:
+        w: a weight of any float dtype and device; 2-D or more is taken as rows x the rest (as the scan reads
+            it), a vector as one row.
+        scheme: one of ``SCHEMES``. Per-tensor schemes (``int8``, ``fp8_e4m3``) take the absmax of the whole
+            tensor and are computed in float64, as the scan computes them; per-channel and group schemes in
+            float32 (groups of 128 along each row, the last one shorter where 128 does not divide the row).
+
+    Returns:
+        A float32 tensor of ``w``'s shape and device. NaN and Inf stay where they were; the scales are taken
+        as the scan takes them (per-tensor: over the finite values; per-channel and group: those values as 0).
+
+    Example:
+        >>> q = fake_quantize(torch.randn(576, 576), "int4_g128")
+        >>> q.shape
+        torch.Size([576, 576])
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown quantization scheme {scheme!r}; choose from {', '.join(SCHEMES)}")
+    finite = torch.isfinite(w)
+    clean = torch.where(finite, w, torch.zeros((), dtype=w.dtype, device=w.device))
+    if scheme in PER_TENSOR:
+        v = clean.to(torch.float64)
+        absmax = float(v.abs().max()) if v.numel() else 0.0
+        q = per_tensor_dequantized(v, scheme, absmax).to(torch.float32)
+    else:
+        x = clean.to(torch.float32).reshape(w.shape[0] if w.dim() >= 2 else 1, -1).contiguous()  # (rows, cols)
+        q = torch.empty_like(x)
+        if scheme == "int8_channel":
+            _channel_dequantize(x, q)
+        else:
+            _group_dequantize(x, q, scheme)
+        q = q.view(w.shape)
+    return torch.where(finite, q, w.to(torch.float32))
 
 
 def per_tensor_dequantized(values: torch.Tensor, scheme: str, absmax: float) -> torch.Tensor:
@@ -176,29 +233,3 @@ def per_tensor_from_values(x: torch.Tensor, scheme: str, absmax: float, sums: Er
     e = v - q
     sums.add(v.numel(), float(v @ v), float(v @ q), float(q @ q), float(e @ e), float(e.abs().sum()))
     return sums
-
-
-def fake_quantize(w: torch.Tensor, scheme: str) -> torch.Tensor:
-    """The dequantized float32 values of a (rows, cols) matrix under one of ``SCHEMES``; groups of ``GROUP``
-    along each row, the last one shorter where the row length is not a multiple of ``GROUP``."""
-    x = w.to(torch.float32)
-    rows, cols = x.shape
-    if scheme in PER_TENSOR:
-        return per_tensor_dequantized(x, scheme, float(x.abs().max()) if x.numel() else 0.0)
-    if scheme == "int8_channel":
-        scale = x.abs().amax(dim=1, keepdim=True).div_(127)
-        scale[scale == 0] = 1.0
-        return dequantize_int(x, scale, -127, 127, out=torch.empty_like(x))
-    out = torch.empty_like(x)
-    for c0 in range(0, cols, GROUP):
-        xg, qg = x[:, c0 : c0 + GROUP], out[:, c0 : c0 + GROUP]
-        lo, hi = torch.aminmax(xg, dim=1, keepdim=True)
-        if scheme == "int4_g128":
-            scale = torch.maximum(lo.abs(), hi.abs()).div_(7)
-            scale[scale == 0] = 1.0
-            qg.copy_(dequantize_int(xg, scale, -7, 7))
-        else:
-            scale = (hi - lo).div_(15)
-            scale[scale == 0] = 1.0
-            qg.copy_(dequantize_int(xg, scale, 0, 15, zero=torch.round(-lo / scale)))
-    return out

@@ -48,6 +48,9 @@ MODEL = {
     "norm_layers": {"count": INT, "layers": [_NORM_LAYER], "embedding_related": [_NORM_LAYER]},
     "health": {"graded_tensors": INT, "counts": _Each(INT), "compressible_tensors": INT,
                "riskiest": [{"name": STR, "grade": STR, "reasons": [STR]}]},
+    "weightwatcher": {"matrices": INT, "log_norm": NUM_, "alpha": NUM_, "alpha_weighted": NUM_, "log_alpha_norm": NUM_,
+                      "log_spectral_norm": NUM_, "stable_rank": NUM_, "over_trained": INT, "under_trained": INT,
+                      "alpha_fitted": INT, "median_tail_size": NUM_, "smallest_tail_size": (int, NONE)},
     "errors": [STR], "skipped": [{"name": STR, "reason": STR}],
     "timing": {"seconds": NUM, "bytes_scanned": INT, "tensors_reused": INT},
     "options": _Each((str, int, float, bool, list, NONE)),
@@ -55,7 +58,7 @@ MODEL = {
 RECORD = {
     "info": {"shape": [INT], "dtype": STR, "numel": INT, "nbytes": INT, "layer_index": (int, NONE), "block_type": STR, "module": STR_,
              "tower": STR_, "shard": STR_},
-    "health": {"grade": STR, "level": INT, "reasons": [STR], "score": NUM, "compressible": (bool,)},
+    "health": {"grade": STR, "level": INT, "reasons": [STR], "notes": [STR], "score": NUM, "compressible": (bool,)},
 }  # fmt: skip
 _CLUSTER_TOKEN = {"id": INT, "token": STR_}
 EMBEDDINGS = {

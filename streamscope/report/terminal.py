@@ -83,6 +83,12 @@ def print_scan_summary(table: pd.DataFrame, model: dict, console: Console, top: 
         for r in health["riskiest"]:
             t.add_row(plain(shorten(r["name"], _name_width(console) - 10)), plain(r["grade"]), plain("; ".join(r["reasons"])))
         console.print(t)
+    ww = model.get("weightwatcher")
+    if ww:  # WeightWatcher's get_summary() and its warnings (definitions in model.json)
+        console.print(f"WeightWatcher, {ww['matrices']} matrices: mean alpha {_fmt(ww['alpha'], 3)}, alpha_weighted "
+                      f"{_fmt(ww['alpha_weighted'], 3)}, log_spectral_norm {_fmt(ww['log_spectral_norm'], 3)}; "
+                      f"{ww['under_trained']} under-trained (alpha > 6), {ww['over_trained']} over-trained (alpha < 2); "
+                      f"fitted tails: smallest {_fmt(ww['smallest_tail_size'])}, median {_fmt(ww['median_tail_size'], 3)} eigenvalues")
     for s in model.get("skipped", []):
         console.print(f"[yellow]skipped:[/] {plain(s['name'])}: {plain(s['reason'])}")
     for error in model.get("errors", []):

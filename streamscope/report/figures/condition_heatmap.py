@@ -2,6 +2,8 @@
 
 Up to 80 matrices: one horizontal bar each, labelled ``L9.attn.q_proj``. More (a 72B model has 560+): a grid of
 layer index x block type, each cell the band of that matrix's condition number, so every layer stays visible.
+A condition number whose sigma_min lies below the stored dtype's rounding noise is a lower bound, not a
+measurement (``condition_number_resolved`` false): its bar is hatched, its grid cell crossed.
 """
 
 from __future__ import annotations
@@ -26,11 +28,18 @@ def draw(results):
     return _grid(results, names, kappa)
 
 
-def _legend(ax, outside: bool = False) -> None:
+def _unresolved(results, names) -> set[str]:
+    return {n for n in names if (results.tensors[n].get("spectral") or {}).get("condition_number_resolved") is False}
+
+
+def _legend(ax, outside: bool = False, unresolved: bool = False) -> None:
     from matplotlib.patches import Patch
 
     labels = ("κ < 1e3", "1e3 – 1e4", "1e4 – 1e5", "κ > 1e5")
     handles = [Patch(color=c, label=l) for c, l in zip(BAND_COLORS, labels)]
+    if unresolved:
+        handles.append(Patch(facecolor="white", edgecolor="#333333", hatch="///" if not outside else None,
+                             label="κ ≥ shown: σ_min below the dtype's rounding noise" + (" (×)" if outside else "")))  # fmt: skip
     if outside:  # beside the grid, never over a cell
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     else:
@@ -42,14 +51,19 @@ def _bars(results, names, kappa):
     fig = figure(10, max(3.0, 0.22 * len(names) + 1.2))
     ax = fig.add_subplot()
     y = np.arange(len(names))
-    ax.barh(y, values, color=[BAND_COLORS[band(v)] for v in values])
+    bars = ax.barh(y, values, color=[BAND_COLORS[band(v)] for v in values])
+    unresolved = _unresolved(results, names)
+    for bar, n in zip(bars, names):
+        if n in unresolved:
+            bar.set_hatch("///")
+            bar.set_edgecolor("#333333")
     ax.set_yticks(y, [short_label(n, results.tensors[n]["info"].get("tower")) for n in names], fontsize=8)
     ax.invert_yaxis()
     for e in BAND_EDGES:
         ax.axvline(e, color="#999999", lw=0.6, ls="--")
     ax.set_xlabel("log10(condition number κ)")
     ax.set_title("Condition number per matrix (red first: the numerically fragile layers)")
-    _legend(ax)
+    _legend(ax, unresolved=bool(unresolved))
     return fig
 
 
@@ -75,6 +89,11 @@ def _grid(results, names, kappa):
     step = tick_step(len(layers), 50)
     ax.set_yticks(range(0, len(layers), step), [str(l) for l in layers[::step]], fontsize=8)
     ax.set_ylabel("layer")
+    unresolved = _unresolved(results, names)
+    crossed = {(row[results.tensors[n]["info"]["layer_index"]], col[results.tensors[n]["info"]["block_type"]])
+               for n in unresolved if results.tensors[n]["info"].get("layer_index") in row}  # fmt: skip
+    if crossed:
+        ax.scatter([j for _, j in crossed], [i for i, _ in crossed], marker="x", s=12, color="#333333", linewidths=0.8)
     ax.set_title(f"Condition number band per layer and block type ({len(names)} matrices; the worst where a cell has several)")
-    _legend(ax, outside=True)
+    _legend(ax, outside=True, unresolved=bool(crossed))
     return fig

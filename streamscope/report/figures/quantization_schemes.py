@@ -1,5 +1,6 @@
 """``quantization_schemes.png``: SQNR of INT8 per-tensor, INT8 per-channel, INT4 group-128 and FP8 per layer
-(the worst matrix of each layer): which layers need a finer scheme than the rest."""
+(the worst matrix of each layer): which layers need a finer scheme than the rest. INT4 groups are 128 values
+along a row, the last one shorter where 128 does not divide the row: every matrix is grouped alike."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections import defaultdict
 from streamscope.report.figures.style import empty, figure
 
 SCHEMES = (("int8", "INT8 per-tensor", "#d62728"), ("int8_channel", "INT8 per-channel", "#1f77b4"),
-           ("int4_g128", "INT4 g128 sym", "#9467bd"), ("int4_g128_asym", "INT4 g128 asym", "#c5b0d5"),
+           ("int4_g128", "INT4 groups of 128 sym", "#9467bd"), ("int4_g128_asym", "INT4 groups of 128 asym", "#c5b0d5"),
            ("fp8_e4m3", "FP8 E4M3 per-tensor", "#2ca02c"))  # fmt: skip
 
 
@@ -36,6 +37,7 @@ def draw(results):
     ax.axhline(30, color="#d62728", ls=":", lw=1, label="30 dB")
     ax.set_xlabel("layer")
     ax.set_ylabel("SQNR of the layer's worst matrix (dB)")
-    ax.set_title("Quantization schemes per layer: where the lines fall, a finer scheme is needed")
+    ax.set_title("Quantization schemes per layer: where the lines fall, a finer scheme is needed\n"
+                 "(INT4: groups of 128 along each row, a shorter last group where 128 does not divide the row)", fontsize=10)
     ax.legend(fontsize=8, ncol=3)
     return fig
