@@ -11,7 +11,8 @@ def make_report(results_dir: str | Path, out: str | Path | None = None, details:
     """Draw every figure into ``OUT/figures/`` and write ``OUT/report.html`` (``OUT`` is ``results_dir`` by default).
 
     Args:
-        results_dir: what ``scan --out`` wrote (``tensors.json``, ``model.json``, ``arrays.zarr``).
+        results_dir: what ``scan --out`` wrote (``tensors.json``, ``model.json``, ``arrays.zarr``), or ``embeddings``,
+            ``activations`` or ``sensitivity`` did.
         out: where the figures and the report go.
         details: detail figures (histogram, spectrum) for the N riskiest tensors, or ``"all"``.
 
@@ -20,11 +21,11 @@ def make_report(results_dir: str | Path, out: str | Path | None = None, details:
     """
     from streamscope.report.figures import FIGURES, layer_details, render
     from streamscope.report.html import write_report
-    from streamscope.report.load import Results
+    from streamscope.report.sensitivity_data import open_results
 
     if str(details) != "all" and not (str(details).isdigit()):
         raise OptionError(f"--details must be a number of tensors or 'all'; got {details!r}")
-    results = Results.open(results_dir)
+    results = open_results(results_dir)  # Results.open, with sensitivity.json where there is one
     out = Path(out) if out is not None else Path(results_dir)
     figures_dir = out / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)

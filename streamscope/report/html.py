@@ -25,7 +25,7 @@ COLUMNS = (("layer", "info", "layer_index"), ("type", "info", "block_type"), ("s
            ("INT8 SQNR", "quantization", "sqnr_db"), ("outliers %", "quantization", "extreme_outlier_percentage"),
            ("grade", "health", "grade"))  # fmt: skip
 SECTIONS = (("summary", "Summary"), ("weights", "Weights"), ("embeddings", "Embeddings"), ("activations", "Activations"),
-            ("details", "Tensor details"))  # fmt: skip
+            ("sensitivity", "Sensitivity"), ("details", "Tensor details"))  # fmt: skip
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#222;background:#fafafa}
@@ -43,7 +43,7 @@ th{background:#eceff1;cursor:pointer;position:sticky;top:38px}td.name,th.name{te
 
 _SCRIPT = """
 (function(){
-  var table=document.getElementById('tensors'), body=table.tBodies[0];
+  var table=document.getElementById('tensors'), body=table&&table.tBodies[0];
   function key(td){var v=td.getAttribute('data-v');var x=parseFloat(v);return isNaN(x)?v:x}
   function sortBy(col,desc){
     var rows=Array.prototype.slice.call(body.rows);
@@ -52,12 +52,13 @@ _SCRIPT = """
     rows.forEach(function(r){body.appendChild(r)});
     table.setAttribute('data-sorted',table.tHead.rows[0].cells[col].getAttribute('data-col')+(desc?':desc':''));
   }
+  if(table){  // a page without the tensor table (activations or sensitivity alone) still counts its figures
   Array.prototype.forEach.call(table.tHead.rows[0].cells,function(th,i){
     th.addEventListener('click',function(){var d=th.getAttribute('data-desc')==='1';th.setAttribute('data-desc',d?'0':'1');sortBy(i,!d)})});
   document.getElementById('filter').addEventListener('input',function(e){var q=e.target.value.toLowerCase();
     Array.prototype.forEach.call(body.rows,function(r){r.style.display=r.cells[0].textContent.toLowerCase().indexOf(q)<0?'none':''})});
   var m=/sort=(-?)([^&]+)/.exec(location.hash);
-  if(m){var hs=table.tHead.rows[0].cells;for(var i=0;i<hs.length;i++){if(hs[i].getAttribute('data-col')===decodeURIComponent(m[2])){sortBy(i,m[1]==='-')}}}
+  if(m){var hs=table.tHead.rows[0].cells;for(var i=0;i<hs.length;i++){if(hs[i].getAttribute('data-col')===decodeURIComponent(m[2])){sortBy(i,m[1]==='-')}}}}
   function count(){var imgs=document.images,n=0;for(var i=0;i<imgs.length;i++){if(imgs[i].complete&&imgs[i].naturalWidth>0)n++}
     document.body.setAttribute('data-images-loaded',n+'/'+imgs.length);
     var fetched=(performance.getEntriesByType?performance.getEntriesByType('resource'):[]).map(function(r){return r.name});
@@ -195,6 +196,12 @@ def _activations_summary(results) -> str:
     return "".join(out)
 
 
+def _sensitivity_summary(results) -> str:
+    from streamscope.report.sensitivity_data import of, summary_lines
+
+    return "".join(f"<p>{_e(line)}</p>" for line in summary_lines(of(results)))
+
+
 def write_report(results, figures_dir: Path, rendered: list[Rendered], path: Path) -> Path:
     """Write the self-contained HTML report of ``results`` with the ``rendered`` figures inlined."""
     by_section: dict[str, list[Rendered]] = {}
@@ -202,7 +209,7 @@ def write_report(results, figures_dir: Path, rendered: list[Rendered], path: Pat
         by_section.setdefault(r.section, []).append(r)
     parts = []
     extra = {"summary": _summary(results) if results.tensors else "", "embeddings": _embeddings_table(results) + _clusters_table(results),
-             "activations": _activations_summary(results)}  # fmt: skip
+             "activations": _activations_summary(results), "sensitivity": _sensitivity_summary(results)}  # fmt: skip
     nav = []
     for key, title in SECTIONS:
         figs = by_section.get(key, [])
@@ -219,7 +226,8 @@ def write_report(results, figures_dir: Path, rendered: list[Rendered], path: Pat
     if results.tensors:
         parts.append(f'<section id="table"><h2>All tensors ({len(results.tensors)})</h2><p>Click a column header to sort.</p>{_tensor_table(results)}</section>')
     options = results.model.get("options") or (results.embeddings or {}).get("options") or {}
-    timing = results.model.get("timing") or (results.embeddings or {}).get("timing") or (results.activations or {}).get("run") or {}
+    timing = (results.model.get("timing") or (results.embeddings or {}).get("timing") or (results.activations or {}).get("run")
+              or (getattr(results, "sensitivity", None) or {}).get("run") or {})  # fmt: skip
     run = "".join(f"<tr><td class=name>{_e(k)}</td><td class=text>{_e(_fact(v))}</td></tr>" for k, v in {**options, **timing}.items()
                   if not isinstance(v, dict))  # fmt: skip
     parts.append(f'<section id="run"><h2>Run</h2><table>{run}</table></section>')

@@ -15,7 +15,7 @@ from typing import Callable
 from streamscope.report.figures import (
     activation_distribution, activation_heatmap, activation_magnitude, activation_outliers, alpha_histogram, condition_heatmap,
     embedding_clusters, embedding_norms, health_dashboard, layer_details, layer_trends, norm_layers, quantization_risk,
-    quantization_schemes, rank_efficiency,
+    quantization_schemes, rank_efficiency, sensitivity_divergence, sensitivity_plan, sensitivity_screening, sensitivity_smoothquant,
 )  # fmt: skip
 from streamscope.report.figures.style import plain_text, save
 
@@ -23,7 +23,7 @@ from streamscope.report.figures.style import plain_text, save
 @dataclass(frozen=True)
 class Figure:
     file: str  # the seed's file name where it has one
-    section: str  # summary, weights, embeddings, activations
+    section: str  # summary, weights, embeddings, activations, sensitivity
     title: str
     draw: Callable
 
@@ -48,6 +48,10 @@ FIGURES = [
     Figure("outlier_token.png", "activations", "Outlier tokens", activation_outliers.token),
     Figure("heatmap_3d.png", "activations", "3D heatmap of |x|", activation_heatmap.draw),
     Figure("distribution.png", "activations", "Activation distributions", activation_distribution.draw),
+    Figure("sensitivity_screening.png", "sensitivity", "Weight-only SQNR against measured output SQNR", sensitivity_screening.draw),
+    Figure("sensitivity_smoothquant.png", "sensitivity", "SmoothQuant: W8A8 SQNR per alpha", sensitivity_smoothquant.draw),
+    Figure("sensitivity_divergence.png", "sensitivity", "Quantized streams per decoder layer", sensitivity_divergence.draw),
+    Figure("sensitivity_plan.png", "sensitivity", "Mixed-precision plan", sensitivity_plan.draw),
 ]
 
 
