@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from streamscope.cli import DebugOpt, JsonOpt, RevisionOpt, _default_name, app, console
+from streamscope.cli import DebugOpt, JsonOpt, ReportOpt, RevisionOpt, _default_name, _report, app, console
 from streamscope.cli.errors import handles_errors
 from streamscope.errors import OptionError
 from streamscope.kernels.fakequant import SCHEMES
@@ -44,6 +44,7 @@ def sensitivity(
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="Compute dtype.", show_default="float32 on CPU")] = None,
     memory_budget: Annotated[Optional[str], typer.Option("--memory-budget", "-m", help="Memory for hidden states and kept inputs.", show_default="half the memory available")] = None,
     revision: RevisionOpt = None,
+    report: ReportOpt = False,
     as_json: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
     debug: DebugOpt = False,
@@ -72,3 +73,5 @@ def sensitivity(
         from streamscope.report.sensitivity_table import print_sensitivity
 
         print_sensitivity(record, out, console)
+    if report:
+        _report(out, quiet=quiet or as_json)
