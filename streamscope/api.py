@@ -252,7 +252,7 @@ def compare(
             workdir, partial = out.parent, f".{out.name}.partial"
         else:
             workdir, partial = Path(tempfile.mkdtemp(prefix="streamscope-compare-")), ".partial"
-        deltas, errors = pipeline.compare_weights(ia, ib, {n: pairs[n] for n in names}, options, rank=rank, workdir=workdir,
+        deltas, errors = ({}, []) if not names else pipeline.compare_weights(ia, ib, {n: pairs[n] for n in names}, options, rank=rank, workdir=workdir,
                                                   partial=partial, resume=resume, progress=progress)  # fmt: skip
         result["weights"] = deltas
         result["unchanged_tensors"] = sorted(n for n, d in deltas.items() if d["frobenius_norm_change"] == 0)

@@ -119,7 +119,10 @@ def weight_delta(pairs: Callable[..., Iterator[tuple[int, int, "torch.Tensor", "
             b_absmax = max(b_absmax, float(fb.abs().max()))
     out = {
         "relative_frobenius_change": math.sqrt(dd) / math.sqrt(aa) if aa else (0.0 if dd == 0 else math.inf),
-        "cosine_similarity": ab / math.sqrt(aa * bb) if aa and bb else float("nan"),
+        # rounding in the float64 sums can put a·b/(|a||b|) a hair above 1: clamped, and 1 - cos comes from the
+        # identity |b-a|² = (|a|-|b|)² + 2|a||b|(1-cos), which keeps its digits where cos rounds to 1
+        "cosine_similarity": min(1.0, max(-1.0, ab / math.sqrt(aa * bb))) if aa and bb else float("nan"),
+        "cosine_distance": max(0.0, (dd - (math.sqrt(aa) - math.sqrt(bb)) ** 2) / (2 * math.sqrt(aa * bb))) if aa and bb else float("nan"),
         "max_abs_change": max_abs,
         "frobenius_norm_change": math.sqrt(dd),
         "sqnr_db": 10 * (math.log10(aa) - math.log10(dd)) if aa > 0 and dd > 0 else (math.inf if dd == 0 else -math.inf),

@@ -361,6 +361,10 @@ def compare(
     result = run_compare(before, after, weights=weights, select=select, memory_budget=memory_budget, device=device, rank=rank,
                          out=out, resume=resume, progress=weights and not as_json)  # fmt: skip
     _emit(result, out, as_json, lambda: print_compare(result, console))
+    if weights and not result["weights"]:
+        which = f"matching --select {select!r} " if select else ""
+        raise StreamscopeError(f"{before} → {after}: no weight was compared: no tensor of before {which}has a partner of the same name and "
+                               "shape in after (another architecture?); the structure above is compared from the headers")  # fmt: skip
     if result.get("errors"):
         raise typer.Exit(1)
 
@@ -435,7 +439,7 @@ def _scan_batch(paths: list[str], out: Path | None, quiet: bool, report: bool, k
     import pandas as pd
 
     import streamscope
-    from streamscope.report.batch import print_batch, summary_row
+    from streamscope.report.batch import csv_rows, print_batch, summary_row
 
     out = out or Path("results")
     names = list(REGISTRY.resolve(kw.pop("raw_analyses")))
@@ -454,14 +458,19 @@ def _scan_batch(paths: list[str], out: Path | None, quiet: bool, report: bool, k
             failed.append(path)
             continue
         rows.append(summary_row(name, result))
+        if result.errors:  # its results are kept, but the batch did not succeed
+            err_console.print(f"[bold red]error:[/] {plain(path)}: {len(result.errors)} tensor error(s), first: {plain(result.errors[0])}",
+                              highlight=False, soft_wrap=True)  # fmt: skip
+            failed.append(path)
         if report:
             _report(result.out, quiet=quiet)
     if rows:
-        pd.DataFrame(rows).to_csv(out / "summary.csv", index=False)
+        pd.DataFrame(csv_rows(rows)).to_csv(out / "summary.csv", index=False)
         if not quiet:
             print_batch(rows, console)
             console.print(f"summary: [bold]{plain(out / 'summary.csv')}[/]")
     if failed:
+        err_console.print(f"[bold red]error:[/] {len(failed)} of {len(paths)} models failed: {plain(', '.join(failed))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
