@@ -375,12 +375,12 @@ def bench(
     *,
     device: DeviceOpt = "auto",
     size: Annotated[str, typer.Option("--size", help="Size of the synthetic checkpoint, e.g. 2GB.")] = "2GB",
-    layout: Annotated[str, typer.Option("--layout", help="llama-7b, qwen2.5-72b-embedding or small.")] = "llama-7b",
+    layout: Annotated[Optional[str], typer.Option("--layout", help="llama-7b, qwen2.5-72b-embedding or small.", show_default="llama-7b; small where --size holds no llama-7b layer (0.4 GB)")] = None,
     analyses: Annotated[str, typer.Option("--analyses", help="Analysis sets to time, ';'-separated, each comma-separated.")] = "basic,sparsity;quantization;spectral",
     memory_budget: BudgetOpt = "1GB",
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where the synthetic checkpoint is kept.")] = None,
     naive: Annotated[bool, typer.Option("--naive/--no-naive", help="Time the naive load_file approach too.")] = True,
-    repeat: Annotated[int, typer.Option("--repeat", min=1, help="Runs of each warm-cache method, in turns; the median counts.")] = 1,
+    repeat: Annotated[int, typer.Option("--repeat", min=1, help="Runs of each warm-cache method, in turns; the median counts (naive and cold: one run).")] = 3,
     as_json: JsonOpt = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the figures as JSON here.")] = None,
     debug: DebugOpt = False,
@@ -389,16 +389,17 @@ def bench(
 
     Example: [bold]streamscope bench --device cuda --size 4GB --analyses 'basic,sparsity;spectral'[/]
     """
-    from streamscope.bench import format_table, run_bench
+    from streamscope.bench import run_bench
+    from streamscope.report.terminal import print_bench
     from streamscope.synthetic import LAYOUTS
     from streamscope.units import parse_bytes
 
-    if layout not in LAYOUTS:
+    if layout is not None and layout not in LAYOUTS:
         raise OptionError(f"--layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
     sets = tuple(a.strip() for a in analyses.split(";") if a.strip())
     for s in sets:
         REGISTRY.resolve(s)  # unknown names fail before the checkpoint is built
-    echo = (lambda *a: None) if as_json else (lambda s: console.print(s, soft_wrap=True))
+    echo = (lambda *a: None) if as_json else (lambda s: console.print(s, soft_wrap=True, markup=False, highlight=False))
     fig = run_bench(device=device, size=parse_bytes(size, "--size"), layout=layout, analyses=sets, cache_dir=cache_dir,
                     budget=memory_budget, naive=naive, repeat=repeat, echo=echo)  # fmt: skip
     m = fig["machine"]
@@ -407,7 +408,7 @@ def bench(
         if fig["host_to_device_gbs"]:
             console.print(f"host -> device (pinned): {fig['host_to_device_gbs']:.1f} GB/s")
         console.print(f"cold cache: {fig['cold_cache']}")
-        console.print(format_table(fig), markup=False)
+        print_bench(fig, console)
     _emit(fig, out, as_json, lambda: None)
 
 

@@ -187,3 +187,16 @@ def _health_table(console: Console, health: dict) -> None:
     rows = [[n, plain(r["grade"]), plain("; ".join(r["reasons"]))] for n, r in zip(names, health["riskiest"])]
     title = f"Health: {counts}; {health['compressible_tensors']} tensors with stable-rank utilisation < 0.3"
     console.print(fitted_table(title, columns, rows, console.width))
+
+
+def print_bench(fig: dict, console: Console) -> None:
+    """``bench``'s figures, once: GB/s is the median of each row's runs (``runs`` says how many)."""
+    columns = [Column("method", "left"), Column("analyses", "left", wrap=True, readable=14), Column("cache", "left"), Column("runs", keep=3),
+               Column("GB/s\nmedian"), Column("vs raw", keep=5), Column("vs naive", keep=6), Column("peak RSS\nMiB", keep=4),
+               Column("72B\n(145 GB)", keep=2)]  # fmt: skip
+    rows = []
+    for r in fig["rows"]:
+        ext = f"{r['extrapolated_72b_seconds'] / 60:.1f} min" if r.get("extrapolated_72b_seconds") else "-"
+        rows.append([r["method"], plain(r["analyses"] or "-"), r["cache"], str(len(r.get("runs") or [1])), f"{r['gbs']:.2f}", f"{r['vs_raw']:.2f}x",
+                     f"{r['vs_naive']:.1f}x" if r.get("vs_naive") else "-", f"{r['peak_rss'] / 2**20:.0f}", ext])  # fmt: skip
+    console.print(fitted_table(f"{fig['checkpoint']['layout']}, {fig['checkpoint']['bytes'] / 1e9:.2f} GB on {fig['device']}", columns, rows, console.width))
