@@ -56,16 +56,16 @@ def _runs(rows: list[dict], key) -> list[tuple[list[dict], dict]]:
 
 def _layer_word(rows: list[dict], idx: str = "layer_idx") -> str:
     ids = [r[idx] for r in rows]
-    return f"Layer {ids[0]}" if len(ids) == 1 else f"Layers {_spans(ids)} ({len(ids)}, each)"
+    return f"Layer {ids[0]:2d}" if len(ids) == 1 else f"Layers {_spans(ids)} ({len(ids)}, each)"
 
 
 def _lm_head(p: dict) -> str:
     if p["tied_embeddings"]:
         return f"{p['lm_head_params']:,}  (tied to the embedding, not counted twice)"
     if p["lm_head_params"] == 0 and str(p.get("model_path", "")).endswith(".gguf") and p["embedding_params"]:
-        return "0  (tied: no output.weight stored, llama.cpp uses token_embd.weight as the output)"
+        return "0  (tied: no output.weight, llama.cpp reads token_embd)"
     if p["lm_head_params"] == 0:
-        return "0  (none stored: a model without an LM head, or tied to the embedding)"
+        return "0  (none stored: no LM head, or tied to the embedding)"
     return f"{p['lm_head_params']:,}"
 
 
@@ -117,7 +117,7 @@ def print_params(p: dict, console: Console, verbose: bool = False) -> None:
         console.print("-" * 60)
         _print_layers(p, console)
     if zero:
-        console.print(f"Emptied layers ({len(zero)}): {_spans(zero)}")
+        console.print(f"Emptied layers ({len(zero)}): {zero}")
 
 
 def structure_identical(c: dict) -> bool:
@@ -151,7 +151,7 @@ def _print_compare_layers(c: dict, console: Console) -> None:
         heads_after = f"{a['num_heads']['after']}Q:{a['num_kv_heads']['after']}KV"
         console.print(f"    attention: {change(a['before'], a['after'])}, heads {heads}" + ("" if heads == heads_after else f" → {heads_after}"))
         inter = m["intermediate_size"]
-        console.print(f"    MLP: {change(m['before'], m['after'])}, intermediate {inter['before']}"
+        console.print(f"    MLP: {change(m['before'], m['after'])}, intermediate: {inter['before']}"
                       + ("" if inter["before"] == inter["after"] else f" → {inter['after']}"))  # fmt: skip
 
 
@@ -175,7 +175,7 @@ def print_compare(c: dict, console: Console, verbose: bool = True) -> None:
     missing = {i for ids in c["missing_layers"].values() for i in ids}
     emptied = [i for i in c["emptied_layers"] if i not in missing]
     if emptied:
-        console.print(f"\nEmptied layers ({len(emptied)}): {_spans(emptied)}")
+        console.print(f"\nEmptied layers ({len(emptied)}): {emptied}")
     for side, ids in c["missing_layers"].items():
         if ids:
             console.print(f"Layers missing {side}: {_spans(ids)}")
@@ -199,15 +199,15 @@ def _print_weights(c: dict, console: Console) -> None:
         return
     changed = {n: w for n, w in weights.items() if w["frobenius_norm_change"] > 0}
     if not changed:
-        console.print(f"\nWeights: all {len(weights)} compared tensors are bit-identical.")
+        console.print(f"\nWeights: all {len(weights)} compared tensors are identical (bit for bit).")
         return
     worst = min(changed, key=lambda n: changed[n]["sqnr_db"])
     rows = sorted(changed.items(), key=lambda kv: -(kv[1]["relative_frobenius_change"] or 0))[:10]
     names = [n for n, _ in rows]
     full = max(map(len, names)) <= console.width - 58
     labels = names if full else table_labels(names)
-    console.print(f"\nWeights: {len(weights)} tensors compared, {len(weights) - len(changed)} identical, {len(changed)} changed; "
-                  f"worst SQNR {num(changed[worst]['sqnr_db'])} dB ({plain(worst if full else short_label(worst))})")  # fmt: skip
+    console.print(f"\nWeights: {len(weights)} tensors compared, {len(weights) - len(changed)} identical, {len(changed)} changed")
+    console.print(f"worst SQNR {num(changed[worst]['sqnr_db'])} dB ({plain(worst if full else short_label(worst))})")
     columns = [Column("tensor", "left", wrap=True, readable=40), Column("rel. change"), Column("SQNR dB", keep=5), Column("1 − cos", keep=3),
                Column("max |Δ|", keep=4), Column("Δ stable\nrank", keep=2)]  # fmt: skip
     cells = [[plain(label), num(w["relative_frobenius_change"]), num(w["sqnr_db"]), num(_cos_distance(w)), num(w["max_abs_change"]),
