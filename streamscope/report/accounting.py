@@ -65,7 +65,7 @@ def _lm_head(p: dict) -> str:
     if p["lm_head_params"] == 0 and str(p.get("model_path", "")).endswith(".gguf") and p["embedding_params"]:
         return "0  (tied: no output.weight, llama.cpp reads token_embd)"
     if p["lm_head_params"] == 0:
-        return "0  (none stored: no LM head, or tied to the embedding)"
+        return "0  (no LM head stored)"
     return f"{p['lm_head_params']:,}"
 
 
