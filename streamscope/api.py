@@ -237,14 +237,14 @@ def compare(
     open_index = (lambda p: _local_index(p, progress=progress)) if weights else _header_index  # noqa: E731
     (ia, origin_a), (ib, origin_b) = open_index(a), open_index(b)
     result = compare_structure(count_params(ia), count_params(ib))
-    result["tensors"] = tensor_changes(ia, ib)
+    pairs = _pairs(ia, ib)  # a GGUF's llama.cpp names matched to the other side's
+    result["tensors"] = tensor_changes(ia, ib, {n: t for n, (t, _) in pairs.items()})
     result["provenance"] = {"before": origin_a, "after": origin_b}
     if weights:
         from streamscope.engine import pipeline
         from streamscope.engine.options import ScanOptions, resolve_device
 
         options = ScanOptions.build((), memory_budget=memory_budget, device=device)
-        pairs = _pairs(ia, ib)
         names = [n for n, t in ia.tensors.items() if n in pairs and pairs[n][0].shape == t.shape and not is_buffer(t)
                  and (pattern is None or pattern.search(n))]  # fmt: skip
         if out is not None:

@@ -284,3 +284,19 @@ def test_analysis_names_in_errors_are_those_of_the_help(llama_dir):
     assert names == ["basic", "sparsity", "quant", "spectral"]
     for n in names:
         assert re.search(rf"\b{n}\b( \(default\))?:", _flat(help_text)), n
+
+
+def test_compare_with_its_gguf_matches_names(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    from tests.conftest import build_causal_lm
+    from tests.test_formats import to_gguf
+
+    src = build_causal_lm(tmp_path / "hf", "llama", dtype=torch.float32, intermediate_size=192)  # rows of whole Q8_0 blocks
+    to_gguf(src, tmp_path / "q8.gguf", gguf.GGMLQuantizationType.Q8_0)
+    result = runner.invoke(app, ["compare", str(src), str(tmp_path / "q8.gguf")])
+    assert result.exit_code == 0, result.output
+    from streamscope.io.checkpoint import CheckpointIndex
+
+    matrices = sum(1 for t in CheckpointIndex.from_path(src).tensors.values() if len(t.shape) == 2)  # to_gguf quantizes these
+    assert "only in" not in result.output  # llama.cpp's names are matched to the Hugging Face ones
+    assert "structure identical: 3 layers" in result.output and f"tensors with a new dtype: {matrices} (F32 → Q8_0: {matrices})" in result.output

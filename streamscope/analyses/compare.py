@@ -75,14 +75,21 @@ def _zero_layer(i: int) -> dict:
             "mlp": {"total": 0, "intermediate_size": 0, **{p: 0 for p in MLP}}}  # fmt: skip
 
 
-def tensor_changes(a: CheckpointIndex, b: CheckpointIndex) -> dict:
-    """Tensors only on one side, and tensors whose shape or dtype changed."""
-    only_a = [n for n in a.tensors if n not in b.tensors]
-    only_b = [n for n in b.tensors if n not in a.tensors]
+def tensor_changes(a: CheckpointIndex, b: CheckpointIndex, partners: dict | None = None) -> dict:
+    """Tensors only on one side, and tensors whose shape or dtype changed.
+
+    ``partners``: ``{name in a: TensorInfo of b}`` where b names them otherwise (a GGUF of a Hugging Face
+    checkpoint); by default the same names.
+    """
+    if partners is None:
+        partners = {n: b.tensors[n] for n in a.tensors if n in b.tensors}
+    matched = {id(t) for t in partners.values()}
+    only_a = [n for n in a.tensors if n not in partners]
+    only_b = [n for n, t in b.tensors.items() if id(t) not in matched]
     changed = [
-        {"name": n, "before": {"shape": list(t.shape), "dtype": t.dtype}, "after": {"shape": list(b.tensors[n].shape), "dtype": b.tensors[n].dtype}}
+        {"name": n, "before": {"shape": list(t.shape), "dtype": t.dtype}, "after": {"shape": list(partners[n].shape), "dtype": partners[n].dtype}}
         for n, t in a.tensors.items()
-        if n in b.tensors and (t.shape != b.tensors[n].shape or t.dtype != b.tensors[n].dtype)
+        if n in partners and (t.shape != partners[n].shape or t.dtype != partners[n].dtype)
     ]
     return {"only_before": only_a, "only_after": only_b, "changed": changed}
 

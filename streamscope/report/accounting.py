@@ -121,10 +121,11 @@ def print_params(p: dict, console: Console, verbose: bool = False) -> None:
 
 
 def structure_identical(c: dict) -> bool:
-    """Same parameters in every layer, part and tensor shape; no tensor only on one side."""
+    """Same parameters in every layer, part and tensor shape (a dtype may differ); no tensor only on one side."""
     t = c.get("tensors") or {}
     same = lambda v: v["before"] == v["after"]  # noqa: E731
-    return (same(c["total_params"]) and same(c["num_layers"]) and not any(t.get(k) for k in ("only_before", "only_after", "changed"))
+    reshaped = any(x["before"]["shape"] != x["after"]["shape"] for x in t.get("changed", []))
+    return (same(c["total_params"]) and same(c["num_layers"]) and not any(t.get(k) for k in ("only_before", "only_after")) and not reshaped
             and all(_unchanged(l) for l in c["layers"]))  # fmt: skip
 
 
@@ -164,6 +165,7 @@ def print_compare(c: dict, console: Console, verbose: bool = True) -> None:
     total = c["total_params"]
     if structure_identical(c):
         console.print(f"structure identical: {c['num_layers']['before']} layers, {count(total['before'])} parameters ({total['before']:,})")
+        _print_tensor_sets(c, console)
     else:
         layers = c["num_layers"]
         console.print(f"parameters:       {change(total['before'], total['after'])}")
@@ -186,11 +188,19 @@ def print_compare(c: dict, console: Console, verbose: bool = True) -> None:
 
 def _print_tensor_sets(c: dict, console: Console) -> None:
     t = c.get("tensors") or {}
-    for key, what in (("only_before", "only in before"), ("only_after", "only in after"), ("changed", "shape or dtype changed")):
-        names = [n if isinstance(n, str) else n["name"] for n in t.get(key, [])]
+    changed = t.get("changed", [])
+    reshaped = [x["name"] for x in changed if x["before"]["shape"] != x["after"]["shape"]]
+    for names, what in ((t.get("only_before", []), "only in before"), (t.get("only_after", []), "only in after"), (reshaped, "with a new shape")):
         if names:
             shown = ", ".join(plain(n) for n in names[:3]) + (f", … ({len(names) - 3} more)" if len(names) > 3 else "")
             console.print(f"tensors {what}: {len(names)}: {shown}")
+    recast: dict[str, int] = {}
+    for x in changed:
+        if x["before"]["shape"] == x["after"]["shape"]:
+            key = f"{x['before']['dtype']} → {x['after']['dtype']}"
+            recast[key] = recast.get(key, 0) + 1
+    if recast:
+        console.print(f"tensors with a new dtype: {sum(recast.values())} ({', '.join(f'{k}: {n}' for k, n in recast.items())})")
 
 
 def _print_weights(c: dict, console: Console) -> None:
