@@ -120,8 +120,9 @@ def print_scan_summary(table: pd.DataFrame, model: dict, console: Console, top: 
     ck = model["checkpoint"]
     timing = model.get("timing", {})
     secs = timing.get("seconds") or 0
+    console.print(f"[bold]{plain(model['model_path'])}[/]:")  # on a line of its own: folded only where longer than the width
     console.print(
-        f"[bold]{plain(model['model_path'])}[/]: {ck['num_scanned']}/{ck['num_tensors']} tensors, "
+        f"{ck['num_scanned']}/{ck['num_tensors']} tensors, "
         f"{ck['total_params']:,} parameters, {ck['total_bytes'] / 1e9:.2f} GB in {len(ck['shards'])} shard(s); "
         f"scanned in {secs:.1f} s ({rate(timing.get('bytes_scanned', 0), secs)})"
         + (f", {timing['tensors_reused']} reused from an earlier run" if timing.get("tensors_reused") else "")
@@ -138,9 +139,9 @@ def print_scan_summary(table: pd.DataFrame, model: dict, console: Console, top: 
     if health.get("graded_tensors"):
         _health_table(console, health)
     for s in model.get("skipped", []):
-        console.print(f"[yellow]skipped:[/] {plain(s['name'])}: {plain(s['reason'])}", soft_wrap=True)
+        console.print(f"[yellow]skipped:[/] {plain(s['name'])}: {plain(s['reason'])}")
     for error in model.get("errors", []):
-        console.print(f"[red]error:[/] {plain(error)}", soft_wrap=True)
+        console.print(f"[red]error:[/] {plain(error)}")
 
 
 def _name_cells(names: list[str], console: Console, others: int) -> list[str]:
