@@ -102,9 +102,9 @@ def print_params(p: dict, console: Console, verbose: bool = False) -> None:
     for tower, t in p.get("towers", {}).items():
         console.print(f"{tower.title()} tower:         {t['total']:,} parameters in {t['num_layers']} blocks")
     other = p["other_params"]
-    console.print(f"Norms outside layers: {other['norms']:,}  (e.g. the final norm)")
+    console.print(f"Norms outside layers: {other['norms']:,}  (the final or embedding norm, outside the layers)")
     if other["other"]:
-        console.print(f"Other tensors:        {other['other']:,}  (outside the layers; not embedding, LM head or norm)")
+        console.print(f"Other tensors:        {other['other']:,}  (the rest outside the layers, e.g. a pooler)")
     dtypes = ", ".join(f"{d}: {v['params']:,} ({v['bytes'] / 1e9:.3f} GB)" for d, v in p["by_dtype"].items())
     console.print(f"By dtype:             {dtypes}")
     console.print(f"On disk:              {p['bytes_on_disk'] / 1e9:.3f} GB")
