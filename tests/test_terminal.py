@@ -271,8 +271,8 @@ def test_help_shows_defaults_groups_and_readable_metavars():
         assert f"─ {panel} " in text
     flat = _flat(text)
     assert "[default: (results/NAME" in flat and "[default: (2)]" in flat and "[default: (auto when spectral runs" in flat
-    for command in ("scan", "params", "compare", "bench", "embeddings", "report", "download", "activations"):
-        text = _help(command)
+    for command in ((), ("scan",), ("params",), ("compare",), ("bench",), ("embeddings",), ("report",), ("download",), ("activations",)):
+        text = _help(*command)
         assert not re.search(r"<(bool|str|list\[str\]|int|path)>", text), command
 
 

@@ -34,16 +34,27 @@ class _Commands(typer.core.TyperGroup):
 
     def get_command(self, ctx, name):
         command = super().get_command(ctx, name)
-        if command is None:
-            return None
-        for param in [*command.params, command.get_help_option(ctx)]:
+        if command is not None:
+            command.get_params = _readable(command.get_params)
+        return command
+
+    def get_params(self, ctx):
+        return _readable(super().get_params)(ctx)
+
+
+def _readable(get_params):
+    def params(ctx):
+        out = get_params(ctx)
+        for param in out:
             if isinstance(param, typer.core.TyperArgument):
                 param.display_type_rich = lambda ctx: None
-            elif param is not None and param.metavar is None:
+            elif param.metavar is None:
                 annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
                 element = (getattr(annotation, "__args__", None) or (annotation,))[0]
                 param.metavar = "" if param.is_flag else _METAVARS.get(element, "VALUE")
-        return command
+        return out
+
+    return params
 
 
 app = typer.Typer(
