@@ -238,14 +238,14 @@ def compare(
     open_index = (lambda p: _local_index(p, progress=progress)) if weights else _header_index  # noqa: E731
     (ia, origin_a), (ib, origin_b) = open_index(before), open_index(after)
     result = compare_structure(count_params(ia), count_params(ib))
-    result["tensors"] = tensor_changes(ia, ib)
+    pairs = _pairs(ia, ib)  # a GGUF's llama.cpp names matched to the other side's
+    result["tensors"] = tensor_changes(ia, ib, {n: t for n, (t, _) in pairs.items()})
     result["provenance"] = {"before": origin_a, "after": origin_b}
     if weights:
         from streamscope.engine import pipeline
         from streamscope.engine.options import ScanOptions, resolve_device
 
         options = ScanOptions.build((), memory_budget=memory_budget, device=device)
-        pairs = _pairs(ia, ib)
         names = [n for n, t in ia.tensors.items() if n in pairs and pairs[n][0].shape == t.shape and not is_buffer(t)
                  and (pattern is None or pattern.search(n))]  # fmt: skip
         if out is not None:
@@ -253,7 +253,7 @@ def compare(
             workdir, partial = out.parent, f".{out.name}.partial"
         else:
             workdir, partial = Path(tempfile.mkdtemp(prefix="streamscope-compare-")), ".partial"
-        deltas, errors = pipeline.compare_weights(ia, ib, {n: pairs[n] for n in names}, options, rank=rank, workdir=workdir,
+        deltas, errors = ({}, []) if not names else pipeline.compare_weights(ia, ib, {n: pairs[n] for n in names}, options, rank=rank, workdir=workdir,
                                                   partial=partial, resume=resume, progress=progress)  # fmt: skip
         result["weights"] = deltas
         result["unchanged_tensors"] = sorted(n for n, d in deltas.items() if d["frobenius_norm_change"] == 0)

@@ -13,6 +13,7 @@ Methods:
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import platform
@@ -123,10 +124,40 @@ def drop_cache(path: str | Path) -> str | None:
     return "posix_fadvise(POSIX_FADV_DONTNEED) on every shard"
 
 
+def layout_bytes(layout: str, dtype: str = "BF16") -> tuple[int, int]:
+    """``(bytes outside the layers, bytes per layer)`` of a synthetic layout, as ``synthetic.write_sized`` lays it out."""
+    from streamscope.io.tensor import DTYPES
+    from streamscope.synthetic import LAYOUTS
+
+    per = {True: 0, False: 0}
+    for name, shape in LAYOUTS[layout]:
+        per[".layers.0." in name] += math.prod(shape) * DTYPES[dtype][0]
+    return per[False], per[True]
+
+
+def pick_layout(size: int, layout: str | None) -> str:
+    """``layout``, or without one the largest-layer layout that ``size`` holds (llama-7b, else small).
+
+    Raises:
+        OptionError: ``size`` is below one layer of the layout given, which would otherwise be built anyway.
+    """
+    from streamscope.errors import OptionError
+    from streamscope.units import format_bytes
+
+    if layout is None:
+        fixed, per_layer = layout_bytes("llama-7b")
+        return "llama-7b" if size >= fixed + per_layer else "small"
+    fixed, per_layer = layout_bytes(layout)
+    if per_layer and size < fixed + per_layer:
+        raise OptionError(f"--size {format_bytes(size)} is below the smallest {layout} checkpoint (one layer{' and what lies outside the layers' if fixed else ''}: "
+                          f"{format_bytes(fixed + per_layer)}): give a larger --size, or --layout small")  # fmt: skip
+    return layout
+
+
 def run_bench(
     device: str = "cpu",
     size: int = 2 << 30,
-    layout: str = "llama-7b",
+    layout: str | None = None,
     analyses: tuple[str, ...] = ("basic,sparsity", "quantization", "spectral"),
     cache_dir: str | Path | None = None,
     budget: str = "1GB",
@@ -137,6 +168,7 @@ def run_bench(
 ) -> dict:
     """Build (or reuse) a synthetic checkpoint and measure raw, naive and streamscope on it, in child processes.
 
+    ``layout``: None picks llama-7b, or the small layout where ``size`` holds no llama-7b layer (see ``pick_layout``).
     ``repeat``: warm-cache methods run this many times, in turns (raw, each analysis set, raw, ...), and the
     median counts: on a shared machine one run of each can land on a busy second. The naive load runs once.
 
@@ -148,8 +180,12 @@ def run_bench(
     from streamscope.synthetic import write_sized
 
     dev = str(resolve_device(device))
+    layout = pick_layout(size, layout)
     cache_dir = Path(cache_dir or Path(tempfile.gettempdir()) / "streamscope-bench")
-    path = write_sized(cache_dir / f"{layout}-{size}", layout, size)
+    where = cache_dir / f"{layout}-{size}"
+    if not (where / "model.safetensors.index.json").exists():
+        echo(f"building a synthetic {layout} checkpoint of about {size / 1e9:.2f} GB in {where} (kept for the next run)")
+    path = write_sized(where, layout, size)
     total = CheckpointIndex.from_path(path).total_bytes
     warm(path)
 
@@ -159,7 +195,17 @@ def run_bench(
         return {"method": method, "analyses": label, "cache": cache, "seconds": seconds, "gbs": total / seconds / 1e9, "peak_rss": peak,
                 "runs": runs, "seconds_per_gb": per_gb, "extrapolated_72b_seconds": per_gb * SIZE_72B_GB}  # fmt: skip
 
-    echo(f"checkpoint: {layout}, {total / 1e9:.2f} GB bf16 in {path}; device {dev}; {repeat} run(s) each, median")
+    runs = "one run each" if repeat <= 1 else f"{repeat} runs of each warm method in turns, the median counts"
+    echo(f"checkpoint: {layout}, {total / 1e9:.2f} GB bf16 in {path}; device {dev}; {runs}")
+    steps = (len(analyses) + 1) * max(1, repeat) + bool(naive) + (2 if cold and hasattr(os, "posix_fadvise") else 0)
+    done = 0
+
+    def child(method: str, label: str, cache: str, **kwargs) -> dict:
+        nonlocal done
+        done += 1
+        echo(f"  [{done}/{steps}] {method}{' ' + label if label else ''} ({cache} cache)")
+        return run_child(method, path, **kwargs)
+
     # the naive load runs once, after the turns: it takes 40x as long and churns gigabytes of fresh memory, which
     # slowed the scans run after it by up to 2x here
     warm_jobs = [("raw", "", {})] + [("scan", a, {"analyses": a, "budget": budget, "device": dev}) for a in analyses]
@@ -167,25 +213,21 @@ def run_bench(
     peaks: dict[int, int] = {i: 0 for i in range(len(warm_jobs))}
     for _ in range(max(1, repeat)):  # in turns, so that a busy spell spreads over all methods
         for i, (method, label, kwargs) in enumerate(warm_jobs):
-            r = run_child(method, path, **kwargs)
+            r = child(method, label, "warm", **kwargs)
             timings[i].append(r["seconds"])
             peaks[i] = max(peaks[i], r["peak_rss"])
     rows = [row(method, "warm", label, timings[i], peaks[i]) for i, (method, label, _) in enumerate(warm_jobs)]
     if naive:
-        r = run_child("naive", path)
+        r = child("naive", "", "warm")
         rows.insert(1, row("naive", "warm", "", [r["seconds"]], r["peak_rss"]))
-    for r in rows:
-        echo(f"  {r['method']:6s} {r['analyses']:28s} warm  {r['seconds']:8.2f} s {r['gbs']:7.2f} GB/s  peak RSS {r['peak_rss'] / 2**20:6.0f} MiB"
-             f"  72B: {r['extrapolated_72b_seconds'] / 60:5.1f} min")  # fmt: skip
     raw = rows[0]
     base = rows[1] if naive else None
     cold_how = drop_cache(path) if cold else None
     if cold_how:
         for method, label, kwargs in (("raw", "", {}), ("scan", analyses[0], {"analyses": analyses[0], "budget": budget, "device": dev})):
             drop_cache(path)
-            r = run_child(method, path, **kwargs)
+            r = child(method, label, "cold", **kwargs)
             rows.append(row(method, "cold", label, [r["seconds"]], r["peak_rss"]))
-            echo(f"  {method:6s} {label:28s} cold  {rows[-1]['seconds']:8.2f} s {rows[-1]['gbs']:7.2f} GB/s")
     for row in rows:
         ref_raw = raw["seconds"] if row["cache"] == "warm" else next(r["seconds"] for r in rows if r["method"] == "raw" and r["cache"] == "cold")
         row["vs_raw"] = ref_raw / row["seconds"]
@@ -200,13 +242,14 @@ def run_bench(
 
 
 def format_table(fig: dict) -> str:
-    """A markdown table of ``run_bench`` figures."""
-    lines = ["| method | analyses | cache | GB/s | vs raw | vs naive | peak RSS (MiB) | 72B (145 GB) |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    """A markdown table of ``run_bench`` figures; GB/s is the median of the row's runs (``runs``: how many)."""
+    lines = ["| method | analyses | cache | runs | GB/s (median) | vs raw | vs naive | peak RSS (MiB) | 72B (145 GB) |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for r in fig["rows"]:
         vs_naive = f"{r['vs_naive']:.1f}x" if r.get("vs_naive") else "-"
         ext = f"{r['extrapolated_72b_seconds'] / 60:.1f} min" if r.get("extrapolated_72b_seconds") else "-"
-        lines.append(f"| {r['method']} | {r['analyses'] or '-'} | {r['cache']} | {r['gbs']:.2f} | {r['vs_raw']:.2f}x | {vs_naive} | {r['peak_rss'] / 2**20:.0f} | {ext} |")
+        lines.append(f"| {r['method']} | {r['analyses'] or '-'} | {r['cache']} | {len(r.get('runs') or [1])} | {r['gbs']:.2f} | {r['vs_raw']:.2f}x | "
+                     f"{vs_naive} | {r['peak_rss'] / 2**20:.0f} | {ext} |")  # fmt: skip
     return "\n".join(lines)
 
 

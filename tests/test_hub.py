@@ -106,3 +106,41 @@ def test_download_command(tmp_path, llama_dir):
     """, tmp_path, llama_dir)
     assert out["code"] == 0, out["output"]
     assert out["files"] == ["config.json", "generation_config.json", "model.safetensors.index.json"]
+
+
+def test_mistyped_local_path_is_reported_as_a_path(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from streamscope.cli import app
+
+    (tmp_path / "models" / "smollm2-135m").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    for command in (["scan", "models/smollm2-135mm"], ["params", "models/smollm2-135mm"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 1
+        text = " ".join(result.output.split())
+        assert "models/smollm2-135mm: no such file or directory" in text and "did you mean models/smollm2-135m?" in text
+        assert "hub at" not in text and "hf://models/smollm2-135mm" in text  # the repo, if that was meant
+
+
+def test_offline_errors_are_whole_sentences(tmp_path):
+    """With HF_HUB_OFFLINE=1 set: no advice to set it, no sentence cut off, no hint about checkpoint file formats."""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "COLUMNS": "400",
+           "PYTHONPATH": str(TESTS.parent), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}  # fmt: skip
+    for command in ("scan", "params"):
+        proc = subprocess.run([sys.executable, "-m", "streamscope", command, "org/not-cached"], capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=120)  # fmt: skip
+        assert proc.returncode == 1
+        err = proc.stderr
+        assert "HF_HUB_OFFLINE is set" in err and "HF_HUB_OFFLINE=1" not in err, err
+        assert err.count("(") == err.count(")") and ".safetensors" not in err, err
+
+
+def test_first_sentence_never_cuts_a_word():
+    from streamscope.io.hub import first_sentence
+
+    text = ("Cannot find an appropriate cached snapshot folder for the specified revision on the local disk and outgoing "
+            "traffic has been disabled. To enable repo look-ups and downloads online, pass 'local_files_only=False'.")  # fmt: skip
+    assert first_sentence(text, 200) == text.split(". ")[0] + "."
+    short = first_sentence(text, 40)
+    assert short.endswith(" …") and text.startswith(short[:-2]) and text[len(short) - 2] == " "

@@ -432,5 +432,4 @@ def test_narrow_tables_keep_the_end_of_names(llama_dir, tmp_path):
     print_scan_summary(r.table, r.model, console)
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= 80
-    assert "…layers.0.mlp.down_proj.weight" in text or "…ayers.0.mlp.down_proj.weight" in text
-    assert "model.…" not in text
+    assert "L0.mlp.down_proj" in text and "…" not in text  # the figures' short names, never a cut one

