@@ -290,3 +290,19 @@ def test_a_killed_run_resumes_to_the_same_results(tmp_path_factory, tmp_path):
     assert load(tmp_path / "killed") == load(tmp_path / "whole")
     assert (tmp_path / "killed" / "recipe.yaml").read_text() == (tmp_path / "whole" / "recipe.yaml").read_text()
     assert not (tmp_path / "killed" / ".sensitivity-resume").exists()
+
+
+def test_fake_quantizers_are_the_scans_and_llama_cpps():
+    import gguf
+
+    from streamscope.kernels import fakequant, quant
+
+    assert fakequant.SCAN == quant.SCHEMES
+    w = torch.randn(48, 320, generator=torch.Generator().manual_seed(0))
+    for scheme in fakequant.SCAN:
+        torch.testing.assert_close(fakequant.fake_quantize(w, scheme), quant.fake_quantize(w, scheme), rtol=0, atol=0)
+    for scheme, kind in fakequant.GGML.items():
+        t = getattr(gguf.GGMLQuantizationType, kind)
+        ref = gguf.quants.dequantize(gguf.quants.quantize(w.numpy(), t), t)
+        np.testing.assert_array_equal(fakequant.fake_quantize(w, scheme).numpy(), ref)
+        assert fakequant.applicable(scheme, (4, 100)) is not None

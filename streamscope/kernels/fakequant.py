@@ -8,15 +8,21 @@ does. ``bits_per_weight`` counts the stored scales too.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
-from streamscope.kernels import quant
+if TYPE_CHECKING:
+    import torch
 
+#: The scan's schemes (``kernels.quant.SCHEMES``, kept equal by a test; spelled out so the command line
+#: can name them without importing torch).
+SCAN = ("int8", "int8_channel", "int4_g128", "int4_g128_asym", "fp8_e4m3")
 #: llama.cpp block formats, each with the GGML type name ``llama-quantize`` takes.
 GGML = {"q8_0": "Q8_0", "q4_0": "Q4_0", "mxfp4": "MXFP4"}
-SCHEMES = quant.SCHEMES + tuple(GGML)
+SCHEMES = SCAN + tuple(GGML)
 BLOCK = 32  # the GGML formats' block length along a row
+GROUP = 128  # ``kernels.quant.GROUP``
 
 
 def bits_per_weight(scheme: str, cols: int) -> float:
@@ -25,7 +31,7 @@ def bits_per_weight(scheme: str, cols: int) -> float:
         return 8.0
     if scheme == "int8_channel":
         return 8.0 + 16.0 / cols
-    groups = -(-cols // quant.GROUP)
+    groups = -(-cols // GROUP)
     if scheme == "int4_g128":
         return 4.0 + 16.0 * groups / cols
     if scheme == "int4_g128_asym":
@@ -40,8 +46,11 @@ def applicable(scheme: str, shape: tuple[int, ...]) -> str | None:
     return None
 
 
-def fake_quantize(w: torch.Tensor, scheme: str) -> torch.Tensor:
+def fake_quantize(w: "torch.Tensor", scheme: str) -> "torch.Tensor":
     """The float32 values ``w`` (rows, cols) takes after quantizing with ``scheme`` and dequantizing."""
+    import torch
+
+    from streamscope.kernels import quant
     if scheme not in SCHEMES:
         raise ValueError(f"unknown quantization scheme {scheme!r}; known: {', '.join(SCHEMES)}")
     w = w.detach().to(torch.float32)
