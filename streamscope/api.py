@@ -210,6 +210,7 @@ def compare(
     out: str | os.PathLike | None = None,
     resume: bool = True,
     progress: bool = False,
+    importance: str | os.PathLike | None = None,
 ) -> dict:
     """Compare two checkpoints, ``before`` and ``after`` a change: pruning, fine-tuning, quantization.
 
@@ -223,6 +224,9 @@ def compare(
         memory_budget: bound on working memory for the weight comparison (both sides together).
         out: where the JSON report will be written; finished tensors are kept beside it
             (``.NAME.partial/``) so that an interrupted comparison resumes.
+        importance: the output directory (or ``activations.json``) of ``streamscope activations`` on ``before``:
+            the decoder layers ``after`` lacks (matched by their weights) are set against the layer importance
+            it measured, under ``pruning`` (``analyses.pruning.view``).
 
     Returns:
         ``schema_version``, ``total_params / layer_params {before, after, reduced, reduction_ratio}``, ``layers``
@@ -241,6 +245,8 @@ def compare(
     pairs = _pairs(ia, ib)  # a GGUF's llama.cpp names matched to the other side's
     result["tensors"] = tensor_changes(ia, ib, {n: t for n, (t, _) in pairs.items()})
     result["provenance"] = {"before": origin_a, "after": origin_b}
+    if importance is not None:
+        result["pruning"] = _pruning(before, after, importance, progress)
     if weights:
         from streamscope.engine import pipeline
         from streamscope.engine.options import ScanOptions, resolve_device
@@ -261,6 +267,29 @@ def compare(
         result["options"] = {"memory_budget": options.memory.total, "device": str(resolve_device(device)), "rank": rank}
         mark_emptied(result, deltas, ia.names)
     return result
+
+
+def _pruning(before, after, importance, progress: bool) -> dict:
+    """The removed layers against the importance a profile of ``before`` measured."""
+    import json
+
+    from streamscope.analyses import pruning
+    from streamscope.errors import CheckpointError
+
+    path = Path(importance)
+    path = path / "activations.json" if path.is_dir() else path
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except OSError:
+        raise CheckpointError(f"{path}: no activations.json here; run `streamscope activations BEFORE --out DIR` and give that DIR") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e.msg})") from None
+    imp = record.get("importance") if isinstance(record, dict) else None
+    if not isinstance(imp, dict) or not isinstance(imp.get("block_influence"), list):
+        raise CheckpointError(f"{path}: holds no layer importance (profile before with the importance probe on)")
+    (ia, _), (ib, _) = _local_index(before, progress=progress), _local_index(after, progress=progress)
+    removed, origin = pruning.removed_layers(ia, ib)
+    return {**pruning.view(removed, imp, len(imp["block_influence"])), "origin": origin}
 
 
 def _pairs(a: CheckpointIndex, b: CheckpointIndex) -> dict:

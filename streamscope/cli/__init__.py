@@ -400,6 +400,7 @@ def compare(
     resume: ResumeOpt = True,
     as_json: JsonOpt = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the JSON report here.")] = None,
+    importance: Annotated[Optional[Path], typer.Option("--importance", metavar="DIR", help="The activations output of BEFORE: set the layers a pruning removed against the layer importance it measured.")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Compare two checkpoints: parameters per layer, heads, intermediate sizes, emptied layers, weight changes.
@@ -407,17 +408,25 @@ def compare(
     Example: [bold]streamscope compare Llama-2-7b-hf/ pruned/ --weights --out comparison.json[/]
     """
     from streamscope.api import compare as run_compare
-    from streamscope.report.accounting import print_compare
 
     result = run_compare(before, after, weights=weights, select=select, memory_budget=memory_budget, device=device, rank=rank,
-                         out=out, resume=resume, progress=weights and not as_json)  # fmt: skip
-    _emit(result, out, as_json, lambda: print_compare(result, console))
+                         out=out, resume=resume, progress=weights and not as_json, importance=importance)  # fmt: skip
+    _emit(result, out, as_json, lambda: _print_compare(result))
     if weights and not result["weights"]:
         which = f"matching --select {select!r} " if select else ""
         raise StreamscopeError(f"{before} → {after}: no weight was compared: no tensor of before {which}has a partner of the same name and "
                                "shape in after (another architecture?); the structure above is compared from the headers")  # fmt: skip
     if result.get("errors"):
         raise typer.Exit(1)
+
+
+def _print_compare(result: dict) -> None:
+    from streamscope.report.accounting import print_compare
+    from streamscope.report.pruning_table import print_pruning
+
+    print_compare(result, console)
+    if "pruning" in result:
+        print_pruning(result["pruning"], console)
 
 
 @app.command()
