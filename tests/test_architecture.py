@@ -196,7 +196,7 @@ def test_format_seam_names_what_a_file_is(tmp_path):
 
 # -- the import direction -------------------------------------------------------------------------------------------
 # Rooms from left to right; a module imports only from rooms of a lower rank or from its own room.
-# The top-level modules: errors, units, schema and text import nothing of the package (the base every room may
+# The top-level modules: errors, units, schema, text and environment import nothing of the package (the base every room may
 # use); results is the store the engine and the activation engine write and the report reads, so it sits between
 # analyses and those engines; synthetic (checkpoint fixtures for tests and benchmarks) and bench sit with api and
 # cli: library code never builds test checkpoints or runs benchmarks. activation is beside engine: neither
@@ -204,6 +204,7 @@ def test_format_seam_names_what_a_file_is(tmp_path):
 PACKAGE = Path(streamscope.__file__).parent
 ROOMS = {
     "streamscope.errors": "base", "streamscope.units": "base", "streamscope.schema": "base", "streamscope.text": "base",
+    "streamscope.environment": "base",
     "streamscope.io": "io",
     "streamscope.kernels": "kernels",
     "streamscope.analyses": "analyses",
@@ -320,3 +321,41 @@ def test_the_import_reader_sees_what_it_must(tmp_path):
     assert found == {"streamscope.report.labels", "streamscope.engine.pipeline"}
     assert _room("streamscope.report.labels") == "report" and _room("streamscope.io.hub") == "io"
     assert _target_module("streamscope.results._atomic") == "streamscope.results"
+
+
+TUNED = ("OMP_WAIT_POLICY", "THP_MEM_ALLOC_ENABLE", "MKL_DISABLE_FAST_MM")
+
+
+def _bare_env() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in TUNED}
+
+
+def test_import_leaves_the_environment_alone():
+    """A library does not change its host's environment: not on import, not when the API or the CLI module loads."""
+    code = textwrap.dedent("""
+        import os
+        before = dict(os.environ)
+        import streamscope, streamscope.api, streamscope.cli, streamscope.engine.pipeline, torch
+        streamscope.open  # the lazy API
+        print(before == dict(os.environ))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_bare_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "True"
+
+
+def test_the_command_line_sets_the_settings_before_torch():
+    """The entry point (``streamscope``, ``python -m streamscope``) tunes the environment before the command imports
+    torch; a value the user set is kept."""
+    code = textwrap.dedent("""
+        import json, os, sys
+        import streamscope.cli
+        streamscope.cli.app = lambda: print(json.dumps({"torch": "torch" in sys.modules, **{k: os.environ.get(k) for k in %r}}))
+        from streamscope.__main__ import main
+        main()
+    """ % (TUNED,))
+    env = {**_bare_env(), "MKL_DISABLE_FAST_MM": "0"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert seen == {"torch": False, "OMP_WAIT_POLICY": "PASSIVE", "THP_MEM_ALLOC_ENABLE": "1", "MKL_DISABLE_FAST_MM": "0"}
