@@ -190,6 +190,10 @@ def test_format_seam_names_what_a_file_is(tmp_path):
     gguf.write_bytes(b"GGUF" + b"\0" * 60)
     with pytest.raises(streamscope.CheckpointError, match="GGUF"):
         streamscope.open(gguf)
+    pickled = tmp_path / "model.ckpt"
+    pickled.write_bytes(b"\x80\x02}q\x00.")  # a protocol-2 pickle of {}, the legacy torch.save format
+    with pytest.raises(streamscope.CheckpointError, match="legacy .*PyTorch pickle"):
+        streamscope.open(pickled)
     renamed = save_tensors(tmp_path / "weights.bin.st", {"w": torch.ones(2, 3)})  # safetensors by its first bytes
     assert streamscope.open(renamed)["w"].shape == (2, 3)
 

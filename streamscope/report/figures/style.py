@@ -54,12 +54,6 @@ def band(log10_kappa: float) -> int:
     return sum(log10_kappa > e for e in BAND_EDGES)
 
 
-def band_color(kappa: float | None) -> str:
-    if kappa is None or not math.isfinite(kappa) or kappa <= 0:
-        return BAND_COLORS[3]
-    return BAND_COLORS[band(math.log10(kappa))]
-
-
 def type_color(block_type: str) -> str:
     return TYPE_COLORS.get(block_type, "#555555")
 
