@@ -24,8 +24,8 @@ KNEE_RULE = "knee of the elbow curve: the k farthest below the chord joining its
 METRICS = ("euclidean", "cosine")
 #: A clear cluster structure leaves at most this share of the inertia that structureless rows keep (see ``structure``).
 STRUCTURE_MARGIN = 0.75
-STRUCTURE_RULE = ("clusters are clear when inertia(k_max) / inertia(k_min) on a sample is at most 0.75 times the same "
-                  "ratio on Gaussian rows with the sample's mean and covariance (the gap statistic's reference)")
+STRUCTURE_RULE = ("clear clusters: k-means at k keeps at most 0.75 of the share inertia(k) / inertia(1) that it keeps on "
+                  "Gaussian rows of the same mean and covariance (the gap statistic's reference), on a sample")
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ def study(blocks, rows: int, cols: int, options: ClusterOptions, device, analysi
     components, pca_from = _components(cov, mean, sample, cov is not None)
     centred = kmeans.prepare(sample, options.metric) - mean.to(torch.float32)
     projection = (centred @ components).numpy()  # (n_sample, 2)
-    found = structure(sil_sample, ks, options) if options.clusters == "auto" and len(ks) >= 3 else None
+    found = structure(sil_sample, k, options) if options.clusters == "auto" and len(ks) >= 3 and k > 1 else None
     return Study(k, options.metric, KNEE_RULE if options.clusters == "auto" else "given", elbow, labels, dist,
                  best.cpu().numpy().astype(np.float32), chosen_rows.numpy(), projection, labels[chosen_rows.numpy()], pca_from,
                  3 + state.iteration, found)  # fmt: skip
@@ -212,16 +212,16 @@ def _lloyd_parts(state, gen) -> tuple[dict, dict[str, np.ndarray]]:
     return record, {"centers": torch.cat(state.centers).cpu().numpy(), "generator": gen.get_state().numpy()}
 
 
-def structure(sample, ks: list[int], options: ClusterOptions, replicas: int = 3) -> dict:
-    """Whether the rows have clusters at all, or k-means only cuts a cloud into pieces.
+def structure(sample, k: int, options: ClusterOptions, replicas: int = 3) -> dict:
+    """Whether the rows have clusters at ``k``, or k-means only cuts a cloud into ``k`` pieces.
 
     k-means lowers the inertia as k grows whatever the rows are; clusters show in how much more it falls than on
-    rows without any, of the same spread (the question of the gap statistic, Tibshirani, Walther and Hastie 2001,
-    here with a Gaussian reference of the sample's own covariance, so that an elongated cloud is not taken for
-    clusters). The seeding k-means runs for the smallest and the largest k on ``sample`` and on ``replicas``
-    Gaussian draws of its size. The structure is clear when the rows keep at most ``STRUCTURE_MARGIN`` of the
-    reference's ratio inertia(k_max) / inertia(k_min): a gap of log(4/3), about thirty times the spread of that
-    log ratio between Gaussian draws of 2000 rows, so a practical difference rather than a merely significant one.
+    rows without any, of the same spread: the gap statistic's question (Tibshirani, Walther and Hastie 2001), with
+    a Gaussian reference of the sample's own mean and covariance, so that an elongated cloud is not taken for
+    clusters. On ``sample`` and on ``replicas`` Gaussian draws of its size, the seeding k-means gives
+    inertia(k) / inertia(1) (inertia(1): the squared distances to the mean). The structure is clear when the rows
+    keep at most ``STRUCTURE_MARGIN`` of the reference's share: a gap of log(4/3), an effect a person would call
+    clusters, where the spread of that log share between Gaussian draws is a few thousandths.
     """
     import torch
 
@@ -229,17 +229,20 @@ def structure(sample, ks: list[int], options: ClusterOptions, replicas: int = 3)
 
     gen = torch.Generator().manual_seed(options.random_state + 1)
     x = prepare(sample, options.metric).cpu().double()
-    lo, hi = ks[0], ks[-1]
-    ratio = lambda rows: sample_inertia(rows, hi, gen, options.metric) / max(sample_inertia(rows, lo, gen, options.metric), 1e-300)  # noqa: E731
-    observed = ratio(x.float())
     centred = x - x.mean(0)
+
+    def share(rows: torch.Tensor) -> float:
+        spread = float(((rows - rows.mean(0)) ** 2).sum())
+        return sample_inertia(rows.float(), k, gen, options.metric) / max(spread, 1e-300)
+
+    observed = share(x)
     reference = []
     for _ in range(replicas):  # rows of G @ Xc / sqrt(n): Gaussian with the sample's covariance exactly
         g = torch.randn(x.shape[0], x.shape[0], generator=gen, dtype=torch.float64)
-        reference.append(ratio((x.mean(0) + g @ centred / math.sqrt(x.shape[0])).float()))
+        reference.append(share(x.mean(0) + g @ centred / math.sqrt(x.shape[0])))
     expected = float(np.mean(reference))
-    return {"clear": bool(observed <= STRUCTURE_MARGIN * expected), "k_range": [lo, hi],
-            "inertia_fall": 1 - observed, "reference_fall": 1 - expected, "rule": STRUCTURE_RULE}  # fmt: skip
+    return {"clear": bool(observed <= STRUCTURE_MARGIN * expected), "k": k, "inertia_share": observed,
+            "reference_share": expected, "rule": STRUCTURE_RULE}  # fmt: skip
 
 
 def _first_pass(blocks, chosen_rows, cols: int, metric: str, use_cov: bool, device):

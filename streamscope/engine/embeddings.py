@@ -80,7 +80,7 @@ def _cluster_all(index, names, options, clusters, store, progress) -> tuple[dict
         for name in names:
             info = index.tensors[name]
             saved = _Saved(store, name, pipeline.tensor_fingerprint(info))
-            with PassProgress(f"embeddings {name}", info.rows, clusters.max_passes, enabled=progress) as bar:
+            with PassProgress(name, info.rows, clusters.max_passes, enabled=progress) as bar:
                 try:
                     studies[name] = saved.study() or saved.keep(study(
                         bar.streamed(lambda info=info: runner.row_blocks(info)), info.rows, info.cols, clusters,

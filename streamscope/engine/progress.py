@@ -9,7 +9,6 @@ from rich.progress import (
     DownloadColumn,
     Progress,
     TextColumn,
-    TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
@@ -60,7 +59,7 @@ class ScanProgress:
 
 
 class PassProgress:
-    """A bar over the passes of a study over one matrix's rows (fraction, elapsed, ETA); silent when disabled.
+    """A bar over the passes of a study over one matrix's rows (fraction, ETA); silent when disabled.
 
     The number of passes is known only as a bound (iterations stop when they settle): the bar's total is that bound
     until ``passes_done`` says how many remain, so the ETA shown is at most the real one's bound.
@@ -73,17 +72,17 @@ class PassProgress:
         if enabled:
             self._progress = Progress(
                 TextColumn("{task.description}"),
-                BarColumn(),
-                TextColumn("{task.percentage:>3.0f}%"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
+                BarColumn(bar_width=12),
+                TextColumn("{task.percentage:>3.0f}% ETA"),
                 TimeRemainingColumn(),
                 console=console or Console(stderr=True),
             )
             self._task = self._progress.add_task(self._describe(), total=self.rows * max_passes)
 
-    def _describe(self) -> str:
-        return f"[bold]{plain(self.label)}[/]: pass {min(self.done + 1, self.max_passes)} of at most {self.max_passes}"
+    def _describe(self, finished: bool = False) -> str:
+        if finished:
+            return f"[bold]{plain(self.label)}[/]: {self.done} passes"
+        return f"[bold]{plain(self.label)}[/]: pass {min(self.done + 1, self.max_passes)}/≤{self.max_passes}"
 
     def __enter__(self) -> "PassProgress":
         if self._progress:
@@ -110,4 +109,4 @@ class PassProgress:
         self.done = n
         if self._progress:
             total = self.rows * (n + remaining) if remaining is not None else self.rows * self.max_passes
-            self._progress.update(self._task, completed=self.rows * n, total=total, description=self._describe())
+            self._progress.update(self._task, completed=self.rows * n, total=total, description=self._describe(remaining == 0))
