@@ -189,6 +189,7 @@ def readme(results: Path) -> str:
             lines.append(f"| {r['name']} | {r['shape'][0]} x {r['shape'][1]} | {r['seconds']:.2f} | {r['alpha']:.3f} | {r['tail_size']} | {r['alpha_top32']:.3f} | {r['alpha_top256']:.3f} |")
         lines += ["", f"Full spectra of every matrix: {f['layer_seconds']:.0f} s per decoder layer here; {f['extrapolated_7b_minutes']:.0f} min for a 7B layout "
                   f"(32 layers), {f['extrapolated_72b_hours']:.1f} h for a 72B layout (80 layers, hidden 8192, MLP 29568; from the same per-flop rate)."]  # fmt: skip
+    lines += ["", (HERE / "why.md").read_text().rstrip()]  # the measurements behind design choices, kept by hand
     return "\n".join(lines) + "\n"
 
 

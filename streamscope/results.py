@@ -2,8 +2,8 @@
 
 While a scan runs, every finished tensor is appended to ``.partial/records.jsonl`` and its arrays' bytes to
 ``.partial/arrays.bin`` (the record line says where they lie); a later scan of the same checkpoint with the same
-options reuses what it finds there. One appended file, not a ``.npz`` per tensor: saving and re-reading those
-took 0.3 s of a 1 s scan of a 135M model's 272 tensors here.
+options reuses what it finds there. One appended file, not a ``.npz`` per tensor: saving and re-reading a file
+per tensor took a large share of a small model's scan (benchmarks/README.md).
 ``arrays.zarr`` is written once at the end: value histograms stacked as ``histograms/counts`` (tensors x
 bins) and ``histograms/edges``, row i belonging to ``histograms.attrs["tensor_names"][i]``, and other arrays (embedding row norms,
 singular values) as one ragged array per kind, ``tensors/<kind>/values``, indexed by the group's
@@ -186,8 +186,8 @@ class ResultStore:
         Layout: ``histograms/counts`` and ``histograms/edges`` (one row per tensor, names in the group's
         ``tensor_names``); every other per-tensor array (``singular_values``, ``row_norms``: 1-D) is one
         ragged array ``tensors/<key>/values``, all tensors' values end to end, with the group's attributes
-        ``tensor_names`` and ``offsets`` (tensor i holds ``values[offsets[i]:offsets[i + 1]]``). A zarr array
-        per tensor cost about 10 ms each to create here (2.4 s for a 135M model's 211 matrices).
+        ``tensor_names`` and ``offsets`` (tensor i holds ``values[offsets[i]:offsets[i + 1]]``): creating a zarr
+        array per tensor costs more than the scan of a small model's tensors (benchmarks/README.md).
 
         Only the scan's own groups (``SCAN_GROUPS``) are replaced: the ``embeddings`` and ``activations`` groups
         of other commands run into the same directory stay (see ``replace_groups``).
