@@ -6,8 +6,11 @@
 2. for every k of the range, the best of three k-means++ seedings refined on the sample, one mini-batch pass
    over all rows, then full Lloyd passes over all rows for every k at once until each k's inertia settles
    (``kernels.kmeans``);
-3. ``auto`` picks k at the knee of the elbow curve (Kneedle: farthest below the chord of the normalised curve);
+3. ``auto`` picks k at the knee of the elbow curve (Kneedle: farthest below the chord of the normalised curve),
+   and ``structure`` says whether the rows have clusters there at all or k-means only cuts a cloud;
 4. a last pass labels every row with the chosen k's clusters.
+A ``Checkpoint`` keeps the state after every pass (the sample, then the centres), so an interrupted study resumes
+at the pass where it stopped.
 """
 
 from __future__ import annotations
@@ -139,30 +142,45 @@ def study(blocks, rows: int, cols: int, options: ClusterOptions, device, analysi
         report(2 + st.iteration, 1 if settled(st) else None)
 
     state = kmeans.lloyd(blocks, state, options.metric, options.max_iter, options.tol, on_pass=after)
-    centers, inertia, iters = state.centers, state.inertia, state.passes
     sil_n = min(options.silhouette_rows, len(chosen_rows))
     sil_sample = sample[torch.randperm(len(chosen_rows), generator=gen)[:sil_n]].to(device)
-    elbow = []
-    for k, c, v in zip(ks, centers, inertia):
-        lab, _ = kmeans.assign(sil_sample, c, options.metric)
-        elbow.append({"k": k, "inertia": v, "silhouette": kmeans.silhouette(kmeans.prepare(sil_sample, options.metric), lab) if k > 1 else float("nan"),
-                      "lloyd_passes": iters[ks.index(k)]})  # fmt: skip
-    k = kmeans.knee(ks, inertia) if options.clusters == "auto" else ks[0]
-    best = centers[ks.index(k)]
-    labels = np.empty(rows, np.int32)
-    dist = np.empty(rows, np.float32)
-    for r0, r1, block in blocks():
-        lab, d = kmeans.assign(block, best, options.metric)
-        labels[r0:r1] = lab.cpu().numpy()
-        dist[r0:r1] = d.cpu().numpy()
+    elbow = _elbow(sil_sample, ks, state, options.metric)
+    k = kmeans.knee(ks, state.inertia) if options.clusters == "auto" else ks[0]
+    best = state.centers[ks.index(k)]
+    labels, dist = _labelled(blocks, best, rows, options.metric)
     report(3 + state.iteration, 0)
     components, pca_from = _components(cov, mean, sample, cov is not None)
     centred = kmeans.prepare(sample, options.metric) - mean.to(torch.float32)
     projection = (centred @ components).numpy()  # (n_sample, 2)
-    found = structure(sil_sample, k, options) if options.clusters == "auto" and len(ks) >= 3 and k > 1 else None
+    found = structure(sil_sample, k, options) if options.clusters == "auto" and k > 1 else None
     return Study(k, options.metric, KNEE_RULE if options.clusters == "auto" else "given", elbow, labels, dist,
                  best.cpu().numpy().astype(np.float32), chosen_rows.numpy(), projection, labels[chosen_rows.numpy()], pca_from,
                  3 + state.iteration, found)  # fmt: skip
+
+
+def _elbow(sil_sample, ks: list[int], state, metric: str) -> list[dict]:
+    """Per k: the inertia over all rows, the silhouette of a sample, the Lloyd passes it took."""
+    from streamscope.kernels import kmeans
+
+    elbow = []
+    for k, c, v, passes in zip(ks, state.centers, state.inertia, state.passes):
+        lab, _ = kmeans.assign(sil_sample, c, metric)
+        sil = kmeans.silhouette(kmeans.prepare(sil_sample, metric), lab) if k > 1 else float("nan")
+        elbow.append({"k": k, "inertia": v, "silhouette": sil, "lloyd_passes": passes})
+    return elbow
+
+
+def _labelled(blocks, centers, rows: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The last pass: every row's cluster and its squared distance to the centre."""
+    from streamscope.kernels import kmeans
+
+    labels = np.empty(rows, np.int32)
+    dist = np.empty(rows, np.float32)
+    for r0, r1, block in blocks():
+        lab, d = kmeans.assign(block, centers, metric)
+        labels[r0:r1] = lab.cpu().numpy()
+        dist[r0:r1] = d.cpu().numpy()
+    return labels, dist
 
 
 def _sampled(blocks, rows, cols, ks, options, device, analysis_bytes, gen, checkpoint):
