@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from streamscope.environment import tune
 
 HERE = Path(__file__).resolve().parent
 ALL = "basic,sparsity,quantization,spectral"
@@ -58,13 +61,15 @@ def main() -> None:
     args = p.parse_args()
     out_dir = Path(tempfile.mkdtemp(prefix="streamscope-bench-")) if args.smoke else HERE / "results"
     out_dir.mkdir(exist_ok=True)
+    env = dict(os.environ)
+    tune(env)  # the benchmarks that use the API in-process run with the command line's settings too
     for name, argv in runs(args.smoke).items():
         if args.only and name not in args.only.split(","):
             continue
         out = out_dir / f"{name}.json"
         cmd = [sys.executable, *([str(HERE / argv[0])] if argv[0].endswith(".py") else argv[:2]), *(argv[1:] if argv[0].endswith(".py") else argv[2:]), "--out", str(out)]
         print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         print(proc.stdout[-4000:] if "--json" not in argv else "", proc.stderr[-2000:] if proc.returncode else "", flush=True)
         if proc.returncode:
             raise SystemExit(f"benchmark {name} failed")
@@ -184,6 +189,7 @@ def readme(results: Path) -> str:
             lines.append(f"| {r['name']} | {r['shape'][0]} x {r['shape'][1]} | {r['seconds']:.2f} | {r['alpha']:.3f} | {r['tail_size']} | {r['alpha_top32']:.3f} | {r['alpha_top256']:.3f} |")
         lines += ["", f"Full spectra of every matrix: {f['layer_seconds']:.0f} s per decoder layer here; {f['extrapolated_7b_minutes']:.0f} min for a 7B layout "
                   f"(32 layers), {f['extrapolated_72b_hours']:.1f} h for a 72B layout (80 layers, hidden 8192, MLP 29568; from the same per-flop rate)."]  # fmt: skip
+    lines += ["", (HERE / "why.md").read_text().rstrip()]  # the measurements behind design choices, kept by hand
     return "\n".join(lines) + "\n"
 
 

@@ -2,8 +2,8 @@
 
 While a scan runs, every finished tensor is appended to ``.partial/records.jsonl`` and its arrays' bytes to
 ``.partial/arrays.bin`` (the record line says where they lie); a later scan of the same checkpoint with the same
-options reuses what it finds there. One appended file, not a ``.npz`` per tensor: saving and re-reading those
-took 0.3 s of a 1 s scan of a 135M model's 272 tensors here.
+options reuses what it finds there. One appended file, not a ``.npz`` per tensor: saving and re-reading a file
+per tensor took a large share of a small model's scan (benchmarks/README.md).
 ``arrays.zarr`` is written once at the end: value histograms stacked as ``histograms/counts`` (tensors x
 bins) and ``histograms/edges``, row i belonging to ``histograms.attrs["tensor_names"][i]``, and other arrays (embedding row norms,
 singular values) as one ragged array per kind, ``tensors/<kind>/values``, indexed by the group's
@@ -55,7 +55,7 @@ class ResultStore:
         self.fingerprints: dict[str, str] = {}
         self._array_spans: dict[str, dict[str, list]] = {}  # name -> {key: [offset, dtype, shape]} in arrays.bin
         self._partial = self.out / partial
-        self._lock = _lock(self.out / f"{partial}.lock")
+        self._lock = lock_file(self.out / f"{partial}.lock")
         self.columns: dict = {}  # constant columns of every table row (provenance of a hub model)
         self._log = self._blob = None
         try:
@@ -143,7 +143,7 @@ class ResultStore:
             self._close_files()
         finally:
             if self._lock is not None:
-                _unlock(self._lock)
+                unlock_file(self._lock)
                 self._lock = None
 
     def table(self, order: list[str] | None = None, lists: bool = False) -> "pd.DataFrame":
@@ -190,8 +190,8 @@ class ResultStore:
         Layout: ``histograms/counts`` and ``histograms/edges`` (one row per tensor, names in the group's
         ``tensor_names``); every other per-tensor array (``singular_values``, ``row_norms``: 1-D) is one
         ragged array ``tensors/<key>/values``, all tensors' values end to end, with the group's attributes
-        ``tensor_names`` and ``offsets`` (tensor i holds ``values[offsets[i]:offsets[i + 1]]``). A zarr array
-        per tensor cost about 10 ms each to create here (2.4 s for a 135M model's 211 matrices).
+        ``tensor_names`` and ``offsets`` (tensor i holds ``values[offsets[i]:offsets[i + 1]]``): creating a zarr
+        array per tensor costs more than the scan of a small model's tensors (benchmarks/README.md).
 
         Only the scan's own groups (``SCAN_GROUPS``) are replaced: the ``embeddings`` and ``activations`` groups
         of other commands run into the same directory stay (see ``replace_groups``).
@@ -217,9 +217,7 @@ class ResultStore:
                 h.attrs["tensor_names"] = hist_names
             per_tensor = root.create_group("tensors", attributes={"written_by": "scan"})
             for key, (tensor_names, values) in ragged.items():
-                offsets = np.concatenate([[0], np.cumsum([v.size for v in values])]).astype(int).tolist()
-                g = per_tensor.create_group(key, attributes={"tensor_names": tensor_names, "offsets": offsets})
-                g.create_array("values", data=np.concatenate(values) if values else np.zeros(0))
+                write_ragged(per_tensor, key, tensor_names, values)
 
         replace_groups(self.out, "scan", SCAN_GROUPS, fill)
 
@@ -227,13 +225,22 @@ class ResultStore:
         """Write ``tensors.json/csv/parquet``, ``model.json`` and ``arrays.zarr``; each file appears whole or not at all."""
         names = [n for n in (order or self.records) if n in self.records]
         self.write_arrays(names)
-        _atomic(self.out / "tensors.json", lambda p: p.write_text(json.dumps(json_safe({n: self.records[n] for n in names}), indent=1)))
-        _atomic(self.out / "model.json", lambda p: p.write_text(json.dumps(json_safe(model), indent=1)))
+        write_atomic(self.out / "tensors.json", lambda p: p.write_text(json.dumps(json_safe({n: self.records[n] for n in names}), indent=1)))
+        write_atomic(self.out / "model.json", lambda p: p.write_text(json.dumps(json_safe(model), indent=1)))
         df = self.table(names)
-        _atomic(self.out / "tensors.csv", lambda p: df.to_csv(p, index=False))
+        write_atomic(self.out / "tensors.csv", lambda p: df.to_csv(p, index=False))
         typed = self.table(names, lists=True)  # list columns as Parquet lists, not the CSV's text
-        _atomic(self.out / "tensors.parquet", lambda p: typed.to_parquet(p, index=False))
+        write_atomic(self.out / "tensors.parquet", lambda p: typed.to_parquet(p, index=False))
         return df
+
+
+def write_ragged(parent, key: str, names: list[str], values: list[np.ndarray]) -> None:
+    """``parent/<key>/values``: the 1-D ``values`` of every tensor end to end; the group's attributes
+    ``tensor_names`` and ``offsets`` say that tensor i holds ``values[offsets[i]:offsets[i + 1]]``."""
+    values = [np.asarray(v).reshape(-1) for v in values]
+    offsets = np.concatenate([[0], np.cumsum([v.size for v in values])]).astype(int).tolist()
+    g = parent.create_group(key, attributes={"tensor_names": list(names), "offsets": offsets})
+    g.create_array("values", data=np.concatenate(values) if values else np.zeros(0))
 
 
 def replace_groups(out: Path, tag: str, owned: tuple[str, ...], fill, may_replace=None) -> None:
@@ -293,7 +300,7 @@ class _held:
         os.close(self.fd)  # releases the lock
 
 
-def _atomic(path: Path, write) -> None:
+def write_atomic(path: Path, write) -> None:
     """``write(tmp)`` beside ``path``, then moved in its place; an OS error (a full disk) names ``path``."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -341,7 +348,7 @@ def _end(span: list) -> int:
     return offset + np.dtype(dtype).itemsize * math.prod(shape)
 
 
-def _lock(path: Path):
+def lock_file(path: Path):
     """An exclusive, non-blocking lock on ``path``; the file says which process holds it."""
     import fcntl
 
@@ -363,7 +370,7 @@ def _lock(path: Path):
     return fh
 
 
-def _unlock(fh) -> None:
+def unlock_file(fh) -> None:
     import fcntl
 
     try:
@@ -417,10 +424,13 @@ def json_safe(obj):
     return obj
 
 
-def _key(name: str) -> str:
+def zarr_key(name: str) -> str:
     """A zarr node name for a tensor: the name itself when it is a plain file name, else a hash of it."""
     plain = name.replace("/", "__")
     if _SAFE_KEY.fullmatch(plain):
         return plain
     return "tensor-" + hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 
+
+# The activation engine's modules import the writer and the lock under these names.
+_atomic, _lock, _unlock = write_atomic, lock_file, unlock_file

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -189,5 +190,176 @@ def test_format_seam_names_what_a_file_is(tmp_path):
     gguf.write_bytes(b"GGUF" + b"\0" * 60)
     with pytest.raises(streamscope.CheckpointError, match="GGUF"):
         streamscope.open(gguf)
+    pickled = tmp_path / "model.ckpt"
+    pickled.write_bytes(b"\x80\x02}q\x00.")  # a protocol-2 pickle of {}, the legacy torch.save format
+    with pytest.raises(streamscope.CheckpointError, match="legacy .*PyTorch pickle"):
+        streamscope.open(pickled)
     renamed = save_tensors(tmp_path / "weights.bin.st", {"w": torch.ones(2, 3)})  # safetensors by its first bytes
     assert streamscope.open(renamed)["w"].shape == (2, 3)
+
+
+# -- the import direction -------------------------------------------------------------------------------------------
+# Rooms from left to right; a module imports only from rooms of a lower rank or from its own room.
+# The top-level modules: errors, units, schema, text and environment import nothing of the package (the base every room may
+# use); results is the store the engine and the activation engine write and the report reads, so it sits between
+# analyses and those engines; synthetic (checkpoint fixtures for tests and benchmarks) and bench sit with api and
+# cli: library code never builds test checkpoints or runs benchmarks. activation is beside engine: neither
+# imports the other.
+PACKAGE = Path(streamscope.__file__).parent
+ROOMS = {
+    "streamscope.errors": "base", "streamscope.units": "base", "streamscope.schema": "base", "streamscope.text": "base",
+    "streamscope.environment": "base",
+    "streamscope.io": "io",
+    "streamscope.kernels": "kernels",
+    "streamscope.analyses": "analyses",
+    "streamscope.results": "results",
+    "streamscope.engine": "engine",
+    "streamscope.activation": "activation",
+    "streamscope.report": "report",
+    "streamscope.synthetic": "entry", "streamscope.bench": "entry", "streamscope.api": "entry", "streamscope.cli": "entry",
+    "streamscope.__main__": "entry", "streamscope": "entry",
+}  # fmt: skip
+RANK = {"base": 0, "io": 1, "kernels": 2, "analyses": 3, "results": 4, "engine": 5, "activation": 5, "report": 6, "entry": 7}
+
+# Known imports against the direction, each with the reason it is still there. Every entry must still occur
+# (a fixed one is removed from this list), and no new one may appear.
+ALLOWED = {
+    # A probe draws its own figures (one file per probe); the figure style lives in report.
+    ("streamscope.activation.probes.importance", "streamscope.report.figures.style"),
+    # The activation engine resolves --device as scan does; resolve_device belongs in a room both can use.
+    ("streamscope.activation.profile", "streamscope.engine.options"),
+    # Per-layer resume fingerprints a layer's tensors as scan's resume does; the fingerprint belongs left of both.
+    ("streamscope.activation.resume", "streamscope.engine.pipeline"),
+}
+# Private names (a leading underscore) imported from another room, with the reason: the activation modules still
+# use the result store's private writers; results.py offers public ones (write_atomic, lock_directory, unlock).
+ALLOWED_PRIVATE = {
+    ("streamscope.activation.export", "streamscope.results._atomic"),
+    ("streamscope.activation.probes.act_scales", "streamscope.results._atomic"),
+    ("streamscope.activation.probes.imatrix", "streamscope.results._atomic"),
+    ("streamscope.activation.profile", "streamscope.results._lock"),
+    ("streamscope.activation.profile", "streamscope.results._unlock"),
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    """Every ``streamscope`` name imported by the file at ``path``, at any depth (inside functions too)."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            found += [(f"{base}.{a.name}", node.lineno) for a in node.names]
+    return [(name, line) for name, line in found if name == "streamscope" or name.startswith("streamscope.")]
+
+
+def _room(name: str) -> str:
+    while name not in ROOMS:
+        name = name.rpartition(".")[0]
+    return ROOMS[name]
+
+
+def _import_graph() -> list[tuple[str, str, int]]:
+    return [(_module_name(p), name, line) for p in sorted(PACKAGE.rglob("*.py")) for name, line in _imports(p)]
+
+
+def _target_module(name: str) -> str:
+    """``streamscope.results._atomic`` -> ``streamscope.results``: the longest prefix that is a module file."""
+    while name != "streamscope":
+        rel = Path(*name.split(".")[1:])
+        if (PACKAGE / rel).with_suffix(".py").is_file() or (PACKAGE / rel / "__init__.py").is_file():
+            return name
+        name = name.rpartition(".")[0]
+    return name
+
+
+
+def test_imports_flow_left_to_right():
+    """io -> kernels -> analyses -> results -> engine | activation -> report -> api/cli, read from every module's
+    imports (those inside functions too)."""
+    against, seen = [], set()
+    for source, name, line in _import_graph():
+        a, b = _room(source), _room(name)
+        if a == b or RANK[b] < RANK[a]:
+            continue
+        pair = (source, _target_module(name))
+        seen.add(pair)
+        if pair not in ALLOWED:
+            against.append(f"{source}:{line} ({a}) imports {name} ({b})")
+    assert not against, "imports against the direction io -> kernels -> analyses -> engine -> report -> api/cli:\n" + "\n".join(against)
+    assert ALLOWED <= seen, f"no longer imported, remove from ALLOWED: {ALLOWED - seen}"
+
+
+def test_no_private_name_crosses_a_room():
+    against, seen = [], set()
+    for source, name, line in _import_graph():
+        last = name.rpartition(".")[2]
+        if not last.startswith("_") or last.startswith("__") or _room(source) == _room(name):
+            continue
+        seen.add((source, name))
+        if (source, name) not in ALLOWED_PRIVATE:
+            against.append(f"{source}:{line} imports the private {name}")
+    assert not against, "\n".join(against)
+    assert ALLOWED_PRIVATE <= seen, f"no longer imported, remove from ALLOWED_PRIVATE: {ALLOWED_PRIVATE - seen}"
+
+
+def test_the_import_reader_sees_what_it_must(tmp_path):
+    """The reader itself: imports inside functions, relative imports, and a violation are all found."""
+    fake = PACKAGE / "io" / "_arch_probe_tmp.py"
+    try:
+        fake.write_text("def f():\n    from ..report import labels\n    import streamscope.engine.pipeline\n")
+        found = {n for n, _ in _imports(fake)}
+    finally:
+        fake.unlink()
+    assert found == {"streamscope.report.labels", "streamscope.engine.pipeline"}
+    assert _room("streamscope.report.labels") == "report" and _room("streamscope.io.hub") == "io"
+    assert _target_module("streamscope.results._atomic") == "streamscope.results"
+
+
+TUNED = ("OMP_WAIT_POLICY", "THP_MEM_ALLOC_ENABLE", "MKL_DISABLE_FAST_MM")
+
+
+def _bare_env() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in TUNED}
+
+
+def test_import_leaves_the_environment_alone():
+    """A library does not change its host's environment: not on import, not when the API or the CLI module loads."""
+    code = textwrap.dedent("""
+        import os
+        before = dict(os.environ)
+        import streamscope, streamscope.api, streamscope.cli, streamscope.engine.pipeline, torch
+        streamscope.open  # the lazy API
+        print(before == dict(os.environ))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_bare_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "True"
+
+
+def test_the_command_line_sets_the_settings_before_torch():
+    """The entry point (``streamscope``, ``python -m streamscope``) tunes the environment before the command imports
+    torch; a value the user set is kept."""
+    code = textwrap.dedent("""
+        import json, os, sys
+        import streamscope.cli
+        streamscope.cli.app = lambda: print(json.dumps({"torch": "torch" in sys.modules, **{k: os.environ.get(k) for k in %r}}))
+        from streamscope.__main__ import main
+        main()
+    """ % (TUNED,))
+    env = {**_bare_env(), "MKL_DISABLE_FAST_MM": "0"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert seen == {"torch": False, "OMP_WAIT_POLICY": "PASSIVE", "THP_MEM_ALLOC_ENABLE": "1", "MKL_DISABLE_FAST_MM": "0"}

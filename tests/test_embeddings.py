@@ -107,3 +107,66 @@ def test_knee_and_silhouette_kernels():
     labels = rng.integers(0, 3, 60)
     # rel 1e-6: torch.cdist takes the |a|^2 - 2ab + |b|^2 path, which loses a few float64 digits
     assert silhouette(torch.from_numpy(pts), torch.from_numpy(labels)) == pytest.approx(silhouette_score(pts, labels), rel=1e-6)
+
+
+def test_no_clear_structure_is_said(tmp_path):
+    """Gaussian rows have no clusters: the knee of their elbow curve is announced as no structure; rows drawn
+    around well-separated centres keep their knee."""
+    cloud = np.random.default_rng(3).normal(size=(3000, 48)).astype(np.float32)
+    path = save_tensors(tmp_path / "cloud.safetensors", {"model.embed_tokens.weight": torch.from_numpy(cloud)})
+    result = CliRunner().invoke(app, ["embeddings", str(path), "--out", str(tmp_path / "c"), "--k-range", "2:12"])
+    assert result.exit_code == 0, result.output
+    s = json.loads((tmp_path / "c" / "embeddings.json").read_text())["clusters"]["model.embed_tokens.weight"]["structure"]
+    assert not s["clear"] and s["inertia_share"] > 0.75 * s["reference_share"]
+    row = next(line for line in result.output.splitlines() if "embed_tokens" in line and "passes" not in line).split()
+    assert row[0] == "model.embed_tokens" and row[2] == "none"  # the rule column
+    assert "no clear cluster structure" in result.output and "knee" not in result.output
+    path = save_tensors(tmp_path / "blobs.safetensors", {"model.embed_tokens.weight": torch.from_numpy(blobs(4, 400, 48, seed=4))})
+    result = CliRunner().invoke(app, ["embeddings", str(path), "--out", str(tmp_path / "b"), "--k-range", "2:12"])
+    assert result.exit_code == 0, result.output
+    c = json.loads((tmp_path / "b" / "embeddings.json").read_text())["clusters"]["model.embed_tokens.weight"]
+    assert c["k"] == 4 and c["structure"]["clear"] and "knee" in result.output and "no clear" not in result.output
+
+
+def test_silhouette_prints_no_negative_zero():
+    from streamscope.report.embeddings_table import fixed
+
+    for v in (-0.0004, -1e-12, 0.0, 0.0004, -0.0006, 0.25, -0.3, None):
+        text = fixed(v)
+        assert text == ("-" if v is None else f"{v:.3f}".replace("-0.000", "0.000"))
+        assert text != "-0.000"
+
+
+def test_interrupted_clustering_resumes_at_its_pass(tmp_path, monkeypatch):
+    """Ctrl-C in the middle of the Lloyd passes, then the same command: only the passes not finished are streamed
+    again, and the results equal those of a run never interrupted."""
+    from streamscope.engine.runner import TensorRunner
+    from streamscope.errors import Interrupted
+
+    x = np.random.default_rng(3).normal(size=(3000, 16)).astype(np.float32)  # a cloud: many Lloyd passes
+    path = save_tensors(tmp_path / "m.safetensors", {"model.embed_tokens.weight": torch.from_numpy(x)})
+    calls, stop_at = [], [None]
+    original = TensorRunner.row_blocks
+
+    def counted(self, info):
+        calls.append(info.name)
+        if stop_at[0] is not None and len(calls) == stop_at[0]:
+            raise KeyboardInterrupt
+        return original(self, info)
+
+    monkeypatch.setattr(TensorRunner, "row_blocks", counted)
+    clean = streamscope.embeddings(path, out=tmp_path / "clean", k_range="2:10")
+    full = len(calls)
+    assert full >= 10, "needs several passes over the rows to test resuming"
+    calls.clear()
+    stop = stop_at[0] = full - 3  # the pass this call starts is cut off; those before it are finished
+    with pytest.raises(Interrupted, match="finished passes .* kept .* run the same command to resume"):
+        streamscope.embeddings(path, out=tmp_path / "o", k_range="2:10")
+    calls.clear()
+    stop_at[0] = None
+    resumed = streamscope.embeddings(path, out=tmp_path / "o", k_range="2:10")
+    assert len(calls) == full - (stop - 1)  # the cut pass and those after it, not the full run's passes
+    assert resumed["clusters"] == clean["clusters"] and resumed["norms"] == clean["norms"]
+    assert not (tmp_path / "o" / ".embeddings.partial").exists()
+    again = streamscope.embeddings(path, out=tmp_path / "o", k_range="2:10")  # a finished run leaves nothing to resume
+    assert again["clusters"] == clean["clusters"]

@@ -30,7 +30,7 @@ BASE: dict[str, Any] = {
         "windows": "random",
         "custom": {"format": None, "text_column": "text"},
     },
-    "visualization": {"save_dir": None, "dpi": 200, "enabled": {}, "layer_selection": {"patterns": None}},
+    "visualization": {"save_dir": None, "dpi": 100, "enabled": {}, "layer_selection": {"patterns": None}},  # dpi: the report's
     "memory": {"device": "auto", "offload_device": "cpu", "auto_offload": True, "budget": None},
 }
 WINDOWS = ("random", "consecutive")
@@ -194,6 +194,24 @@ def _check(config: dict, origin: Callable[[str], str] = lambda key: "") -> None:
         fail("model.dtype", f"must be auto, float32, bfloat16 or float16; got {config['model']['dtype']!r}")
     if config["memory"]["device"] not in ("auto", "cpu", "cuda", "mps") and not str(config["memory"]["device"]).startswith("cuda:"):
         fail("memory.device", f"must be auto, cpu, cuda or mps; got {config['memory']['device']!r}")
+    _check_seed_keys(config, fail)
+
+
+def _check_seed_keys(config: dict, fail) -> None:
+    """Keys of the seed's config that streamscope honours in its own way: the figures' resolution is used, the
+    rest is accepted only where it asks for what streamscope does anyway."""
+    vis, memory = config["visualization"], config["memory"]
+    if not isinstance(vis["dpi"], int) or isinstance(vis["dpi"], bool) or not 20 <= vis["dpi"] <= 1200:
+        fail("visualization.dpi", f"must be an integer from 20 to 1200 (the figures' dots per inch); got {vis['dpi']!r}")
+    if vis["save_dir"] is not None:
+        fail("visualization.save_dir", "is not used: the figures go to OUT/figures beside report.html "
+             "(activations --report, or `streamscope report OUT --out DIR`); remove the key")  # fmt: skip
+    if memory["offload_device"] != "cpu":
+        fail("memory.offload_device", f"must be cpu: hidden states are kept in CPU memory (a memory-mapped file past "
+             f"memory.budget); got {memory['offload_device']!r}")  # fmt: skip
+    if memory["auto_offload"] is not True:
+        fail("memory.auto_offload", f"must be true: hidden states that do not fit memory.budget always go to a "
+             f"memory-mapped file (raise memory.budget to keep them in memory); got {memory['auto_offload']!r}")  # fmt: skip
 
 
 def check_patterns(fail, key: str, patterns, optional: bool = False) -> None:

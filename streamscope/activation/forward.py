@@ -34,12 +34,10 @@ from streamscope.activation.weights import WeightLoader
 
 
 #: Tokens per layer call when ``batch_size`` is automatic: samples are batched up to this many tokens (at
-#: least one sample per call). Measured on a 2.2 GB Llama-style model, float32, CPU: transformers' in-memory
-#: forward over 16 x 32 tokens ran at 28.8 tokens/s one sample per call, 48-57 in one call of 16 (see
-#: benchmarks/README.md); the streamed forward over 16 x 32 took 9.5-11.1 s at 512 tokens per call, 9.5-9.7 s
-#: at 256 and 10.5 s at 128, with peak RSS 694, 661-667 and 644 MiB: the activations inside a layer (and the
-#: math library's buffers for them) grow with the batch (a 72B MLP: 256 tokens x 29568 x 4 bytes = 30 MB per
-#: intermediate tensor).
+#: least one sample per call). Batching samples makes the forward much faster than one sample per call, and 256
+#: tokens per call is as fast as 512 with less peak memory (benchmarks/README.md): the activations inside a layer
+#: (and the math library's buffers for them) grow with the batch (a 72B MLP: 256 tokens x 29568 x 4 bytes = 30 MB
+#: per intermediate tensor).
 TOKENS_PER_CALL = 256
 
 
@@ -203,7 +201,7 @@ def _libc():
 
 def _trim_heap() -> None:
     """Return the heap's free pages after each layer: the statistics' many sub-MiB temporaries otherwise
-    leave it fragmented (measured: 300 MB more RSS after 20 layers, peak 1.07 GB -> 0.79 GB with this)."""
+    leave it fragmented, the resident size growing layer after layer (benchmarks/README.md)."""
     libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)

@@ -213,8 +213,8 @@ ROW = 1024  # values per row in ``largest3``
 def largest3(flat) -> list[float]:
     """The three largest values of a 1-D tensor (fewer if it holds fewer), descending.
 
-    ``torch.topk`` takes 1.8 ms for 2^20 values on this class of CPU where a max takes 0.07: rows of 1024 values
-    are reduced to their maxima first. The three largest values lie in the three rows with the largest maxima
+    ``torch.topk`` is far slower than a max on a CPU (benchmarks/README.md): rows of 1024 values are reduced to
+    their maxima first. The three largest values lie in the three rows with the largest maxima
     (a fourth row ahead of one of them would hold three larger values), so ``topk`` runs over those rows alone.
     """
     import torch

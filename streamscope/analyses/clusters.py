@@ -6,12 +6,16 @@
 2. for every k of the range, the best of three k-means++ seedings refined on the sample, one mini-batch pass
    over all rows, then full Lloyd passes over all rows for every k at once until each k's inertia settles
    (``kernels.kmeans``);
-3. ``auto`` picks k at the knee of the elbow curve (Kneedle: farthest below the chord of the normalised curve);
+3. ``auto`` picks k at the knee of the elbow curve (Kneedle: farthest below the chord of the normalised curve),
+   and ``structure`` says whether the rows have clusters there at all or k-means only cuts a cloud;
 4. a last pass labels every row with the chosen k's clusters.
+A ``Checkpoint`` keeps the state after every pass (the sample, then the centres), so an interrupted study resumes
+at the pass where it stopped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -21,6 +25,10 @@ from streamscope.errors import OptionError
 
 KNEE_RULE = "knee of the elbow curve: the k farthest below the chord joining its ends, k and inertia scaled to [0, 1] (Kneedle)"
 METRICS = ("euclidean", "cosine")
+#: A clear cluster structure leaves at most this share of the inertia that structureless rows keep (see ``structure``).
+STRUCTURE_MARGIN = 0.75
+STRUCTURE_RULE = ("clear clusters: k-means at k keeps at most 0.75 of the share inertia(k) / inertia(1) that it keeps on "
+                  "Gaussian rows of the same mean and covariance (the gap statistic's reference), on a sample")
 
 
 @dataclass(frozen=True)
@@ -61,10 +69,15 @@ class ClusterOptions:
             return [min(int(self.clusters), rows)]
         return list(range(self.k_range[0], min(self.k_range[1], rows) + 1))
 
+    @property
+    def max_passes(self) -> int:
+        """Passes over the rows at most: the sample, the mini-batch pass, ``max_iter`` Lloyd passes, the labels."""
+        return self.max_iter + 3
+
 
 @dataclass
 class Study:
-    """What ``study`` found for one matrix; ``to_json`` gives its part of ``embeddings.json``."""
+    """What ``study`` found for one matrix; ``to_parts`` gives it as a record and arrays (``from_parts`` back)."""
 
     k: int
     metric: str
@@ -78,15 +91,108 @@ class Study:
     projection_labels: np.ndarray
     pca_from: str
     passes: int
+    structure: dict | None = None  # see ``structure``; None for a given k
+
+    def to_parts(self) -> tuple[dict, dict[str, np.ndarray]]:
+        fields = [f.name for f in dataclasses.fields(self)]
+        return ({f: getattr(self, f) for f in fields if f not in _ARRAYS}, {f: getattr(self, f) for f in _ARRAYS})
+
+    @classmethod
+    def from_parts(cls, record: dict, arrays: dict[str, np.ndarray]) -> "Study":
+        return cls(**record, **arrays)
 
 
-def study(blocks, rows: int, cols: int, options: ClusterOptions, device, analysis_bytes: int, on_pass=None) -> Study:
+_ARRAYS = ("labels", "distances", "centroids", "sample_rows", "projection", "projection_labels")
+
+
+class Checkpoint:
+    """Where ``study`` keeps its state between passes; this one keeps nothing (see ``engine.embeddings``)."""
+
+    def load(self, part: str) -> tuple[dict, dict[str, np.ndarray]] | None:
+        return None
+
+    def save(self, part: str, record: dict, arrays: dict[str, np.ndarray]) -> None:
+        pass
+
+
+def study(blocks, rows: int, cols: int, options: ClusterOptions, device, analysis_bytes: int, on_pass=None,
+          checkpoint: Checkpoint | None = None) -> Study:  # fmt: skip
+    """Cluster one matrix streamed by ``blocks()``; ``on_pass(n, remaining)`` after every pass over its rows
+    (``remaining``: the passes left once known, else None).
+
+    ``checkpoint`` keeps the state after every pass: a study that finds one resumes after the last saved pass
+    and gives the same result as one that was never interrupted.
+    """
     import torch
 
     from streamscope.kernels import kmeans
 
+    checkpoint = checkpoint or Checkpoint()
     gen = torch.Generator().manual_seed(options.random_state)
     ks = options.ks(rows)
+    chosen_rows, sample, mean, cov = _sampled(blocks, rows, cols, ks, options, device, analysis_bytes, gen, checkpoint)
+    report = on_pass or (lambda n, remaining=None: None)
+    report(1)
+    state = _seeded(blocks, sample, ks, options, device, gen, checkpoint)
+    settled = lambda st: all(st.done) or st.iteration >= options.max_iter  # noqa: E731
+    report(2 + state.iteration, 1 if settled(state) else None)
+
+    def after(st) -> None:
+        checkpoint.save("centres", *_lloyd_parts(st, gen))
+        report(2 + st.iteration, 1 if settled(st) else None)
+
+    state = kmeans.lloyd(blocks, state, options.metric, options.max_iter, options.tol, on_pass=after)
+    sil_n = min(options.silhouette_rows, len(chosen_rows))
+    sil_sample = sample[torch.randperm(len(chosen_rows), generator=gen)[:sil_n]].to(device)
+    elbow = _elbow(sil_sample, ks, state, options.metric)
+    k = kmeans.knee(ks, state.inertia) if options.clusters == "auto" else ks[0]
+    best = state.centers[ks.index(k)]
+    labels, dist = _labelled(blocks, best, rows, options.metric)
+    report(3 + state.iteration, 0)
+    components, pca_from = _components(cov, mean, sample, cov is not None)
+    centred = kmeans.prepare(sample, options.metric) - mean.to(torch.float32)
+    projection = (centred @ components).numpy()  # (n_sample, 2)
+    found = structure(sil_sample, k, options) if options.clusters == "auto" and k > 1 else None
+    return Study(k, options.metric, KNEE_RULE if options.clusters == "auto" else "given", elbow, labels, dist,
+                 best.cpu().numpy().astype(np.float32), chosen_rows.numpy(), projection, labels[chosen_rows.numpy()], pca_from,
+                 3 + state.iteration, found)  # fmt: skip
+
+
+def _elbow(sil_sample, ks: list[int], state, metric: str) -> list[dict]:
+    """Per k: the inertia over all rows, the silhouette of a sample, the Lloyd passes it took."""
+    from streamscope.kernels import kmeans
+
+    elbow = []
+    for k, c, v, passes in zip(ks, state.centers, state.inertia, state.passes):
+        lab, _ = kmeans.assign(sil_sample, c, metric)
+        sil = kmeans.silhouette(kmeans.prepare(sil_sample, metric), lab) if k > 1 else float("nan")
+        elbow.append({"k": k, "inertia": v, "silhouette": sil, "lloyd_passes": passes})
+    return elbow
+
+
+def _labelled(blocks, centers, rows: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The last pass: every row's cluster and its squared distance to the centre."""
+    from streamscope.kernels import kmeans
+
+    labels = np.empty(rows, np.int32)
+    dist = np.empty(rows, np.float32)
+    for r0, r1, block in blocks():
+        lab, d = kmeans.assign(block, centers, metric)
+        labels[r0:r1] = lab.cpu().numpy()
+        dist[r0:r1] = d.cpu().numpy()
+    return labels, dist
+
+
+def _sampled(blocks, rows, cols, ks, options, device, analysis_bytes, gen, checkpoint):
+    """Pass 1, or its saved result: (chosen rows, sample, column mean, covariance or None)."""
+    import torch
+
+    saved = checkpoint.load("sample")
+    if saved:
+        _, a = saved
+        gen.set_state(torch.from_numpy(a["generator"]))
+        return (torch.from_numpy(a["chosen_rows"]), torch.from_numpy(a["sample"]), torch.from_numpy(a["mean"]),
+                torch.from_numpy(a["cov"]) if "cov" in a else None)  # fmt: skip
     # memory left to this study: every k's centres (float32), their float64 sums and a float32 block of sums,
     # then the sample (at most a third of what analyses may hold), then the covariance if it still fits
     centres = sum(ks) * cols * (4 + 8 + 4)
@@ -94,38 +200,67 @@ def study(blocks, rows: int, cols: int, options: ClusterOptions, device, analysi
     chosen_rows = torch.randperm(rows, generator=gen)[:n_sample].sort().values
     use_cov = cols * cols * 4 <= analysis_bytes - centres - n_sample * cols * 4
     sample, mean, cov = _first_pass(blocks, chosen_rows, cols, options.metric, use_cov, device)
-    passes = 1
-    if on_pass:
-        on_pass(passes)
+    arrays = {"generator": gen.get_state().numpy(), "chosen_rows": chosen_rows.numpy(), "sample": sample.numpy(), "mean": mean.numpy()}
+    checkpoint.save("sample", {}, {**arrays, **({"cov": cov.numpy()} if cov is not None else {})})
+    return chosen_rows, sample, mean, cov
+
+
+def _seeded(blocks, sample, ks, options, device, gen, checkpoint):
+    """k-means++ seeding and pass 2 (mini-batch), or the saved state of the Lloyd passes that followed."""
+    import torch
+
+    from streamscope.kernels import kmeans
+
+    saved = checkpoint.load("centres")
+    if saved:
+        r, a = saved
+        gen.set_state(torch.from_numpy(a["generator"]))
+        centers = [c.to(device) for c in torch.from_numpy(a["centers"]).split(ks)]
+        return kmeans.LloydState(centers, r["inertia"], r["passes"], r["done"], r["iteration"])
     centers = [kmeans.seed_centers(sample, k, gen, options.metric).to(device) for k in ks]
-    centers = kmeans.minibatch(blocks, centers, options.metric)
-    passes += 1
-    if on_pass:
-        on_pass(passes)
-    centers, inertia, iters = kmeans.lloyd(blocks, centers, options.metric, options.max_iter, options.tol,
-                                           on_pass=(lambda i: on_pass(passes + i)) if on_pass else None)  # fmt: skip
-    passes += max(iters)
-    sil_n = min(options.silhouette_rows, n_sample)
-    sil_sample = sample[torch.randperm(n_sample, generator=gen)[:sil_n]].to(device)
-    elbow = []
-    for k, c, v in zip(ks, centers, inertia):
-        lab, _ = kmeans.assign(sil_sample, c, options.metric)
-        elbow.append({"k": k, "inertia": v, "silhouette": kmeans.silhouette(kmeans.prepare(sil_sample, options.metric), lab) if k > 1 else float("nan"),
-                      "lloyd_passes": iters[ks.index(k)]})  # fmt: skip
-    k = kmeans.knee(ks, inertia) if options.clusters == "auto" else ks[0]
-    best = centers[ks.index(k)]
-    labels = np.empty(rows, np.int32)
-    dist = np.empty(rows, np.float32)
-    for r0, r1, block in blocks():
-        lab, d = kmeans.assign(block, best, options.metric)
-        labels[r0:r1] = lab.cpu().numpy()
-        dist[r0:r1] = d.cpu().numpy()
-    passes += 1
-    components, pca_from = _components(cov, mean, sample, use_cov)
-    centred = kmeans.prepare(sample, options.metric) - mean.to(torch.float32)
-    projection = (centred @ components).numpy()  # (n_sample, 2)
-    return Study(k, options.metric, KNEE_RULE if options.clusters == "auto" else "given", elbow, labels, dist,
-                 best.cpu().numpy().astype(np.float32), chosen_rows.numpy(), projection, labels[chosen_rows.numpy()], pca_from, passes)  # fmt: skip
+    state = kmeans.LloydState.start(kmeans.minibatch(blocks, centers, options.metric))
+    checkpoint.save("centres", *_lloyd_parts(state, gen))
+    return state
+
+
+def _lloyd_parts(state, gen) -> tuple[dict, dict[str, np.ndarray]]:
+    import torch
+
+    record = {"inertia": state.inertia, "passes": state.passes, "done": state.done, "iteration": state.iteration}
+    return record, {"centers": torch.cat(state.centers).cpu().numpy(), "generator": gen.get_state().numpy()}
+
+
+def structure(sample, k: int, options: ClusterOptions, replicas: int = 3) -> dict:
+    """Whether the rows have clusters at ``k``, or k-means only cuts a cloud into ``k`` pieces.
+
+    k-means lowers the inertia as k grows whatever the rows are; clusters show in how much more it falls than on
+    rows without any, of the same spread: the gap statistic's question (Tibshirani, Walther and Hastie 2001), with
+    a Gaussian reference of the sample's own mean and covariance, so that an elongated cloud is not taken for
+    clusters. On ``sample`` and on ``replicas`` Gaussian draws of its size, the seeding k-means gives
+    inertia(k) / inertia(1) (inertia(1): the squared distances to the mean). The structure is clear when the rows
+    keep at most ``STRUCTURE_MARGIN`` of the reference's share: a gap of log(4/3), an effect a person would call
+    clusters, where the spread of that log share between Gaussian draws is a few thousandths.
+    """
+    import torch
+
+    from streamscope.kernels.kmeans import prepare, sample_inertia
+
+    gen = torch.Generator().manual_seed(options.random_state + 1)
+    x = prepare(sample, options.metric).cpu().double()
+    centred = x - x.mean(0)
+
+    def share(rows: torch.Tensor) -> float:
+        spread = float(((rows - rows.mean(0)) ** 2).sum())
+        return sample_inertia(rows.float(), k, gen, options.metric) / max(spread, 1e-300)
+
+    observed = share(x)
+    reference = []
+    for _ in range(replicas):  # rows of G @ Xc / sqrt(n): Gaussian with the sample's covariance exactly
+        g = torch.randn(x.shape[0], x.shape[0], generator=gen, dtype=torch.float64)
+        reference.append(share(x.mean(0) + g @ centred / math.sqrt(x.shape[0])))
+    expected = float(np.mean(reference))
+    return {"clear": bool(observed <= STRUCTURE_MARGIN * expected), "k": k, "inertia_share": observed,
+            "reference_share": expected, "rule": STRUCTURE_RULE}  # fmt: skip
 
 
 def _first_pass(blocks, chosen_rows, cols: int, metric: str, use_cov: bool, device):

@@ -11,7 +11,7 @@ from streamscope.analyses.registry import Analysis
 from streamscope.io.tokenizer import TokenizerError, decoder
 
 NORM_PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
-_POSITIONAL = re.compile(r"position|wpe|token_type|embed_positions|patch_embed|visual|vision")  # rows are not tokens
+POSITIONAL = re.compile(r"position|wpe|token_type|embed_positions|patch_embed|visual|vision")  # rows are not tokens
 TOP_K = 10
 
 
@@ -31,7 +31,7 @@ def embedding_norms(name: str, shape: tuple[int, ...], row_norms: np.ndarray, to
     """
     norms = np.asarray(row_norms, dtype=np.float64)
     order = np.argsort(norms, kind="stable")
-    token_rows = tokenizer is not None and not _POSITIONAL.search(name)
+    token_rows = tokenizer is not None and not POSITIONAL.search(name)
     decode, note = (lambda i: None), None
     if token_rows:
         try:

@@ -60,8 +60,7 @@ class QuantState:
         self.sums = {s: ErrorSums() for s in self.schemes}
         self.native = native
         # bfloat16 blocks go to the kernel as stored: it widens them a row at a time, and the statistics pass
-        # need not write the block as float32 for this analysis (quantization scan of the 7B bench layout:
-        # 0.95 s instead of 1.08 s, median of 5 alternating runs; the same sums)
+        # need not write the block as float32 for this analysis (faster, the same sums: benchmarks/README.md)
         self.from_stored = native and info.dtype == "BF16" and self.matrix
 
 

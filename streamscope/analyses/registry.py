@@ -54,7 +54,7 @@ class Analysis:
     #: reads the statistics pass's value histogram or what comes from it (``ctx.acc``: mean, var, min, max,
     #: zeros, quantiles, ``abs_below``); False when it reads only ``nan``, ``inf``, ``finite`` and ``sumsq`` of
     #: ``ctx.acc.summary()`` and ``row_sumsq``, or nothing. Scans of bfloat16 tensors whose block and tensor
-    #: analyses all say False skip the histogram (a spectral scan of the 7B bench layout: 2.41 s, 2.56 s with it).
+    #: analyses all say False skip the histogram, a pass of its own over the block (benchmarks/README.md).
     histogram: bool = True
     writes: tuple[str, ...] = ()  # arrays it adds to ``arrays.zarr`` (documentation and the developer guide)
     stored: bool = False  # ``update`` also receives the block as stored (``stored=``)
@@ -63,7 +63,7 @@ class Analysis:
     float_blocks: bool | Callable[[Any], bool] = True
     #: per-tensor work bound by computation (matrix products, eigensolvers, quantizer round trips): runs of small
     #: tensors then go side by side, one per core (``engine.executors.run_local``). Light analyses lose from it:
-    #: ``basic,sparsity`` on a 135M Llama took 1.38 s side by side, 1.20 s one at a time.
+    #: their passes are bound by memory, not by computation (benchmarks/README.md).
     compute_bound: bool = False
     start: Callable[..., Any] | None = None
     update: Callable[..., None] | None = None

@@ -2,13 +2,13 @@
 
 Methods, chosen per matrix (``spectral.method`` in the output):
 - ``gram``: the full spectrum from the Gram matrix of the smaller side, accumulated over blocks, then
-  ``eigvalsh``: in float64 up to a smaller side of 2048, in float32 above (a 4096 x 11008 Gram matrix in
-  float32 takes 2 s here, in float64 9 s). Singular values below about ``sqrt(eps * larger side) *
+  ``eigvalsh``: in float64 up to a smaller side of 2048, in float32 above (several times faster on large
+  Gram matrices, benchmarks/README.md). Singular values below about ``sqrt(eps * larger side) *
   sigma_max`` (``resolution`` in the output) are not resolved: the minimum singular value and condition
   number are then a bound; the power-law tail that ``alpha`` fits lies far above it.
 - ``exact``: LAPACK's divide-and-conquer SVD (numpy ``gesdd``) in float64 of the matrix gathered in memory;
-  resolves the smallest singular values too. Only when asked: on this class of machine it is 5x slower than
-  ``gram`` on a 1536 x 576 matrix, and torch's ``svdvals`` was erratic on trained weights (up to 20x).
+  resolves the smallest singular values too. Only when asked: it is several times slower than ``gram``, and
+  torch's ``svdvals`` is erratic on trained weights (benchmarks/README.md).
 - ``randomized``: top-``k`` singular values by randomized block Krylov iteration (``svd_block_krylov``);
   stable rank from the exact Frobenius norm. When the matrix fits the analysis memory as bfloat16 it is
   kept there during the pass, so that the Krylov products (bfloat16, float32 accumulation) read no bytes
@@ -54,8 +54,7 @@ GRAM_CHUNK_ELEMS = 1 << 20
 ALPHA_NOTE = "alpha needs the full spectrum: --spectral gram computes it (cost: benchmarks/README.md)"
 EPS32 = float(np.finfo(np.float32).eps)
 #: Values per float32 block of the final Rayleigh-Ritz product from the bfloat16 copy: 4 MB stays in cache
-#: between its conversion and its product (4096 x 11008: 14-18 ms a product, 25-26 ms with 64 MB blocks;
-#: the spectral bench scan 2.99 s vs 3.10 s, median of 5 alternating runs).
+#: between its conversion and its product, faster than larger blocks (benchmarks/README.md).
 EXACT_BLOCK_ELEMS = 1 << 20
 
 
@@ -179,8 +178,8 @@ class SpectralState:
         import torch
 
         self.gram_dtype = torch.float64 if min(self.rows, self.cols) <= GRAM_MAX_SIDE else torch.float32
-        # Small float64 Gram matrices on CPU go through numpy's BLAS and LAPACK: measured here on a 576-wide
-        # matrix, torch's eigvalsh took 74 ms where numpy's took 13.5 ms, and the float64 product 15 ms vs 9 ms.
+        # Small float64 Gram matrices on CPU go through numpy's BLAS and LAPACK, faster than torch's for both
+        # the product and eigvalsh at these sizes (benchmarks/README.md).
         self.numpy_gram = self.gram_dtype == torch.float64
         left = available - method_bytes(self.method, self.rows, self.cols, options.krylov_columns, block_elems)
         # A wide matrix's Gram W @ W.T needs every row at once: a float64 copy kept during the pass when it fits
@@ -203,8 +202,8 @@ def start(ctx, options: SpectralOptions) -> SpectralState:
     import torch
 
     state = SpectralState(ctx.info, options, ctx.memory.analysis_bytes, ctx.memory.block_elems)
-    # Buffers reused across tensors where there is a runner: fresh pages fault at about 0.7 GB/s here, and a
-    # 576-wide float64 Gram matrix allocated per tensor cost 2 ms of its 15.
+    # Buffers reused across tensors where there is a runner: fresh pages fault slowly, a visible share of a
+    # small Gram matrix's time (benchmarks/README.md).
     buffer = ctx.runner.kernel.buffer if ctx.runner is not None else (lambda key, n, dtype: torch.empty(n, dtype=dtype))
     if state.low is not None:
         state.low = buffer("spectral_low", state.rows * state.cols, torch.bfloat16).view(state.rows, state.cols)

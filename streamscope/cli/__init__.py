@@ -264,19 +264,9 @@ def embeddings(
     result = study(path, out=out, clusters=clusters, k_range=k_range, metric=metric, random_state=random_state,
                    memory_budget=memory_budget, device=device, progress=not quiet, revision=revision)  # fmt: skip
     if not quiet:
-        from rich.table import Table
+        from streamscope.report.embeddings_table import print_embeddings
 
-        t = Table(title="Embedding clusters")
-        for c in ("matrix", "k", "rule", "inertia", "silhouette", "largest clusters (size: nearest tokens)"):
-            t.add_column(c)
-        for name, c in result["clusters"].items():
-            chosen = next(e for e in c["elbow"] if e["k"] == c["k"])
-            top = sorted(c["clusters"], key=lambda cl: -cl["size"])[:3]
-            words = "; ".join(f"{cl['size']}: " + ", ".join(str(t["token"]) if t["token"] is not None else f"#{t['id']}" for t in cl["tokens"][:3]) for cl in top)
-            sil = chosen["silhouette"]
-            t.add_row(plain(name), str(c["k"]), "knee" if "knee" in c["k_rule"] else "given", f"{chosen['inertia']:.4g}", "-" if sil is None else f"{sil:.3f}",
-                      plain(words))  # fmt: skip
-        console.print(t)
+        print_embeddings(result, console)
         console.print(f"results in [bold]{plain(out)}[/]: embeddings.json, clusters.csv, arrays.zarr")
     if report:
         _report(out, quiet=quiet)

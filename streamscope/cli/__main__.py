@@ -1,5 +1,5 @@
 """``python -m streamscope.cli``: the same as the ``streamscope`` command."""
 
-from streamscope.cli import main
+from streamscope.__main__ import main
 
 main()

@@ -23,9 +23,9 @@ from streamscope.io.tensor import TensorInfo
 
 #: Seconds to wait for a dask scheduler before giving up.
 CONNECT_TIMEOUT = 10
-#: Jobs of at most this many values may run side by side. On a 135M Llama (matrices of 0.3-0.9M values) two
-#: at a time on one thread each made the spectral scan 1.5x faster; on a 7B layout's (17-45M values) it was
-#: 1.5x slower than one at a time on both cores, their products being memory-bound.
+#: Jobs of at most this many values may run side by side: small matrices keep a core busy each, one thread per
+#: tensor, where larger ones run faster one at a time on every core, their products being memory-bound
+#: (benchmarks/README.md).
 SIDE_BY_SIDE_MAX_VALUES = 1 << 22
 #: Bytes per value that an analysis may hold at most (spectral ``exact``: two float64 copies of the matrix and
 #: LAPACK's workspace of three small-side squares, 40 bytes per value; ``analyses.spectral.method_bytes``).
@@ -140,8 +140,8 @@ class SideBySide:
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
         def run_one(job, runner) -> None:
-            # Reported here, not by the waiting thread: that one queued for the interpreter lock behind the
-            # jobs' Python code at every file write (np.savez took 4 ms a tensor there, 0.34 ms alone).
+            # Reported here, not by the waiting thread: that one would queue for the interpreter lock behind
+            # the jobs' Python code at every write of a result.
             try:
                 result, error = job.run(runner), None
             except Exception as e:  # noqa: BLE001 - one tensor's failure must not end the scan

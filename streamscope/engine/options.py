@@ -79,10 +79,6 @@ class ScanOptions:
             analysis_options=REGISTRY.build_options(analysis_options),
         )
 
-    @property
-    def memory_budget(self) -> int:
-        return self.memory.total
-
     def active(self) -> list[Analysis]:
         """The analyses this scan runs (selected ones and those that run on every scan), in registry order."""
         return REGISTRY.active(self.analyses)

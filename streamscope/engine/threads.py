@@ -1,8 +1,8 @@
 """How many threads the kernels use: every core on one tensor at a time, or one thread each while small
 tensors run side by side, one per core (``executors.run_local``).
 
-Small matrices gain little from a second BLAS or LAPACK thread: on a 576-wide Gram matrix, ``eigvalsh`` took
-12 ms on two threads and 14-16 ms on one. Two tensors on one thread each keep both cores busy instead.
+Small matrices gain little from a second BLAS or LAPACK thread (benchmarks/README.md): two tensors on one thread
+each keep both cores busy instead.
 """
 
 from __future__ import annotations

@@ -39,9 +39,10 @@ FORMATS: dict[str, Format] = {
     "pytorch": Format("pytorch", (".bin", ".pt", ".pth"), ".bin.index.json", pytorch.sniff, pytorch.open_file),
 }
 
-#: Recognised but not readable yet: first bytes or suffix -> what to tell the user.
+#: Recognised by its first bytes but not readable: what to tell the user (a file with a PyTorch suffix is the
+#: pytorch reader's to refuse).
 _OTHER = (
-    (lambda head, p: head[:1] == b"\x80" or p.suffix in (".bin", ".pt", ".pth"),
+    (lambda head: head[:1] == b"\x80",
      "a legacy (pre-zip) PyTorch pickle, which streamscope does not unpickle; re-save it with torch.save or "
      "transformers' save_pretrained(safe_serialization=True)"),
 )
@@ -65,8 +66,8 @@ def detect(path: Path) -> Format:
         if fmt.sniff(head):
             return fmt
     for matches, what in _OTHER:
-        if matches(head, path):
-            raise CheckpointError(f"{path}: not a .safetensors file but {what}")
+        if matches(head):
+            raise CheckpointError(f"{path}: not a checkpoint file streamscope can read but {what}")
     known = ", ".join(s for f in FORMATS.values() for s in f.suffixes)
     raise CheckpointError(f"{path}: not a checkpoint file streamscope can read (known formats: {known})")
 

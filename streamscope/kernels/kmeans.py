@@ -17,6 +17,7 @@ References:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
@@ -70,6 +71,14 @@ def seed_centers(sample: torch.Tensor, k: int, gen: torch.Generator, metric: str
     return best
 
 
+def sample_inertia(sample: torch.Tensor, k: int, gen: torch.Generator, metric: str) -> float:
+    """The inertia of ``seed_centers``'s k centres on ``sample`` itself (summed in float64)."""
+    x = prepare(sample, metric)
+    c = seed_centers(x, k, gen, metric)
+    dist, _ = _nearest(x, c, (c * c).sum(1))
+    return float(dist.sum(dtype=torch.float64))
+
+
 def _nearest(x: torch.Tensor, centers: torch.Tensor, c2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(squared distance, index) of each row's nearest centre."""
     d = (x * x).sum(1, keepdim=True) - 2 * (x @ centers.T) + c2  # (rows, k)
@@ -96,56 +105,75 @@ def minibatch(blocks: RowBlocks, centers: list[torch.Tensor], metric: str, passe
     return centers
 
 
-def lloyd(blocks: RowBlocks, centers: list[torch.Tensor], metric: str, max_iter: int = 30, tol: float = 1e-4,
-          on_pass: Callable[[int], None] | None = None) -> tuple[list[torch.Tensor], list[float], list[int]]:  # fmt: skip
-    """Full Lloyd passes for every k at once; returns the centres, each k's inertia and its number of passes.
+@dataclass
+class LloydState:
+    """Where the Lloyd passes stand: every k's centres, its inertia after the last pass, its number of passes,
+    whether it has settled, and how many passes were made. Saved between passes, it resumes them exactly."""
 
-    The inertia returned is that of the returned centres' assignment (the last pass's), summed over all rows.
+    centers: list[torch.Tensor]
+    inertia: list[float]
+    passes: list[int]
+    done: list[bool]
+    iteration: int = 0
+
+    @classmethod
+    def start(cls, centers: list[torch.Tensor]) -> "LloydState":
+        n = len(centers)
+        return cls(centers, [float("inf")] * n, [0] * n, [False] * n)
+
+
+def lloyd(blocks: RowBlocks, state: LloydState, metric: str, max_iter: int = 30, tol: float = 1e-4,
+          on_pass: Callable[[LloydState], None] | None = None) -> LloydState:  # fmt: skip
+    """Full Lloyd passes for every k at once, from ``state`` until every k settles or ``max_iter`` passes are made.
+
+    A k settles when its inertia changes by less than ``tol`` (relative) between passes; its centres are then those
+    whose assignment gave that inertia (the last pass's), summed over all rows. ``on_pass`` sees the state after
+    every pass.
     """
-    sizes = [c.shape[0] for c in centers]
-    offsets = [0]
-    for s in sizes:
-        offsets.append(offsets[-1] + s)
-    done = [False] * len(centers)
-    previous = [float("inf")] * len(centers)
-    inertia = [0.0] * len(centers)
-    passes = [0] * len(centers)
-    for it in range(max_iter):
-        live = [i for i, d in enumerate(done) if not d]
+    centers, sizes = state.centers, [c.shape[0] for c in state.centers]
+    for it in range(state.iteration, max_iter):
+        live = [i for i, d in enumerate(state.done) if not d]
         if not live:
             break
-        stacked = torch.cat([centers[i] for i in live])  # (sum of live k, dim)
-        bounds = [0]
-        for i in live:
-            bounds.append(bounds[-1] + sizes[i])
-        c2 = (stacked * stacked).sum(1)
-        sums = [torch.zeros(sizes[i], stacked.shape[1], dtype=torch.float64, device=stacked.device) for i in live]
-        counts = [torch.zeros(sizes[i], dtype=torch.float64, device=stacked.device) for i in live]
-        totals = [0.0] * len(live)
-        for _, _, block in blocks():
-            x = prepare(block, metric).to(stacked.device)
-            d = (x * x).sum(1, keepdim=True) - 2 * (x @ stacked.T) + c2  # (rows, sum of live k)
-            for j in range(len(live)):
-                dist, idx = d[:, bounds[j] : bounds[j + 1]].min(dim=1)
-                totals[j] += float(dist.clamp_min(0).sum(dtype=torch.float64))
-                sums[j] += torch.zeros(sizes[live[j]], x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, idx, x)  # block sums in float32, totals in float64
-                counts[j] += torch.bincount(idx, minlength=sizes[live[j]]).to(torch.float64)
+        totals, sums, counts = _lloyd_pass(blocks, [centers[i] for i in live], metric)
         for j, i in enumerate(live):
-            inertia[i] = totals[j]
-            passes[i] = it + 1
+            state.passes[i] = it + 1
             has = counts[j] > 0
             new = centers[i].clone()
             new[has] = (sums[j][has] / counts[j][has].unsqueeze(1)).to(new.dtype)
             if metric == "cosine":
                 new = new / new.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            if abs(previous[i] - totals[j]) <= tol * max(totals[j], 1e-300):
-                done[i] = True  # the assignment that gave this inertia is final: keep its centres
+            if abs(state.inertia[i] - totals[j]) <= tol * max(totals[j], 1e-300):
+                state.done[i] = True  # the assignment that gave this inertia is final: keep its centres
             else:
                 centers[i] = new
-            previous[i] = totals[j]
+            state.inertia[i] = totals[j]
+        state.iteration = it + 1
         if on_pass:
-            on_pass(it + 1)
-    return centers, inertia, passes
+            on_pass(state)
+    return state
+
+
+def _lloyd_pass(blocks: RowBlocks, live: list[torch.Tensor], metric: str):
+    """One streamed pass: per live k, the inertia (float64) and the per-centre sums and counts of its rows."""
+    sizes = [c.shape[0] for c in live]
+    stacked = torch.cat(live)  # (sum of live k, dim)
+    bounds = [0]
+    for s in sizes:
+        bounds.append(bounds[-1] + s)
+    c2 = (stacked * stacked).sum(1)
+    sums = [torch.zeros(s, stacked.shape[1], dtype=torch.float64, device=stacked.device) for s in sizes]
+    counts = [torch.zeros(s, dtype=torch.float64, device=stacked.device) for s in sizes]
+    totals = [0.0] * len(live)
+    for _, _, block in blocks():
+        x = prepare(block, metric).to(stacked.device)
+        d = (x * x).sum(1, keepdim=True) - 2 * (x @ stacked.T) + c2  # (rows, sum of live k)
+        for j, size in enumerate(sizes):
+            dist, idx = d[:, bounds[j] : bounds[j + 1]].min(dim=1)
+            totals[j] += float(dist.clamp_min(0).sum(dtype=torch.float64))
+            sums[j] += torch.zeros(size, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, idx, x)  # block sums in float32, totals in float64
+            counts[j] += torch.bincount(idx, minlength=size).to(torch.float64)
+    return totals, sums, counts
 
 
 def assign(x: torch.Tensor, centers: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor]:

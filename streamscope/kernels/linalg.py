@@ -98,19 +98,6 @@ def _transpose_times(blocks: RowBlocks, left: torch.Tensor, n: int) -> torch.Ten
     return out
 
 
-def gram_eigvals(blocks: RowBlocks, cols: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Eigenvalues of ``W.T @ W`` (cols x cols) accumulated in float64 over row blocks, descending.
-
-    Singular values are their square roots. Because the Gram matrix squares the condition number, singular
-    values below about ``sqrt(eps64) * sigma_max`` (1.5e-8 relative) are not resolved.
-    """
-    g = torch.zeros(cols, cols, dtype=torch.float64, device=device)
-    for _, _, block in blocks():
-        b = block.to(device, torch.float64)
-        g.addmm_(b.T, b)
-    return torch.linalg.eigvalsh(g).flip(0).clamp_min(0).cpu()
-
-
 class StreamedOperator:
     """A matrix seen through its products: ``times(X) = W @ X`` and ``t_times(Y) = W.T @ Y`` (float32 in, out).
 

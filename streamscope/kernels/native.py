@@ -125,8 +125,8 @@ def light_bf16(keys: np.ndarray, rows: int, cols: int, rowsq: np.ndarray | None 
     """Sum of squares of the finite values and the NaN and Inf counts of ``rows*cols`` bfloat16 patterns (uint16),
     in one read, rows split over threads; fills ``rowsq`` (float64, one per row) when given.
 
-    The statistics pass of scans whose analyses read no histogram: 8.7 ms for a 4096 x 11008 tensor of the 7B
-    bench layout in memory, where the pattern scan took 14 ms.
+    The statistics pass of scans whose analyses read no histogram, faster than the pattern scan
+    (benchmarks/README.md).
     """
     lib = _lib()
     keys = keys.reshape(-1)
@@ -201,8 +201,7 @@ def stats32(
     return outs
 
 
-#: Values per thread of ``act32``: below this a second thread costs more than it saves (a 256 x 2048 call took
-#: 0.63 ms on one thread, 0.88 ms on two).
+#: Values per thread of ``act32``: below this a second thread costs more than it saves (benchmarks/README.md).
 ACT32_PER_THREAD = 1 << 22
 
 
@@ -245,8 +244,8 @@ def quant_sums(x: np.ndarray, group: int) -> np.ndarray:
     """Error sums of the per-channel INT8 and group INT4 schemes (groups of ``group`` values along each row, the
     last one shorter where ``group`` does not divide ``cols``) over a finite ``(rows, cols)`` block: float32
     values, or uint16 bfloat16 patterns (widened a row at a time inside the kernel, so the block is read once at
-    two bytes a value: 4096 x 11008 on two threads took 24-27 ms from the patterns, as long as from float32
-    values, where widening the block first and then the float32 kernel took 48 ms).
+    two bytes a value: as fast as from float32 values, where widening the block first costs a second pass;
+    benchmarks/README.md).
 
     Returns 13 float64 sums (see ``QUANT_SCHEMES``); rows are split over the kernel's threads.
     """

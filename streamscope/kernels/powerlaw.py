@@ -22,8 +22,8 @@ import numpy as np
 EVALS_THRESH = 1e-5
 SMALL_N = 20
 SMALL_N_MIN_TAIL = 8
-#: Candidates whose distances are computed at once (a 576-value spectrum: 1.2 ms a fit, where the whole
-#: candidates x values square at once took 9.8 ms).
+#: Candidates whose distances are computed at once: chunks stay in cache, where the whole candidates x values
+#: square at once is several times slower (benchmarks/README.md).
 _CHUNK_ROWS = 128
 
 

@@ -35,6 +35,12 @@ def check(vis: dict, fail) -> None:
     from streamscope.activation.config import check_patterns
 
     check_patterns(fail, "visualization.distribution.patterns", vis["distribution"]["patterns"])
+    kinds = vis["distribution"]["plot_types"]
+    if not isinstance(kinds, list) or not kinds or not set(kinds) <= set(PLOT_TYPES):
+        fail("visualization.distribution.plot_types", f"must be a non-empty list of {', '.join(PLOT_TYPES)}; got {kinds!r}")
+
+
+PLOT_TYPES = ("boxplot", "histogram")  # the panels of distribution.png
 
 
 PROBE = Probe(

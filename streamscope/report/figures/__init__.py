@@ -80,7 +80,7 @@ def render(results, out: Path, details: str | int = 10, on_figure: Callable[[], 
         with plain_text():  # names and tokens are never math text
             fig = f.draw(results)
         if fig is not None:
-            save(fig, out / f.file)
+            save(fig, out / f.file, dpi=_activation_dpi(results) if f.section == "activations" else None)
             done.append(Rendered(Path(f.file), f.section, f.title))
         if on_figure:
             on_figure()
@@ -96,3 +96,8 @@ def render(results, out: Path, details: str | int = 10, on_figure: Callable[[], 
         if on_figure:
             on_figure()
     return done
+
+
+def _activation_dpi(results) -> int | None:
+    """The resolution an activation run asked for (``visualization.dpi``)."""
+    return ((results.activations or {}).get("config") or {}).get("visualization", {}).get("dpi")

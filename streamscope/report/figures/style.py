@@ -37,8 +37,9 @@ def figure(width: float = 10, height: float = 6):
     return fig
 
 
-def save(fig, path: Path) -> Path:
-    """PNG without a timestamp or software tag, so that the same results give the same bytes."""
+def save(fig, path: Path, dpi: int | None = None) -> Path:
+    """PNG without a timestamp or software tag, so that the same results give the same bytes; ``dpi``: the
+    resolution (the figure's own when None)."""
     from matplotlib.text import Text
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,18 +47,12 @@ def save(fig, path: Path) -> Path:
         for text in fig.findobj(Text):  # texts of a figure drawn outside ``plain_text``
             text.set_usetex(False)
             text.set_parse_math(False)
-        fig.savefig(path, format="png", metadata={"Software": None})
+        fig.savefig(path, format="png", metadata={"Software": None}, dpi=dpi or "figure")
     return path
 
 
 def band(log10_kappa: float) -> int:
     return sum(log10_kappa > e for e in BAND_EDGES)
-
-
-def band_color(kappa: float | None) -> str:
-    if kappa is None or not math.isfinite(kappa) or kappa <= 0:
-        return BAND_COLORS[3]
-    return BAND_COLORS[band(math.log10(kappa))]
 
 
 def type_color(block_type: str) -> str:
