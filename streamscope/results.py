@@ -431,6 +431,3 @@ def zarr_key(name: str) -> str:
         return plain
     return "tensor-" + hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 
-
-# The activation engine's modules import the writer and the lock under these names.
-_atomic, _lock, _unlock = write_atomic, lock_file, unlock_file

@@ -208,7 +208,7 @@ def test_format_seam_names_what_a_file_is(tmp_path):
 PACKAGE = Path(streamscope.__file__).parent
 ROOMS = {
     "streamscope.errors": "base", "streamscope.units": "base", "streamscope.schema": "base", "streamscope.text": "base",
-    "streamscope.environment": "base",
+    "streamscope.environment": "base", "streamscope.plotstyle": "base",
     "streamscope.io": "io",
     "streamscope.kernels": "kernels",
     "streamscope.analyses": "analyses",
@@ -222,24 +222,10 @@ ROOMS = {
 RANK = {"base": 0, "io": 1, "kernels": 2, "analyses": 3, "results": 4, "engine": 5, "activation": 5, "report": 6, "entry": 7}
 
 # Known imports against the direction, each with the reason it is still there. Every entry must still occur
-# (a fixed one is removed from this list), and no new one may appear.
-ALLOWED = {
-    # A probe draws its own figures (one file per probe); the figure style lives in report.
-    ("streamscope.activation.probes.importance", "streamscope.report.figures.style"),
-    # The activation engine resolves --device as scan does; resolve_device belongs in a room both can use.
-    ("streamscope.activation.profile", "streamscope.engine.options"),
-    # Per-layer resume fingerprints a layer's tensors as scan's resume does; the fingerprint belongs left of both.
-    ("streamscope.activation.resume", "streamscope.engine.pipeline"),
-}
-# Private names (a leading underscore) imported from another room, with the reason: the activation modules still
-# use the result store's private writers; results.py offers public ones (write_atomic, lock_directory, unlock).
-ALLOWED_PRIVATE = {
-    ("streamscope.activation.export", "streamscope.results._atomic"),
-    ("streamscope.activation.probes.act_scales", "streamscope.results._atomic"),
-    ("streamscope.activation.probes.imatrix", "streamscope.results._atomic"),
-    ("streamscope.activation.profile", "streamscope.results._lock"),
-    ("streamscope.activation.profile", "streamscope.results._unlock"),
-}
+# (a fixed one is removed from this list), and no new one may appear. None now.
+ALLOWED: set = set()
+# Private names (a leading underscore) imported from another room, with the reason for each (none now).
+ALLOWED_PRIVATE: set = set()
 
 
 def _module_name(path: Path) -> str:

@@ -66,7 +66,7 @@ def test_dollar_signs_in_names_and_tokens_are_drawn_as_text(tmp_path):
 
 
 def test_a_figure_drawn_outside_the_report_is_saved_as_plain_text(tmp_path):
-    from streamscope.report.figures import style
+    from streamscope import plotstyle as style
 
     fig = style.figure(4, 2)  # drawn outside ``render``, as an API user would
     ax = fig.add_subplot()

@@ -37,7 +37,7 @@ def restore(vis: dict, data: dict) -> State:
 
 
 def draw(results):
-    from streamscope.report.figures.style import figure
+    from streamscope.plotstyle import figure
 
     records = (results.activations or {}).get("token_norm") or {}
     if not records:

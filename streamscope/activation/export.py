@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamscope.results import _atomic, json_safe
+from streamscope.results import json_safe, write_atomic
 
 KEY_COLUMNS = ("module", "direction")
 
@@ -39,7 +39,7 @@ def write(out: Path, collector, run) -> dict[str, str | None]:
     files["activations.csv"] = None
     import pandas as pd
 
-    _atomic(out / "activations.parquet", lambda p: pd.DataFrame(rows, columns=columns).to_parquet(p, index=False))
+    write_atomic(out / "activations.parquet", lambda p: pd.DataFrame(rows, columns=columns).to_parquet(p, index=False))
     files["activations.parquet"] = None
     for p in collector.probes:
         if p.files is not None:
@@ -63,7 +63,7 @@ def table(collector, run) -> tuple[list[dict], list[str]]:
 
 
 def write_json(out: Path, record: dict) -> None:
-    _atomic(out / "activations.json", lambda p: p.write_text(json.dumps(json_safe(record), indent=1)))
+    write_atomic(out / "activations.json", lambda p: p.write_text(json.dumps(json_safe(record), indent=1)))
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
@@ -73,7 +73,7 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
             w.writeheader()
             w.writerows(rows)
 
-    _atomic(path, write_file)
+    write_atomic(path, write_file)
 
 
 def _write_arrays(out: Path, collector, run) -> None:

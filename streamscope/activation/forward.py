@@ -100,8 +100,6 @@ def run(skeleton, index, input_ids, dtype, device, on_layer: Callable[[int, obje
     ``on_logits(span, outputs)`` receives the tail's outputs of the float stream and of every stream per batch
     of samples; the logits are then not kept.
     """
-    import torch
-
     t0 = time.perf_counter()
     model, layers = skeleton.model, skeleton.layers
     n_layers = len(layers)

@@ -49,7 +49,7 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
     from its last finished decoder layer (``resume``; see ``activation.resume``). ``scheduler`` (``"local"``
     with ``workers``, or a dask scheduler address) splits the samples over dask workers (``parallel``).
     """
-    from streamscope.results import _lock, _unlock
+    from streamscope.results import lock_file, unlock_file
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -60,7 +60,7 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
         limits.check_hidden_states(int(prep.ids.shape[0]), int(prep.ids.shape[1]), limits.hidden_size(prep.skeleton.model.config), prep.dtype,
                                    budget=_hidden_budget(config["memory"].get("budget")), out_dir=out)
     out.mkdir(parents=True, exist_ok=True)
-    lock = _lock(out / ".activations.lock")  # two activation runs into one directory would mix their checkpoints
+    lock = lock_file(out / ".activations.lock")  # two activation runs into one directory would mix their checkpoints
     try:
         if scheduler is not None:
             from streamscope.activation import parallel
@@ -73,7 +73,7 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
         record = write(prep, collector, out, {**facts, "seconds": time.perf_counter() - t0})
     finally:
         shutil.rmtree(out / ".probes", ignore_errors=True)
-        _unlock(lock)
+        unlock_file(lock)
     if keep_tensors and result is not None:
         record["forward"] = result
     return record
@@ -85,7 +85,7 @@ def prepare(path: str | Path, config: dict, echo: Callable[[str], None] = print,
 
     from streamscope.activation import data, skeleton
     from streamscope.activation.probes import Watch
-    from streamscope.engine.options import resolve_device
+    from streamscope.kernels.device import resolve_device
     from streamscope.io.checkpoint import CheckpointIndex
 
     transformers.utils.logging.disable_progress_bar()

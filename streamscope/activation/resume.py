@@ -23,7 +23,7 @@ FOLDER = ".activations-resume"
 
 def fingerprint(index, input_ids, config: dict, dtype) -> str:
     """What decides the results: tensor bytes, token ids, config (not the memory budget, not the figures' looks)."""
-    from streamscope.engine.pipeline import tensor_fingerprint
+    from streamscope.io.fingerprint import tensor_fingerprint
 
     h = hashlib.blake2b(digest_size=16)
     for info in index:

@@ -13,34 +13,10 @@ from typing import Any
 
 from streamscope.analyses import REGISTRY, Analysis
 from streamscope.engine.budget import MemoryBudget
-from streamscope.errors import DeviceError, OptionError
+from streamscope.errors import OptionError
 from streamscope.io.tensor import READER_MODES
+from streamscope.kernels.device import DEVICES, resolve_device  # noqa: F401  (the engine's options name them)
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-def resolve_device(name: str):
-    """``auto`` picks cuda, then mps, then cpu; naming an absent device raises ``DeviceError``."""
-    import torch
-
-    name = (name or "auto").lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise DeviceError(f"--device {name}: CUDA is not available in this torch build or on this machine; use --device cpu")
-        return torch.device(name)
-    if name == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise DeviceError("--device mps: Apple's MPS backend is not available on this machine; use --device cpu")
-        return torch.device("mps")
-    if name == "cpu":
-        return torch.device("cpu")
-    raise OptionError(f"--device must be one of {', '.join(DEVICES)}; got {name!r}")
 
 
 @dataclass

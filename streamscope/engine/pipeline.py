@@ -7,7 +7,6 @@ its two uses; ``api.scan`` and ``api.compare`` are thin wrappers over them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from streamscope.engine.threads import default_threads
 from streamscope.errors import Interrupted, OptionError
 from streamscope.io.checkpoint import CheckpointIndex
 from streamscope.io.names import compile_select
+from streamscope.io.fingerprint import SAMPLE_BYTES, tensor_fingerprint  # noqa: F401  (resume keys; tests name them here)
 from streamscope.io.tensor import TensorInfo
 from streamscope.schema import SCHEMA_VERSION
 
@@ -28,9 +28,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from streamscope.results import ResultStore
-
-#: Bytes of each tensor hashed into its resume fingerprint, at its start, middle and end.
-SAMPLE_BYTES = 4096
 
 
 @dataclass
@@ -59,22 +56,6 @@ class ModelContext:
     index: CheckpointIndex
     records: dict[str, dict]
     errors: list[str]
-
-
-def tensor_fingerprint(info: TensorInfo) -> str:
-    """Identity of a tensor's bytes for resume: the file's size, times and inode, and a hash of samples.
-
-    ``ctime`` and the inode change whenever a file is rewritten or replaced, even when its mtime is restored;
-    the sampled bytes catch an in-place edit of the tensor itself.
-    """
-    st = os.stat(info.shard)
-    digest = hashlib.blake2b(digest_size=8)
-    with open(info.shard, "rb") as f:
-        for at in sorted({info.begin, max(info.begin, (info.begin + info.end) // 2 - SAMPLE_BYTES // 2), max(info.begin, info.end - SAMPLE_BYTES)}):
-            f.seek(at)
-            digest.update(f.read(min(SAMPLE_BYTES, info.end - at)))
-    return (f"{info.shard.name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{info.begin}:{info.end}:"
-            f"{info.dtype}:{info.shape}:{digest.hexdigest()}")  # fmt: skip
 
 
 def select_tensors(index: CheckpointIndex, select: str | None) -> list[TensorInfo]:

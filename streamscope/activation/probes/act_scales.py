@@ -19,10 +19,10 @@ class State(ChannelStats):
 def files(reduced: dict, run) -> dict:
     import torch
 
-    from streamscope.results import _atomic
+    from streamscope.results import write_atomic
 
     scales = {n: a.to("cpu", torch.float32).contiguous() for n, a in reduced.items() if a is not None}
-    _atomic(run.out / "act_scales.pt", lambda p: torch.save(scales, p))
+    write_atomic(run.out / "act_scales.pt", lambda p: torch.save(scales, p))
     return {"act_scales.pt": None}
 
 

@@ -89,7 +89,7 @@ def files(reduced: dict, run) -> dict:
         return {"imatrix.gguf": found}
     import gguf
 
-    from streamscope.results import _atomic
+    from streamscope.results import write_atomic
 
     arch, entries = found
 
@@ -107,7 +107,7 @@ def files(reduced: dict, run) -> dict:
         w.write_tensors_to_file()
         w.close()
 
-    _atomic(run.out / "imatrix.gguf", write)
+    write_atomic(run.out / "imatrix.gguf", write)
     return {"imatrix.gguf": None}
 
 

@@ -95,7 +95,7 @@ def table(reduced: dict, run) -> list[dict]:
 
 
 def draw_block_influence(results):
-    from streamscope.report.figures.style import figure
+    from streamscope.plotstyle import figure
 
     bi = ((results.activations or {}).get("importance") or {}).get("block_influence")
     if not bi:
@@ -110,7 +110,7 @@ def draw_block_influence(results):
 
 
 def draw_angular_distance(results):
-    from streamscope.report.figures.style import figure
+    from streamscope.plotstyle import figure
 
     imp = (results.activations or {}).get("importance") or {}
     dist, plan = imp.get("angular_distance") or {}, imp.get("prune_plan") or {}

@@ -216,7 +216,7 @@ def arrays(group, reduced: dict, run) -> None:
 
 def draw(results):
     """Layers x experts: each expert's share of its router's selections; experts no token reached in red."""
-    from streamscope.report.figures.style import figure
+    from streamscope.plotstyle import figure
 
     routing = (results.activations or {}).get("routing") or {}
     rows = [(n, r) for n, r in routing.items() if n != "summary" and isinstance(r, dict) and r.get("share")]

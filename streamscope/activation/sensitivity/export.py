@@ -17,7 +17,7 @@ import numpy as np
 
 from streamscope.activation.export import write_csv
 from streamscope.activation.sensitivity import recipe as recipe_mod
-from streamscope.results import _atomic, json_safe
+from streamscope.results import json_safe, write_atomic
 
 COLUMNS = ["module", "layer", "scheme", "sqnr_db", "rel_mse", "weight_sqnr_db", "alpha"]
 
@@ -62,7 +62,7 @@ def write(out: Path, prep, model, first, plan: dict | None, facts: dict, recipes
 
     table = rows(first.local, first.smoothquant, model.prefix)
     write_csv(out / "sensitivity.csv", table, COLUMNS)
-    _atomic(out / "sensitivity.parquet", lambda p: pd.DataFrame(table, columns=COLUMNS).to_parquet(p, index=False))
+    write_atomic(out / "sensitivity.parquet", lambda p: pd.DataFrame(table, columns=COLUMNS).to_parquet(p, index=False))
     assignment = (plan or {}).get("assignment") or recipes[0].assign(list(model.linears))
     recipe_mod.write_llm_compressor(out / "recipe.yaml", assignment, ["lm_head"])
     names = gguf_names(prep, list(model.linears))
@@ -75,7 +75,7 @@ def write(out: Path, prep, model, first, plan: dict | None, facts: dict, recipes
     plan_out = None if plan is None else {k: v for k, v in plan.items() if k != "assignment"}
     record = {"run": facts, "local": first.local, "smoothquant": first.smoothquant, "propagated": first.propagated, "plan": plan_out,
               "recipes": {r.name: {"scheme": r.scheme, "overrides": r.overrides, "ignore": r.ignore} for r in recipes}}  # fmt: skip
-    _atomic(out / "sensitivity.json", lambda p: p.write_text(json.dumps(json_safe(record), indent=1)))
+    write_atomic(out / "sensitivity.json", lambda p: p.write_text(json.dumps(json_safe(record), indent=1)))
     return record
 
 

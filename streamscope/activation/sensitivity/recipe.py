@@ -159,17 +159,17 @@ def write_llm_compressor(path: Path, assignment: dict[str, str | None], ignore: 
         groups[f"group_{len(groups)}"] = {"targets": names, "weights": dict(WEIGHTS[scheme])}
     floats = [m for m, s in assignment.items() if s is None]
     recipe = {"quant_stage": {"quant_modifiers": {"QuantizationModifier": {"ignore": [*ignore, *floats], "config_groups": groups}}}}
-    from streamscope.results import _atomic
+    from streamscope.results import write_atomic
 
-    _atomic(path, lambda p: p.write_text(yaml.safe_dump(recipe, sort_keys=False, width=120), encoding="utf-8"))
+    write_atomic(path, lambda p: p.write_text(yaml.safe_dump(recipe, sort_keys=False, width=120), encoding="utf-8"))
 
 
 def write_tensor_types(path: Path, assignment: dict[str, str | None], gguf_names: dict[str, str], default: str | None) -> int:
     """``tensor_types.txt`` for ``llama-quantize --tensor-type-file``: one ``^name$=type`` line for every
     tensor whose type differs from the default's; returns the number of lines."""
-    from streamscope.results import _atomic
+    from streamscope.results import write_atomic
 
     base = GGML_TYPE[default]
     lines = [f"^{re.escape(gguf_names[m])}$={GGML_TYPE[s]}" for m, s in assignment.items() if m in gguf_names and GGML_TYPE[s] != base]
-    _atomic(path, lambda p: p.write_text("".join(line + "\n" for line in lines), encoding="utf-8"))
+    write_atomic(path, lambda p: p.write_text("".join(line + "\n" for line in lines), encoding="utf-8"))
     return len(lines)

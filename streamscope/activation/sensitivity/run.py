@@ -250,7 +250,7 @@ def measure(path, config: dict, out: str | Path, opts: Options, echo: Callable[[
     from streamscope.activation.profile import _progress, prepare
     from streamscope.activation.sensitivity import export
     from streamscope.activation.sensitivity.resume import SensitivityCheckpoint, fingerprint
-    from streamscope.results import _lock, _unlock
+    from streamscope.results import lock_file, unlock_file
 
     t0 = time.perf_counter()
     opts.check()
@@ -259,7 +259,7 @@ def measure(path, config: dict, out: str | Path, opts: Options, echo: Callable[[
     model = model_parts(prep)
     recipes = default_recipes(opts)
     out.mkdir(parents=True, exist_ok=True)
-    lock = _lock(out / ".sensitivity.lock")  # two runs into one directory would write over each other's files
+    lock = lock_file(out / ".sensitivity.lock")  # two runs into one directory would write over each other's files
     try:
         streams = recipes if opts.propagate else []
         checkpoint = SensitivityCheckpoint(out, fingerprint(prep, opts, streams)) if opts.resume else None
@@ -277,7 +277,7 @@ def measure(path, config: dict, out: str | Path, opts: Options, echo: Callable[[
         record = export.write(out, prep, model, first, plan, facts, recipes)
         SensitivityCheckpoint(out, "").clear()  # the files hold it all now
     finally:
-        _unlock(lock)
+        unlock_file(lock)
     if opts.keep_outputs:
         record["outputs"] = first.outputs
     return record

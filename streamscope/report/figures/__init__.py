@@ -17,7 +17,7 @@ from streamscope.report.figures import (
     embedding_clusters, embedding_norms, health_dashboard, layer_details, layer_trends, norm_layers, quantization_risk,
     quantization_schemes, rank_efficiency, sensitivity_divergence, sensitivity_plan, sensitivity_screening, sensitivity_smoothquant,
 )  # fmt: skip
-from streamscope.report.figures.style import plain_text, save
+from streamscope.plotstyle import plain_text, save
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ whiskers, min and max marked) and the value histogram of each, from the bf16-pat
 
 from __future__ import annotations
 
-from streamscope.report.figures.style import figure
+from streamscope.plotstyle import figure
 
 
 def draw(results):

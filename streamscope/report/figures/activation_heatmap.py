@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamscope.report.figures.style import figure
+from streamscope.plotstyle import figure
 
 MAX_SIDE = 256  # the surface is drawn on at most this many tokens and channels (block maxima)
 

@@ -11,7 +11,7 @@ from collections import defaultdict
 
 from matplotlib.ticker import MaxNLocator
 
-from streamscope.report.figures.style import figure
+from streamscope.plotstyle import figure
 
 SERIES = (("top1", "top-1", "#d62728"), ("top2", "top-2", "#ff7f0e"), ("top3", "top-3", "#bcbd22"), ("median", "median", "#1f77b4"),
           ("min", "min", "#7f7f7f"))  # fmt: skip

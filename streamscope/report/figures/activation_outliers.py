@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from streamscope.report.figures.style import figure
+from streamscope.plotstyle import figure
 
 
 def _outliers(results, key: str):

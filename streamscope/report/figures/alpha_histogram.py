@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from streamscope.report.figures.style import empty, figure
+from streamscope.plotstyle import empty, figure
 
 
 def draw(results):

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from streamscope.report.figures.style import BAND_COLORS, BAND_EDGES, band, empty, figure, log10_kappa
+from streamscope.plotstyle import BAND_COLORS, BAND_EDGES, band, empty, figure, log10_kappa
 from streamscope.report.labels import short_label, tick_step
 
 BARS_UP_TO = 80

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamscope.report.figures.style import figure
+from streamscope.plotstyle import figure
 
 
 def _studies(results):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamscope.report.figures.style import empty, figure
+from streamscope.plotstyle import empty, figure
 
 MAX_PANELS = 4
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamscope.report.figures.style import GRADE_COLORS, empty, figure, log10_kappa
+from streamscope.plotstyle import GRADE_COLORS, empty, figure, log10_kappa
 from streamscope.report.labels import short_label
 
 

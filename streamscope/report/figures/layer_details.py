@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 
-from streamscope.report.figures.style import figure
+from streamscope.plotstyle import figure
 
 
 def file_stem(name: str) -> str:

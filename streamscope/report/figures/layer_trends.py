@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from streamscope.report.figures.style import empty, figure, log10_kappa, type_color
+from streamscope.plotstyle import empty, figure, log10_kappa, type_color
 
 PANELS = (("basic_stats", "std", "std", False), ("basic_stats", "l2_norm", "L2 norm", False),
           ("spectral", "condition_number", "log10 condition number", True), ("spectral", "stable_rank", "stable rank", False),

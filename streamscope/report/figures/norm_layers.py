@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from streamscope.report.figures.style import empty, figure
+from streamscope.plotstyle import empty, figure
 from streamscope.report.labels import short_label
 
 

@@ -6,7 +6,7 @@ Bottom right (many outliers, low SQNR): naive INT8 is a bad idea; top left: INT8
 
 from __future__ import annotations
 
-from streamscope.report.figures.style import empty, figure, type_color
+from streamscope.plotstyle import empty, figure, type_color
 from streamscope.report.labels import short_label
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from streamscope.report.figures.style import empty, figure
+from streamscope.plotstyle import empty, figure
 
 SCHEMES = (("int8", "INT8 per-tensor", "#d62728"), ("int8_channel", "INT8 per-channel", "#1f77b4"),
            ("int4_g128", "INT4 groups of 128 sym", "#9467bd"), ("int4_g128_asym", "INT4 groups of 128 asym", "#c5b0d5"),

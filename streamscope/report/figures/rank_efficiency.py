@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamscope.report.figures.style import empty, figure, type_color
+from streamscope.plotstyle import empty, figure, type_color
 from streamscope.report.labels import short_label, tick_step
 
 #: (upper bound of utilisation %, label, colour); WeightScope's high / medium / low opportunity / already efficient.

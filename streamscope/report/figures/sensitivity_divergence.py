@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamscope.report.figures.style import figure
+from streamscope.plotstyle import figure
 from streamscope.report.sensitivity_data import finite, of
 
 

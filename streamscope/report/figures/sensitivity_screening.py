@@ -5,7 +5,7 @@ Linears that a quantized model's outputs actually suffer from."""
 from __future__ import annotations
 
 from streamscope.report.activation_table import module_label
-from streamscope.report.figures.style import figure
+from streamscope.plotstyle import figure
 from streamscope.report.sensitivity_data import SCREENED, of, screening, spearman
 
 COLORS = {"int8_channel": "#1f77b4", "int4_g128": "#9467bd"}

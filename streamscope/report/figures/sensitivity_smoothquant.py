@@ -9,7 +9,7 @@ from collections import defaultdict
 import numpy as np
 
 from streamscope.report.activation_table import module_label
-from streamscope.report.figures.style import figure
+from streamscope.plotstyle import figure
 from streamscope.report.sensitivity_data import alpha_curves, of, place
 
 MOST_LINES = 40  # past this many Linears, one line per Linear type (the median of its Linears)

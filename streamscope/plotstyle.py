@@ -1,4 +1,5 @@
-"""Shared look of every figure: Agg canvas without pyplot state, band colours, deterministic PNGs."""
+"""Shared look of every figure (the report's and the activation probes'): Agg canvas without pyplot state, band colours,
+deterministic PNGs."""
 
 from __future__ import annotations
 
