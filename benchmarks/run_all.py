@@ -35,7 +35,8 @@ def runs(smoke: bool) -> dict[str, list[str]]:
             "alpha_small": ["bench_alpha.py", "--smoke"],
             "activations_small": ["bench_activations.py", "--smoke"],
             "imatrix_small": ["bench_imatrix.py", "--smoke", "--repeat", "1"],  # one line and no file without a llama.cpp build
-            "bench_small": ["-m", "streamscope.cli", "bench", "--size", "4MB", "--layout", "small", "--device", "cpu", "--json"],
+            "sensitivity_small": ["bench_sensitivity.py", "--smoke", "--shapes", "2x32", "--only", "profile,local5"],
+            "bench_small": ["-m", "streamscope.cli", "bench", "--size", "16MB", "--layout", "small", "--device", "cpu", "--json"],
         }
     return {
         "scan_llama7b": ["bench_scan.py", "--layout", "llama-7b", "--budget", "512MB"],
@@ -48,6 +49,7 @@ def runs(smoke: bool) -> dict[str, list[str]]:
         "weightwatcher": ["bench_weightwatcher.py"],
         "alpha_full_spectrum": ["bench_alpha.py"],
         "activations": ["bench_activations.py"],
+        "sensitivity": ["bench_sensitivity.py"],
         "imatrix": ["bench_imatrix.py"],  # needs LLAMA_CPP_DIR (a llama.cpp build); without it one line, and results/imatrix.json is kept
         "bench_cpu": ["-m", "streamscope.cli", "bench", "--size", "1GB", "--device", "cpu", "--memory-budget", "512MB", "--json", "--repeat", "3",
                       "--analyses", "basic,sparsity;quantization;spectral;" + ALL],
@@ -169,6 +171,9 @@ def readme(results: Path) -> str:
     f = load("imatrix")
     if f and "runs" in f:
         lines += imatrix_section(f)
+    f = load("sensitivity")
+    if f and "runs" in f:
+        lines += sensitivity_section(f)
     f = load("weightwatcher")
     if f and "models" in f:
         lines += ["", "## streamscope vs WeightWatcher 0.7.7 (spectral analysis, each tool a process from start to exit; after imports: its work once its modules are imported, as `streamscope bench` times)", "",
@@ -189,8 +194,25 @@ def readme(results: Path) -> str:
             lines.append(f"| {r['name']} | {r['shape'][0]} x {r['shape'][1]} | {r['seconds']:.2f} | {r['alpha']:.3f} | {r['tail_size']} | {r['alpha_top32']:.3f} | {r['alpha_top256']:.3f} |")
         lines += ["", f"Full spectra of every matrix: {f['layer_seconds']:.0f} s per decoder layer here; {f['extrapolated_7b_minutes']:.0f} min for a 7B layout "
                   f"(32 layers), {f['extrapolated_72b_hours']:.1f} h for a 72B layout (80 layers, hidden 8192, MLP 29568; from the same per-flop rate)."]  # fmt: skip
+    lines += ["", (HERE / "measured.md").read_text().rstrip()]  # sections measured by their own scripts, kept by hand
     lines += ["", (HERE / "why.md").read_text().rstrip()]  # the measurements behind design choices, kept by hand
     return "\n".join(lines) + "\n"
+
+
+def sensitivity_section(f: dict) -> list[str]:
+    c = f["config"]
+    lines = ["", f"## streamscope sensitivity vs a plain activation profile (Llama-style, {c['num_hidden_layers']} layers of hidden "
+             f"{c['hidden_size']} and MLP {c['intermediate_size']}, float32, random weights and tokens, CPU; each a process under /usr/bin/time -v)", "",
+             "| tokens | run | wall s | x profile | peak RSS (MiB) | input groups gram / inputs |", "| --- | --- | ---: | ---: | ---: | --- |"]  # fmt: skip
+    for shape, runs in f["runs"].items():
+        for name, r in runs.items():
+            groups = r.get("input_groups") or {}
+            modes = f"{groups.get('gram', 0)} / {groups.get('inputs', 0)}" if groups else "-"
+            lines.append(f"| {shape} | {name} | {r['seconds']:.1f} | {r['ratio_to_profile']:.2f} | {r['peak_rss_bytes'] / 2**20:.0f} | {modes} |")
+    lines += ["", "Runs: `profile` = `streamscope activations` (the baseline); `local5` = the local errors of the scan's five schemes; "
+              "`propagated1` = one quantized stream (every decoder Linear at int4_g128) with KL, top-1 and perplexity; `smoothquant` = "
+              "W8A8 per alpha; `default` = the command as a user runs it (eight schemes, SmoothQuant, the stream, the plan and its checks)."]  # fmt: skip
+    return lines
 
 
 def imatrix_section(f: dict) -> list[str]:

@@ -150,7 +150,7 @@ def pick_layout(size: int, layout: str | None) -> str:
     fixed, per_layer = layout_bytes(layout)
     if per_layer and size < fixed + per_layer:
         raise OptionError(f"--size {format_bytes(size)} is below the smallest {layout} checkpoint (one layer{' and what lies outside the layers' if fixed else ''}: "
-                          f"{format_bytes(fixed + per_layer)}): give a larger --size, or --layout small")  # fmt: skip
+                          f"{format_bytes(fixed + per_layer)}): give a larger --size{', or --layout small' if layout != 'small' else ''}")  # fmt: skip
     return layout
 
 

@@ -141,7 +141,8 @@ class TensorRunner:
                     xb = xb.view(rows // head_dim, head_dim // 2, 2, -1).transpose(1, 2).reshape(rows, -1)
                 yield block.row_start, block.row_stop, xa, xb
                 if report and on_bytes:
-                    on_bytes(block.numel * (a.itemsize + b.itemsize))
+                    # each side's share of its stored bytes: a block format's bits per value are no whole byte
+                    on_bytes(block.numel * (a.nbytes / max(a.numel, 1) + b.nbytes / max(b.numel, 1)))
 
         record = weight_delta(pairs, a.shape, k=rank, scratch=self._scratch, device=self.device)
         return TensorResult(a.name, record, {})

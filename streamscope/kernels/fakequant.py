@@ -54,6 +54,8 @@ def fake_quantize(w: "torch.Tensor", scheme: str) -> "torch.Tensor":
     if scheme not in SCHEMES:
         raise ValueError(f"unknown quantization scheme {scheme!r}; known: {', '.join(SCHEMES)}")
     w = w.detach().to(torch.float32)
+    if scheme == "mxfp4":
+        return _mxfp4(w)
     if scheme in GGML:
         import gguf
 
@@ -61,3 +63,27 @@ def fake_quantize(w: "torch.Tensor", scheme: str) -> "torch.Tensor":
         arr = np.ascontiguousarray(w.cpu().numpy().reshape(-1, w.shape[-1]))
         return torch.from_numpy(gguf.quants.dequantize(gguf.quants.quantize(arr, kind), kind).reshape(w.shape)).to(w.device)
     return quant.fake_quantize(w, scheme)
+
+
+#: FP4 (E2M1) magnitudes, doubled as llama.cpp stores them, and the midpoints between neighbours.
+_E2M1 = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
+_MIDPOINTS = (0.5, 1.5, 2.5, 3.5, 5.0, 7.0, 10.0)
+
+
+def _mxfp4(w: "torch.Tensor") -> "torch.Tensor":
+    """MXFP4 as the ``gguf`` package's reference quantizer rounds it, vectorized: per block of 32 a shared
+    power-of-two scale (its exponent from numpy's ``log2`` of the block's max |x|, as the reference takes it),
+    each value to the nearest E2M1 level, a tie to the smaller magnitude (the reference's first minimum)."""
+    import torch
+
+    x = w.detach().to(torch.float32).reshape(-1, BLOCK)
+    amax = x.abs().amax(dim=1).cpu().numpy()
+    with np.errstate(divide="ignore"):
+        e = np.where(amax > 0, np.floor(np.log2(amax)) - 2 + 127, 0).astype(np.uint8)
+    bits = np.where(e < 2, np.uint32(0x00200000) << e.astype(np.uint32), (e.astype(np.uint32) - np.uint32(1)) << np.uint32(23))
+    d = torch.from_numpy(bits.view(np.float32).copy()).to(x.device).unsqueeze(1)
+    y = x / d
+    level = torch.bucketize(y.abs(), torch.tensor(_MIDPOINTS, device=x.device), right=False)
+    q = torch.tensor(_E2M1, device=x.device)[level].copysign_(y)
+    q[y == 0] = 0.0
+    return (q * d).reshape(w.shape)
