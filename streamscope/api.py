@@ -51,7 +51,7 @@ def scan(
     path: str | os.PathLike,
     *,
     out: str | os.PathLike | None = None,
-    analyses="basic,sparsity",
+    analyses=None,
     select: str | None = None,
     memory_budget: int | str = "1GB",
     device: str = "auto",
@@ -73,7 +73,8 @@ def scan(
         out: directory for ``tensors.json/csv/parquet``, ``model.json`` and ``arrays.zarr``; a temporary
             directory when None.
         analyses: names or aliases (``basic``, ``sparsity``, ``quantization``, ``spectral``, ...), a
-            comma-separated string, or ``"all"``; ``streamscope.analyses.REGISTRY`` lists them.
+            comma-separated string, or ``"all"``; ``streamscope.analyses.REGISTRY`` lists them. None: the
+            registry's defaults (what ``streamscope scan`` runs without ``--analyses``).
         select: regex; only tensors whose name it matches (``re.search``) are scanned.
         memory_budget: bound on working memory, e.g. ``"512MB"``; larger tensors stream in row blocks.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
@@ -98,7 +99,9 @@ def scan(
     from streamscope.engine.options import ScanOptions
 
     block_elems = analysis_options.pop("block_elems", None)
-    options = ScanOptions.build(analyses, select=select, memory_budget=memory_budget, device=device, reader=reader,
+    from streamscope.analyses import REGISTRY
+
+    options = ScanOptions.build(REGISTRY.defaults() if analyses is None else analyses, select=select, memory_budget=memory_budget, device=device, reader=reader,
                                 native=native, block_elems=block_elems, **analysis_options)  # fmt: skip
     index, origin = _local_index(path, revision, progress)
     out = out if out is not None else tempfile.mkdtemp(prefix="streamscope-")

@@ -80,3 +80,13 @@ def test_hub_cache_path_carries_provenance(llama_dir, tmp_path):
     r = streamscope.scan(snapshot, out=tmp_path / "o", select="norm")
     assert r.model["provenance"]["model_id"] == "org/tiny" and r.model["provenance"]["revision"] == "a" * 40
     assert {"model_id", "revision", "created_at"} <= set(r.table.columns)
+
+
+def test_option_words_for_a_bool_are_read_as_words():
+    import pytest
+
+    from streamscope.cli import _typed
+
+    assert _typed("false", bool) is False and _typed("On", bool) is True and _typed("3", int) == 3
+    with pytest.raises(ValueError):
+        _typed("maybe", bool)

@@ -125,6 +125,16 @@ def resolve_analyses(text: str, option: str = "--analyses") -> tuple[str, ...]:
         raise OptionError(f"{option}: unknown analysis {unknown!r}; choose from {labels}, or all") from None
 
 
+def _typed(value: str, kind: type):
+    """``value`` as ``kind``; a bool from its words (``bool("false")`` would be True)."""
+    if kind is bool:
+        words = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+        if value.strip().lower() not in words:
+            raise ValueError(value)
+        return words[value.strip().lower()]
+    return kind(value)
+
+
 def parse_analysis_options(pairs: list[str]) -> dict:
     """``["rank=64", "quant_schemes=int8,int4_g128"]`` -> typed keyword options of the analyses that own them."""
     import dataclasses
@@ -139,7 +149,7 @@ def parse_analysis_options(pairs: list[str]) -> dict:
         field = next(f for f in dataclasses.fields(REGISTRY[owners[key]].options) if f.name == key)
         default = field.default
         try:
-            out[key] = value if isinstance(default, (str, tuple)) or default is None else type(default)(value)
+            out[key] = value if isinstance(default, (str, tuple)) or default is None else _typed(value, type(default))
         except ValueError:
             raise OptionError(f"--option {pair!r}: {key} takes a {type(default).__name__}") from None
     return out
