@@ -47,10 +47,16 @@ def applicable(scheme: str, shape: tuple[int, ...]) -> str | None:
 
 
 def fake_quantize(w: "torch.Tensor", scheme: str) -> "torch.Tensor":
-    """The float32 values ``w`` (rows, cols) takes after quantizing with ``scheme`` and dequantizing."""
+    """The float32 values ``w`` (rows, cols) takes after quantizing with ``scheme`` and dequantizing.
+
+    The scan's schemes are ``kernels.quant``'s, computed in float32 throughout for speed (the scan takes its
+    per-tensor sums in float64: a value can differ only where ``x / scale`` lies within float32 rounding of a
+    rounding tie); a matrix holding NaN or Inf goes through ``quant.fake_quantize``, which keeps them.
+    """
     import torch
 
     from streamscope.kernels import quant
+
     if scheme not in SCHEMES:
         raise ValueError(f"unknown quantization scheme {scheme!r}; known: {', '.join(SCHEMES)}")
     w = w.detach().to(torch.float32)
@@ -62,7 +68,18 @@ def fake_quantize(w: "torch.Tensor", scheme: str) -> "torch.Tensor":
         kind = getattr(gguf.GGMLQuantizationType, GGML[scheme])
         arr = np.ascontiguousarray(w.cpu().numpy().reshape(-1, w.shape[-1]))
         return torch.from_numpy(gguf.quants.dequantize(gguf.quants.quantize(arr, kind), kind).reshape(w.shape)).to(w.device)
-    return quant.fake_quantize(w, scheme)
+    if not bool(torch.isfinite(w).all()):
+        return quant.fake_quantize(w, scheme)
+    x = w.reshape(w.shape[0] if w.dim() >= 2 else 1, -1)
+    if scheme in quant.PER_TENSOR:
+        absmax = float(x.abs().max()) if x.numel() else 0.0
+        return quant.per_tensor_dequantized(x, scheme, absmax).reshape(w.shape)
+    q = torch.empty_like(x)
+    if scheme == "int8_channel":
+        quant._channel_dequantize(x, q)
+    else:
+        quant._group_dequantize(x, q, scheme)
+    return q.reshape(w.shape)
 
 
 #: FP4 (E2M1) magnitudes, doubled as llama.cpp stores them, and the midpoints between neighbours.

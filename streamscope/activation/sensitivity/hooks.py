@@ -98,7 +98,8 @@ class Capture:
                 return
             x = args[0]
             y = out[0] if isinstance(out, tuple) else out
-            self.yy[name] = self.yy.get(name, 0.0) + float(torch.sum(y.detach().to(torch.float32).square(), dtype=torch.float64))
+            flat = y.detach().to(torch.float32).reshape(-1)
+            self.yy[name] = self.yy.get(name, 0.0) + float(torch.dot(flat, flat))
             key = (x.untyped_storage().data_ptr(), x.storage_offset(), tuple(x.shape))
             if key in self._seen:
                 self.member[name] = self._seen[key][0]

@@ -31,7 +31,13 @@ def error_energy(group: Group, e: torch.Tensor) -> float:
     if group.gram is not None:  # float32 products (the Gram matrix was summed in float64), summed in float64
         g = group.gram.to(torch.float32)
         return float(torch.sum((e @ g).mul_(e), dtype=torch.float64))
-    return math.fsum(float(torch.sum((x @ e.t()).square(), dtype=torch.float64)) for x in group.inputs)
+    return math.fsum(energy(x @ e.t()) for x in group.inputs)
+
+
+def energy(y: torch.Tensor) -> float:
+    """``Σ y²`` of a float32 tensor: one BLAS dot (float32 partial sums, relative error about 1e-6)."""
+    flat = y.reshape(-1)
+    return float(torch.dot(flat, flat))
 
 
 def layer_errors(capture, schemes: tuple[str, ...]) -> dict:
@@ -40,7 +46,7 @@ def layer_errors(capture, schemes: tuple[str, ...]) -> dict:
     for group in capture.groups.values():
         for name in group.modules:
             w = weight_matrix(capture.linears[name])
-            ww = float(torch.sum(w.square(), dtype=torch.float64))
+            ww = energy(w)
             yy = capture.yy.get(name, 0.0)
             per = {}
             for scheme in schemes:
@@ -50,7 +56,7 @@ def layer_errors(capture, schemes: tuple[str, ...]) -> dict:
                 e = w - fake_quantize(w, scheme)
                 ee = error_energy(group, e)
                 per[scheme] = {"sqnr_db": db(yy, ee), "rel_mse": ee / yy if yy > 0 else None,
-                               "weight_sqnr_db": db(ww, float(torch.sum(e.square(), dtype=torch.float64)))}  # fmt: skip
+                               "weight_sqnr_db": db(ww, energy(e))}  # fmt: skip
                 del e
             out[name] = per
     return out

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from streamscope.activation.sensitivity.hooks import Group, weight_matrix
-from streamscope.activation.sensitivity.local import db
+from streamscope.activation.sensitivity.local import db, energy
 from streamscope.kernels.fakequant import fake_quantize
 
 ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -34,8 +34,8 @@ def w8a8_error(group: Group, w: torch.Tensor, s: torch.Tensor | None) -> tuple[f
     for x in group.inputs:
         y = x @ w.t()
         xq = per_token_int8(x if s is None else x / s)
-        yy += float(torch.sum(y.square(), dtype=torch.float64))
-        ee += float(torch.sum((xq @ wq.t()).sub_(y).square_(), dtype=torch.float64))
+        yy += energy(y)
+        ee += energy((xq @ wq.t()).sub_(y))
     return yy, ee
 
 
