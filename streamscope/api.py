@@ -16,7 +16,7 @@ from streamscope.report.load import Results
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Checkpoint", "Results", "ScanResult", "Tensor", "open", "scan", "embeddings", "build_report", "params", "params_frame", "compare", "compare_frame"]
+__all__ = ["Checkpoint", "Results", "ScanResult", "Tensor", "open", "scan", "scan_many", "result_name", "embeddings", "build_report", "params", "params_frame", "compare", "compare_frame"]
 
 
 def _local_index(path, revision: str | None = None, progress: bool = False) -> tuple[CheckpointIndex, dict]:
@@ -199,6 +199,74 @@ def _result(result, compute) -> dict:
 
         return json.loads(Path(result).read_text(encoding="utf-8"))
     return compute(*result) if isinstance(result, tuple) else compute(result)
+
+
+def scan_many(paths: list[str], *, out: str | os.PathLike = "results", on_error=None, on_done=None, **scan_options) -> dict:
+    """Scan several checkpoints one after another, each into ``OUT/<name>/`` (``result_name``; inputs of the same
+    name get ``-2``, ``-3``, ... in the order given, so a rerun resumes), and write ``OUT/summary.csv``.
+
+    A checkpoint that fails is reported to ``on_error(path, problem)`` and the others go on; one whose tensors had
+    errors keeps its results but counts as failed. ``on_done(result)`` follows each finished scan. Every other
+    keyword is ``scan``'s.
+
+    Returns:
+        ``{"rows": [summary row per scanned model], "failed": [paths], "summary": summary.csv or None}``.
+    """
+    from streamscope.errors import StreamscopeError
+    from streamscope.report.batch import csv_rows, summary_row
+    from streamscope.results import write_atomic
+
+    out = Path(out)
+    rows, failed = [], []
+    for path, name in zip(paths, _distinct_names(paths)):
+        try:
+            result = scan(path, out=out / name, **scan_options)
+        except StreamscopeError as e:
+            if on_error:
+                on_error(path, e)
+            failed.append(path)
+            continue
+        rows.append(summary_row(name, result))
+        if result.errors:
+            if on_error:
+                on_error(path, f"{path}: {len(result.errors)} tensor error(s), first: {result.errors[0]}")
+            failed.append(path)
+        if on_done:
+            on_done(result)
+    summary = None
+    if rows:
+        import pandas as pd
+
+        summary = out / "summary.csv"
+        write_atomic(summary, lambda p: pd.DataFrame(csv_rows(rows)).to_csv(p, index=False))
+    return {"rows": rows, "failed": failed, "summary": summary}
+
+
+def result_name(path: str | os.PathLike) -> str:
+    """The directory name a checkpoint's results get by default: a hub id's ``org--name``, else the file's stem
+    or the directory's name."""
+    from streamscope.io import hub
+
+    parsed = hub.parse(str(path))
+    if parsed:
+        return parsed[0].replace("/", "--")
+    p = Path(path)
+    return p.stem if p.is_file() else p.resolve().name
+
+
+def _distinct_names(paths: list[str]) -> list[str]:
+    """One subdirectory name per path: ``result_name``, then ``-2``, ``-3``, ... for later inputs of the same name."""
+    used: set[str] = set()
+    names = []
+    for path in paths:
+        base = name = result_name(path)
+        n = 1
+        while name in used:
+            n += 1
+            name = f"{base}-{n}"
+        used.add(name)
+        names.append(name)
+    return names
 
 
 def compare(

@@ -1,14 +1,15 @@
 """Every command's errors, mapped in one place to one red line plus a hint, and an exit code.
 
-``handles_errors`` wraps a command: known errors (streamscope's own, OS errors such as a full disk or a
-missing permission) print one line naming the file and the problem, with a hint chosen by the exception's
-type; Ctrl-C exits 130. ``--debug`` (or ``STREAMSCOPE_DEBUG=1``) shows the traceback instead.
+Every command runs under ``handled`` (``cli.app`` wires it to each command with its ``--debug``): known
+errors (streamscope's own, OS errors such as a full disk or a missing permission) print one line naming the
+file and the problem, with a hint chosen by the exception's type; Ctrl-C exits 130. ``--debug`` (or
+``STREAMSCOPE_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import functools
 import os
 
 import typer
@@ -50,32 +51,28 @@ def fail(e: BaseException) -> None:
     raise typer.Exit(1)
 
 
-def debug_enabled(kwargs: dict) -> bool:
-    return bool(kwargs.get("debug")) or os.environ.get("STREAMSCOPE_DEBUG", "") not in ("", "0")
+def debug_enabled(debug: bool = False) -> bool:
+    return bool(debug) or os.environ.get("STREAMSCOPE_DEBUG", "") not in ("", "0")
 
 
-def handles_errors(command):
-    """Decorator: run ``command``, turning known errors into one line (see the module docstring)."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except typer.Exit:
+@contextlib.contextmanager
+def handled(debug: bool = False):
+    """Run the block, turning known errors into one line (see the module docstring)."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except Interrupted as e:
+        if debug_enabled(debug):
             raise
-        except Interrupted as e:
-            if debug_enabled(kwargs):
-                raise
-            err_console.print(f"[bold red]{plain(e)}[/]", highlight=False, soft_wrap=True)
-            raise typer.Exit(130) from None
-        except KeyboardInterrupt:
-            if debug_enabled(kwargs):
-                raise
-            err_console.print("[bold red]interrupted[/]; finished work is kept, run the same command to resume")
-            raise typer.Exit(130) from None
-        except (StreamscopeError, OSError) as e:
-            if debug_enabled(kwargs):
-                raise
-            fail(e)
-
-    return wrapper
+        err_console.print(f"[bold red]{plain(e)}[/]", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    except KeyboardInterrupt:
+        if debug_enabled(debug):
+            raise
+        err_console.print("[bold red]interrupted[/]; finished work is kept, run the same command to resume")
+        raise typer.Exit(130) from None
+    except (StreamscopeError, OSError) as e:
+        if debug_enabled(debug):
+            raise
+        fail(e)

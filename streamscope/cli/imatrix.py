@@ -1,5 +1,5 @@
 """``streamscope imatrix FILE.gguf [OTHER.gguf]``: the statistics ``llama-imatrix --show-statistics`` prints for an
-importance matrix, or two matrices compared tensor by tensor. Registered in ``cli/__init__.py``."""
+importance matrix, or two matrices compared tensor by tensor."""
 
 from __future__ import annotations
 
@@ -9,17 +9,13 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-
-from streamscope.cli.errors import handles_errors
+from streamscope.cli.app import app, console
 from streamscope.errors import OptionError
 
 SORTS = ("layer", "sum", "mean", "std", "skew", "kurt", "h_norm", "gain", "pcc", "cov")
 COMPARE_SORTS = ("layer", "cos", "ratio")
-console = Console()
 
-
-@handles_errors
+@app.command()
 def imatrix(
     file: Annotated[Path, typer.Argument(help="An importance matrix GGUF (llama-imatrix's, or streamscope activations' imatrix.gguf).")],
     other: Annotated[Optional[Path], typer.Argument(help="A second one: compare the two tensor by tensor.")] = None,

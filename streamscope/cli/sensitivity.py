@@ -7,8 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from streamscope.cli import DebugOpt, JsonOpt, ReportOpt, RevisionOpt, _default_name, _report, app, console
-from streamscope.cli.errors import handles_errors
+from streamscope.cli.app import JsonOpt, ReportOpt, RevisionOpt, app, console, default_name, report_into
 from streamscope.errors import OptionError
 from streamscope.kernels.fakequant import SCHEMES
 from streamscope.report.labels import plain
@@ -23,7 +22,6 @@ Example: [bold]streamscope sensitivity Qwen2.5-7B/ --data.source custom:calib.tx
 
 
 @app.command(help=HELP, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-@handles_errors
 def sensitivity(
     ctx: typer.Context,
     path: Annotated[Optional[str], typer.Argument(help="Model directory or hub repo id; or model.path in --config.", show_default=False)] = None,
@@ -47,7 +45,6 @@ def sensitivity(
     report: ReportOpt = False,
     as_json: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
-    debug: DebugOpt = False,
 ) -> None:
     """Measured quantization sensitivity; ``--help`` is ``HELP``."""
     import json
@@ -63,7 +60,7 @@ def sensitivity(
     if path is None and config is None:
         raise OptionError("give a model PATH, or a --config with model.path")
     chosen = [s.strip() for s in schemes.split(",") if s.strip()] if schemes else None
-    out = out or Path("results") / f"{_default_name(path or str(config))}-sensitivity"
+    out = out or Path("results") / f"{default_name(path or str(config))}-sensitivity"
     echo = (lambda s: None) if quiet or as_json else (lambda s: console.print(plain(s), highlight=False))
     record = run(path, config=config, out=out, overrides=overrides, schemes=chosen, recipe=recipe, target_kl=target_kl, keep_scheme=keep_scheme,
                  max_bpw=max_bpw, local=local, smoothquant=smoothquant, propagate=propagate, plan=plan, resume=resume, progress=not (quiet or as_json), revision=revision, echo=echo)  # fmt: skip
@@ -74,4 +71,4 @@ def sensitivity(
 
         print_sensitivity(record, out, console)
     if report:
-        _report(out, quiet=quiet or as_json)
+        report_into(out, quiet=quiet or as_json)
