@@ -11,7 +11,9 @@ hidden 2048 and MLP 5632) and the same random tokens go, each command in its own
   with the next-token KL, top-1 and perplexities, nothing else;
 - ``smoothquant``: SmoothQuant's W8A8 curves (alpha 0.3 .. 0.9) alone;
 - ``default``: the command as a user runs it (all eight schemes, SmoothQuant, the stream, the plan).
-Ratios are wall times over the profile's, in the same run; all float32 on CPU.
+Ratios are wall times over the profile's, in the same run; all float32 on CPU. The memory bound of the issue
+(one decoder layer + two hidden-state streams + one quantized module + the interpreter) is computed beside the
+propagated run's peak RSS, the interpreter being the same command's peak on a tiny model of the family.
 """
 
 from __future__ import annotations
@@ -74,6 +76,15 @@ def run(model: Path, work: Path, samples: int, seq: int, names: list[str]) -> di
     return out
 
 
+def bound(config: dict, samples: int, seq: int, interpreter: int) -> dict:
+    """One decoder layer (float32) + two hidden-state streams + the largest quantized module + the interpreter."""
+    h, m = config["hidden_size"], config["intermediate_size"]
+    layer = (4 * h * h + 3 * h * m) * 4
+    streams = 2 * samples * seq * h * 4
+    module = h * m * 4
+    return {"layer": layer, "streams": streams, "module": module, "interpreter": interpreter, "total": layer + streams + module + interpreter}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=HERE / "results" / "sensitivity.json")
@@ -87,6 +98,9 @@ def main() -> None:
     names = args.only.split(",") if args.only else list(RUNS)
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     figures = {"model": str(model), "config": config, "runs": {f"{s}x{t}": run(model, work / "sens", s, t, names) for s, t in shapes}}
+    tiny = bench_activations.build(work / "llama-sens-smoke", bench_activations.SMOKE, "500MB")
+    figures["interpreter"] = run(tiny, work / "sens-tiny", 1, 8, ["propagated1"])["propagated1"]["peak_rss_bytes"]
+    figures["memory_bound"] = {f"{s}x{t}": bound(config, s, t, figures["interpreter"]) for s, t in shapes}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=1))
     print(f"written {args.out}")

@@ -209,6 +209,13 @@ def sensitivity_section(f: dict) -> list[str]:
             groups = r.get("input_groups") or {}
             modes = f"{groups.get('gram', 0)} / {groups.get('inputs', 0)}" if groups else "-"
             lines.append(f"| {shape} | {name} | {r['seconds']:.1f} | {r['ratio_to_profile']:.2f} | {r['peak_rss_bytes'] / 2**20:.0f} | {modes} |")
+    for shape, b in (f.get("memory_bound") or {}).items():
+        got = f["runs"][shape].get("propagated1", {}).get("peak_rss_bytes")
+        lines.append("")
+        lines.append(f"- {shape}: the propagated run's peak RSS {got / 2**20:.0f} MiB against the bound one decoder layer "
+                     f"({b['layer'] / 2**20:.0f} MiB) + two hidden-state streams ({b['streams'] / 2**20:.0f} MiB) + one quantized module "
+                     f"({b['module'] / 2**20:.0f} MiB) + the interpreter ({b['interpreter'] / 2**20:.0f} MiB, the same command on a tiny model) "
+                     f"= {b['total'] / 2**20:.0f} MiB." if got else "")  # fmt: skip
     lines += ["", "Runs: `profile` = `streamscope activations` (the baseline); `local5` = the local errors of the scan's five schemes; "
               "`propagated1` = one quantized stream (every decoder Linear at int4_g128) with KL, top-1 and perplexity; `smoothquant` = "
               "W8A8 per alpha; `default` = the command as a user runs it (eight schemes, SmoothQuant, the stream, the plan and its checks)."]  # fmt: skip

@@ -312,3 +312,13 @@ def test_fake_quantizers_are_the_scans_and_llama_cpps():
         ref = gguf.quants.dequantize(gguf.quants.quantize(w.numpy(), t), t)
         np.testing.assert_array_equal(fakequant.fake_quantize(w, scheme).numpy(), ref)
         assert fakequant.applicable(scheme, (4, 100)) is not None
+
+
+def test_a_bits_per_weight_budget_stops_the_plan(tmp_path_factory, tmp_path):
+    model = _model("llama", tmp_path_factory)
+    free = _run(model, tmp_path / "free", schemes=("int8_channel", "int4_g128"), smoothquant=False, target_kl=1e-9)
+    capped = _run(model, tmp_path / "capped", schemes=("int8_channel", "int4_g128"), smoothquant=False, target_kl=1e-9, max_bits=5.5)
+    assert capped["plan"]["bits_per_weight"] <= 5.5 < free["plan"]["bits_per_weight"]
+    assert 0 < len(capped["plan"]["keep"]) < len(free["plan"]["keep"])
+    # the kept Linears are the first of the same ranking
+    assert capped["plan"]["keep"] == free["plan"]["keep"][: len(capped["plan"]["keep"])]

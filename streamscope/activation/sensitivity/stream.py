@@ -21,6 +21,7 @@ from streamscope.activation.sensitivity.local import db
 from streamscope.kernels.fakequant import applicable, fake_quantize
 
 _ROWS = 16  # samples compared per step, so the comparison needs no full copy of either stream
+_POSITIONS = 64  # positions whose next-token distributions are compared per step
 
 
 def divergence(a: torch.Tensor, b: torch.Tensor) -> dict:
@@ -92,17 +93,24 @@ class Tail:
                 for j, v in enumerate(((x * y).sum(), (x * x).sum(), (y * y).sum(), (x - y).square().sum())):
                     self.final[k][j] += float(v)
             return
-        target = self.ids[span[0] : span[1], 1:].unsqueeze(-1)
+        targets = self.ids[span[0] : span[1], 1:]
+        for i in range(ref.shape[0]):  # a few positions at a time: the float64 distributions are vocabulary-wide
+            for p0 in range(0, ref.shape[1] - 1, _POSITIONS):
+                p1 = min(ref.shape[1] - 1, p0 + _POSITIONS)
+                self._positions(ref[i, p0:p1], [out[i, p0:p1] for out in outputs[1:]], targets[i, p0:p1].unsqueeze(-1))
+
+    def _positions(self, ref: torch.Tensor, outs: list, target: torch.Tensor) -> None:
         # float64: the KL of two close distributions is a small difference of log-probabilities of order 1-10
-        lf = torch.log_softmax(ref[:, :-1].double(), dim=-1)
-        self.positions += target.numel()
-        self.nll[0] += -float(lf.gather(-1, target).sum(dtype=torch.float64))
+        lf = torch.log_softmax(ref.double(), dim=-1)
+        pf = lf.exp()
+        self.positions += target.shape[0]
+        self.nll[0] += -float(lf.gather(-1, target).sum())
         top = lf.argmax(dim=-1)
-        for k, out in enumerate(outputs[1:]):
-            lq = torch.log_softmax(out[:, :-1].double(), dim=-1)
-            self.kl[k].append(torch.sum(lf.exp() * (lf - lq), dim=-1, dtype=torch.float64).reshape(-1).numpy())
+        for k, out in enumerate(outs):
+            lq = torch.log_softmax(out.double(), dim=-1)
+            self.kl[k].append(torch.sum(pf * (lf - lq), dim=-1).numpy())
             self.agree[k] += int((lq.argmax(dim=-1) == top).sum())
-            self.nll[k + 1] += -float(lq.gather(-1, target).sum(dtype=torch.float64))
+            self.nll[k + 1] += -float(lq.gather(-1, target).sum())
 
     def result(self, k: int) -> dict:
         if not self.is_lm:
