@@ -20,19 +20,21 @@ from streamscope.activation.sensitivity.hooks import set_weight, weight_matrix
 from streamscope.activation.sensitivity.local import db
 from streamscope.kernels.fakequant import applicable, fake_quantize
 
-_ROWS = 16  # samples compared per step, so the comparison needs no full copy of either stream
+_ROWS = 1024  # token rows compared per step
 _POSITIONS = 64  # positions whose next-token distributions are compared per step
 
 
 def divergence(a: torch.Tensor, b: torch.Tensor) -> dict:
-    """Cosine and SQNR (dB) of ``b`` against ``a`` over all their elements, summed in float64."""
+    """Cosine and SQNR (dB) of ``b`` against ``a`` over all their elements, summed in float64 (``_ROWS`` token
+    rows at a time, so the float64 copies stay small however long the samples)."""
+    a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
     ab = aa = bb = ee = 0.0
     for s in range(0, a.shape[0], _ROWS):
         x, y = a[s : s + _ROWS].double(), b[s : s + _ROWS].double()
         ab += float((x * y).sum())
         aa += float((x * x).sum())
         bb += float((y * y).sum())
-        ee += float((x - y).square().sum())
+        ee += float((x - y).square_().sum())
     cos = ab / math.sqrt(aa * bb) if aa > 0 and bb > 0 else float("nan")
     return {"cos": cos, "sqnr_db": db(aa, ee)}
 
