@@ -79,8 +79,10 @@ def profile(path: str | Path, config: dict, out: str | Path, echo: Callable[[str
     return record
 
 
-def prepare(path: str | Path, config: dict, echo: Callable[[str], None] = print, verbose: bool = False, ids=None) -> Prepared:
-    """Index, skeleton, checked patterns and token ids (``ids`` given: a worker's share, already made)."""
+def prepare(path: str | Path, config: dict, echo: Callable[[str], None] = print, verbose: bool = False, ids=None,
+            probes: bool = True) -> Prepared:  # fmt: skip
+    """Index, skeleton, checked patterns and token ids (``ids`` given: a worker's share, already made); ``probes``
+    False leaves the probes' patterns unchecked (a run that uses none)."""
     import transformers
 
     from streamscope.activation import data, skeleton
@@ -101,7 +103,7 @@ def prepare(path: str | Path, config: dict, echo: Callable[[str], None] = print,
     sk = skeleton.build(model_dir, trust_remote_code=bool(config["model"]["trust_remote_code"]), dtype=dtype, index=index)
     names = skeleton.module_names(sk.model)
     echo(f"Total modules found: {len(names)}; decoder layers: {sk.layers_name} ({len(sk.layers)} x {type(sk.layers[0]).__name__})")
-    notes = selection_patterns(names, vis)
+    notes = selection_patterns(names, vis) if probes else []
     if any(unmatched for _, unmatched in notes) or verbose:
         echo("First 20 module names (patterns are regular expressions over these):\n" + "\n".join(f"  {n}" for n in names[:20]))
     for note, _ in notes:

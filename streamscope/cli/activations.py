@@ -64,16 +64,9 @@ def activations(
     workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes of a local dask cluster (implies --scheduler local).", show_default="2 with --scheduler local")] = None,
 ) -> None:
     """Activation statistics from a forward pass streamed layer by layer; ``--help`` is ``_activations_help()``."""
-    from streamscope.activation.config import parse_overrides
     from streamscope.api import activations as run
 
-    overrides = parse_overrides(list(ctx.args))
-    for key, value in (("memory.device", device), ("model.dtype", dtype), ("memory.budget", memory_budget)):
-        if value is not None:
-            overrides[key] = value
-    if path is None and config is None:
-        raise OptionError("give a model PATH, or a --config with model.path")
-    out = out or Path("results") / f"{default_name(path or str(config))}-activations"
+    overrides, out = run_options(ctx, path, config, out, device, dtype, memory_budget, "activations")
     echo = (lambda s: None) if quiet else (lambda s: console.print(plain(s), highlight=False))
     if workers is not None and (workers < 1 or scheduler not in (None, "local")):
         raise OptionError("--workers N (N >= 1) sets the size of a local dask cluster; with a --scheduler address the cluster has its own")
@@ -89,3 +82,17 @@ def _activation_table(record: dict, out: Path) -> None:
     from streamscope.report.activation_table import print_activations
 
     print_activations(record, console, out=out)
+
+
+def run_options(ctx: typer.Context, path, config, out, device, dtype, memory_budget, command: str) -> tuple[dict, Path]:
+    """The config overrides of a forward-pass command (``--section.key VALUE`` pairs and ``--device``, ``--dtype``,
+    ``--memory-budget``) and its output directory (default ``results/NAME-COMMAND``)."""
+    from streamscope.activation.config import parse_overrides
+
+    overrides = parse_overrides(list(ctx.args))
+    for key, value in (("memory.device", device), ("model.dtype", dtype), ("memory.budget", memory_budget)):
+        if value is not None:
+            overrides[key] = value
+    if path is None and config is None:
+        raise OptionError("give a model PATH, or a --config with model.path")
+    return overrides, out or Path("results") / f"{default_name(path or str(config))}-{command}"

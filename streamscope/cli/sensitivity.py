@@ -7,8 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from streamscope.cli.app import JsonOpt, ReportOpt, RevisionOpt, app, console, default_name, report_into
-from streamscope.errors import OptionError
+from streamscope.cli.app import JsonOpt, ReportOpt, RevisionOpt, app, console, report_into
 from streamscope.kernels.fakequant import SCHEMES
 from streamscope.report.labels import plain
 
@@ -49,18 +48,12 @@ def sensitivity(
     """Measured quantization sensitivity; ``--help`` is ``HELP``."""
     import json
 
-    from streamscope.activation.config import parse_overrides
     from streamscope.api import sensitivity as run
+    from streamscope.cli.activations import run_options
     from streamscope.results import json_safe
 
-    overrides = parse_overrides(list(ctx.args))
-    for key, value in (("memory.device", device), ("model.dtype", dtype), ("memory.budget", memory_budget)):
-        if value is not None:
-            overrides[key] = value
-    if path is None and config is None:
-        raise OptionError("give a model PATH, or a --config with model.path")
+    overrides, out = run_options(ctx, path, config, out, device, dtype, memory_budget, "sensitivity")
     chosen = [s.strip() for s in schemes.split(",") if s.strip()] if schemes else None
-    out = out or Path("results") / f"{default_name(path or str(config))}-sensitivity"
     echo = (lambda s: None) if quiet or as_json else (lambda s: console.print(plain(s), highlight=False))
     record = run(path, config=config, out=out, overrides=overrides, schemes=chosen, recipe=recipe, target_kl=target_kl, keep_scheme=keep_scheme,
                  max_bpw=max_bpw, local=local, smoothquant=smoothquant, propagate=propagate, plan=plan, resume=resume, progress=not (quiet or as_json), revision=revision, echo=echo)  # fmt: skip

@@ -16,7 +16,22 @@ from rich.progress import (
 from streamscope.text import plain
 
 
-class ScanProgress:
+class _Live:
+    """A rich display started and stopped by ``with`` (``_progress`` None: silent)."""
+
+    _progress = None
+
+    def __enter__(self):
+        if self._progress:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress:
+            self._progress.stop()
+
+
+class ScanProgress(_Live):
     def __init__(self, total_bytes: int, total_tensors: int, enabled: bool = True, console: Console | None = None,
                  label: str = "scan"):  # fmt: skip
         self.enabled = enabled
@@ -38,15 +53,6 @@ class ScanProgress:
     def _label(self) -> str:
         return f"[bold]{plain(self.label)}[/] {self._done_tensors}/{self._tensors} tensors" if self._progress else ""
 
-    def __enter__(self) -> "ScanProgress":
-        if self._progress:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._progress:
-            self._progress.stop()
-
     def advance(self, nbytes: int) -> None:
         """Called with the bytes of each block as it is done."""
         if self._progress:
@@ -58,7 +64,7 @@ class ScanProgress:
             self._progress.update(self._bytes, description=self._label())
 
 
-class PassProgress:
+class PassProgress(_Live):
     """A bar over the passes of a study over one matrix's rows (fraction, ETA); silent when disabled.
 
     The number of passes is known only as a bound (iterations stop when they settle): the bar's total is that bound
@@ -83,15 +89,6 @@ class PassProgress:
         if finished:
             return f"[bold]{plain(self.label)}[/]: {self.done} passes"
         return f"[bold]{plain(self.label)}[/]: pass {min(self.done + 1, self.max_passes)}/≤{self.max_passes}"
-
-    def __enter__(self) -> "PassProgress":
-        if self._progress:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._progress:
-            self._progress.stop()
 
     def streamed(self, blocks):
         """``blocks`` (a callable giving ``(row_start, row_stop, block)``), each block counted as it is handed on."""

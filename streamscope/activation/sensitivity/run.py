@@ -255,7 +255,7 @@ def measure(path, config: dict, out: str | Path, opts: Options, echo: Callable[[
     t0 = time.perf_counter()
     opts.check()
     out = Path(out)
-    prep = prepare(path, config, echo)
+    prep = prepare(path, config, echo, probes=False)
     model = model_parts(prep)
     recipes = default_recipes(opts)
     out.mkdir(parents=True, exist_ok=True)
