@@ -144,3 +144,29 @@ def test_first_sentence_never_cuts_a_word():
     assert first_sentence(text, 200) == text.split(". ")[0] + "."
     short = first_sentence(text, 40)
     assert short.endswith(" …") and text.startswith(short[:-2]) and text[len(short) - 2] == " "
+
+
+def test_a_gguf_repo_downloads_its_gguf_or_says_which_to_take(tmp_path, llama_dir):
+    """A repo with no safetensors: its one GGUF file is downloaded and scanned; with several, one line says how to
+    take one of them."""
+    from test_formats import write_gguf
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    write_gguf(one / "tiny-Q8_0.gguf")
+    write_gguf(two / "tiny-Q8_0.gguf")
+    write_gguf(two / "tiny-Q4_0.gguf", seed=1)
+    out = run_child(f"""
+        hub.add("org/one-gguf", Path({str(one)!r}))
+        hub.add("org/two-gguf", Path({str(two)!r}))
+        r = streamscope.scan("org/one-gguf", out="one")
+        out["tensors"], out["format"] = len(r.tensors), sorted(p.suffix for p in Path(os.environ["HF_HOME"]).rglob("*.gguf"))
+        try:
+            streamscope.scan("org/two-gguf", out="two")
+        except streamscope.CheckpointError as e:
+            out["error"], out["hint"] = str(e), e.hint
+    """, tmp_path, llama_dir)
+    assert out["tensors"] == 6 and out["format"] == [".gguf"]
+    assert out["error"].startswith("org/two-gguf: holds 2 GGUF files") and "tiny-Q4_0.gguf" in out["error"]
+    assert "streamscope download org/two-gguf --include" in out["hint"]

@@ -1,7 +1,8 @@
 """Hub ids: ``Qwen/Qwen2.5-7B``, ``hf://Qwen/Qwen2.5-7B@main`` resolved through ``huggingface_hub``.
 
-- ``resolve`` downloads what a command needs (``snapshot_download`` with ``ALLOW``: safetensors, JSON and tokenizer
-  files; nothing when the snapshot is cached) and returns the local snapshot with its provenance.
+- ``resolve`` downloads what a command needs (``snapshot_download``: safetensors, JSON and tokenizer files, or a
+  repo's PyTorch weights or its one GGUF file where it has no safetensors, ``weights_of``; nothing when the
+  snapshot is cached) and returns the local snapshot with its provenance.
 - ``remote_index`` reads only the safetensors headers with HTTP range requests (8 bytes, then the header) plus
   the small JSON files, so ``params`` of a 72B model transfers kilobytes; it counts the bytes it fetched.
 - A hub-cache snapshot given as a path (``models--org--name/snapshots/<rev>/``) carries the same provenance.
@@ -149,6 +150,31 @@ def _mistyped_path(text: str) -> CheckpointError | None:
     return err
 
 
+def weights_of(repo: str, revision: str | None) -> list[str]:
+    """What to download of ``repo``: its safetensors where it has them, else its PyTorch weights, else its one
+    GGUF file (a repo of several GGUF files, one per quantization, is an error that says how to take one), with
+    the configs and tokenizer files. Without an answer from the hub (offline, unknown repo): ``ALLOW``, and
+    ``snapshot_download`` reports the problem or takes the cache."""
+    try:
+        from huggingface_hub import HfApi
+
+        files = [s.rfilename for s in HfApi().model_info(repo, revision=revision).siblings or []]
+    except Exception:  # noqa: BLE001 - the download that follows reports it
+        return ALLOW
+    if any(f.endswith(".safetensors") for f in files):
+        return ALLOW
+    torch_files = [f for f in files if f.endswith((".bin", ".pt", ".pth")) and "/" not in f]
+    if torch_files:
+        return ALLOW + torch_files
+    ggufs = [f for f in files if f.endswith(".gguf")]
+    if len(ggufs) > 1:
+        shown = ", ".join(ggufs[:4]) + (f" and {len(ggufs) - 4} more" if len(ggufs) > 4 else "")
+        err = CheckpointError(f"{repo}: holds {len(ggufs)} GGUF files and no safetensors ({shown}); one of them is a checkpoint")
+        err.hint = f"download the one you want, `streamscope download {repo} --include '{ggufs[0]}'`, and give its path"
+        raise err
+    return ALLOW + ggufs
+
+
 def resolve(text: str | Path, revision: str | None = None, allow: list[str] | None = None, local_dir: str | Path | None = None,
             progress: bool = True) -> tuple[Path, dict]:  # fmt: skip
     """A local checkpoint path for ``text`` (downloaded when it is a repo id) and its provenance."""
@@ -162,8 +188,9 @@ def resolve(text: str | Path, revision: str | None = None, allow: list[str] | No
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
     (enable_progress_bars if progress else disable_progress_bars)()
+    patterns = allow or weights_of(repo, rev)  # its own error (several GGUF files) is not the hub's
     try:
-        local = Path(snapshot_download(repo, revision=rev, allow_patterns=allow or ALLOW, local_dir=local_dir))
+        local = Path(snapshot_download(repo, revision=rev, allow_patterns=patterns, local_dir=local_dir))
     except Exception as e:  # noqa: BLE001 - offline, unknown repo, HTTP errors: one line
         raise _hub_error(repo, e) from e
     commit = local.name if re.fullmatch(r"[0-9a-f]{40}", local.name) else rev
