@@ -43,6 +43,13 @@ class Group:
     tokens: int = 0
     norm: str | None = None  # the norm of the layer whose output this is
     amax: torch.Tensor | None = None  # per input channel max |x| over every token (norm-fed groups)
+    _gram32: torch.Tensor | None = None
+
+    def gram32(self) -> torch.Tensor:
+        """The Gram matrix in float32, converted once for all the group's Linears and schemes."""
+        if self._gram32 is None:
+            self._gram32 = self.gram.to(torch.float32)
+        return self._gram32
 
 
 class Capture:

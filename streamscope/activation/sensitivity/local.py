@@ -29,8 +29,7 @@ def db(signal: float, noise: float) -> float:
 def error_energy(group: Group, e: torch.Tensor) -> float:
     """``Σ ‖x Eᵀ‖²`` over the group's every token."""
     if group.gram is not None:  # float32 products (the Gram matrix was summed in float64), summed in float64
-        g = group.gram.to(torch.float32)
-        return float(torch.sum((e @ g).mul_(e), dtype=torch.float64))
+        return float(torch.sum((e @ group.gram32()).mul_(e), dtype=torch.float64))
     return math.fsum(energy(x @ e.t()) for x in group.inputs)
 
 

@@ -27,12 +27,12 @@ def per_token_int8(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x / scale).clamp_(-127, 127).mul_(scale)
 
 
-def w8a8_error(group: Group, w: torch.Tensor, s: torch.Tensor | None) -> tuple[float, float]:
-    """``(Σ y², Σ (y - ŷ)²)`` over the group's kept inputs with smoothing factors ``s`` (None: none)."""
+def w8a8_error(group: Group, ys: list[torch.Tensor], w: torch.Tensor, s: torch.Tensor | None) -> tuple[float, float]:
+    """``(Σ y², Σ (y - ŷ)²)`` over the group's kept inputs (``ys``: their float outputs ``x Wᵀ``) with smoothing
+    factors ``s`` (None: none)."""
     wq = fake_quantize(w if s is None else w * s, "int8_channel")
     yy = ee = 0.0
-    for x in group.inputs:
-        y = x @ w.t()
+    for x, y in zip(group.inputs, ys):
         xq = per_token_int8(x if s is None else x / s)
         yy += energy(y)
         ee += energy((xq @ wq.t()).sub_(y))
@@ -49,10 +49,12 @@ def layer_smoothing(capture, alphas: tuple[float, ...] = ALPHAS) -> dict:
         wmax = torch.stack([w.abs().amax(dim=0) for w in weights.values()]).amax(dim=0).clamp(min=FLOOR)
         amax = group.amax.clamp(min=FLOOR)
         for name, w in weights.items():
-            curve = {"none": db(*w8a8_error(group, w, None))}
+            ys = [x @ w.t() for x in group.inputs]  # the float outputs, once for every alpha
+            curve = {"none": db(*w8a8_error(group, ys, w, None))}
             for a in alphas:
                 s = (amax.pow(a) / wmax.pow(1 - a)).clamp(min=FLOOR)
-                curve[f"{a:g}"] = db(*w8a8_error(group, w, s))
+                curve[f"{a:g}"] = db(*w8a8_error(group, ys, w, s))
+            del ys
             best = max((k for k in curve if k != "none"), key=lambda k: curve[k])
             out[name] = {"best_alpha": float(best), "w8a8_sqnr_db": curve, "gain_db": curve[best] - curve["none"],
                          "norm": group.norm, "tokens": group.kept_tokens}  # fmt: skip
