@@ -13,6 +13,13 @@ from streamscope.errors import OptionError
 from streamscope.report.labels import plain
 
 
+#: Options every forward-pass command (activations, sensitivity) takes alike.
+ForwardDeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps (memory.device).", show_default="auto")]
+ForwardDtypeOpt = Annotated[Optional[str], typer.Option("--dtype", help="Compute dtype: auto (float32 on CPU, the checkpoint's on GPUs), float32, bfloat16, float16.", show_default="auto")]
+ForwardResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="Continue an interrupted run after its last finished decoder layer.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")]
+
+
 def _activations_help() -> str:
     """The help of ``activations``, its defaults taken from the config's."""
     from streamscope.activation.config import DEFAULTS
@@ -52,14 +59,14 @@ def activations(
     *,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file with any of the keys below (sections model, data, visualization, memory); optional.", show_default="none: the defaults below")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for the result files.", show_default="results/NAME-activations")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps (memory.device).", show_default="auto")] = None,
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="Compute dtype: auto (float32 on CPU, the checkpoint's on GPUs), float32, bfloat16, float16.", show_default="auto")] = None,
+    device: ForwardDeviceOpt = None,
+    dtype: ForwardDtypeOpt = None,
     memory_budget: Annotated[Optional[str], typer.Option("--memory-budget", "-m", help="Memory for the hidden states; past it they spill to a memory-mapped file.", show_default="half the memory available")] = None,
     revision: RevisionOpt = None,
     report: ReportOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List the first 20 module names (shown anyway when a pattern matches nothing).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
-    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue an interrupted run from its last finished decoder layer.")] = True,
+    quiet: QuietOpt = False,
+    resume: ForwardResumeOpt = True,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Split the samples over dask workers: a scheduler address, or 'local'.", show_default="none: this process")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes of a local dask cluster (implies --scheduler local).", show_default="2 with --scheduler local")] = None,
 ) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from streamscope.cli.activations import ForwardDeviceOpt, ForwardDtypeOpt, ForwardResumeOpt, QuietOpt
 from streamscope.cli.app import JsonOpt, ReportOpt, RevisionOpt, app, console, report_into
 from streamscope.kernels.fakequant import SCHEMES
 from streamscope.report.labels import plain
@@ -34,16 +35,16 @@ def sensitivity(
     smoothquant: Annotated[bool, typer.Option("--smoothquant/--no-smoothquant", help="Measure SmoothQuant's W8A8 error per alpha 0.3..0.9.")] = True,
     propagate: Annotated[bool, typer.Option("--propagate/--no-propagate", help="Run the quantized stream(s) beside the float one.")] = True,
     plan: Annotated[bool, typer.Option("--plan/--no-plan", help="Search and check the mixed-precision plan.")] = True,
-    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue an interrupted run after its last finished decoder layer.")] = True,
+    resume: ForwardResumeOpt = True,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", metavar="FILE", help="Activation config YAML (model, data, memory sections).", show_default="none")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for the result files.", show_default="results/NAME-sensitivity")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps.", show_default="auto")] = None,
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="Compute dtype.", show_default="float32 on CPU")] = None,
+    device: ForwardDeviceOpt = None,
+    dtype: ForwardDtypeOpt = None,
     memory_budget: Annotated[Optional[str], typer.Option("--memory-budget", "-m", help="Memory for hidden states and kept inputs.", show_default="half the memory available")] = None,
     revision: RevisionOpt = None,
     report: ReportOpt = False,
     as_json: JsonOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Measured quantization sensitivity; ``--help`` is ``HELP``."""
     import json
