@@ -44,25 +44,36 @@ def gguf_arch(model_type: str) -> str | None:
     return None
 
 
+def gguf_names(model_type: str, n_layers: int, modules) -> dict[str, str]:
+    """Module name -> its GGUF weight name (``blk.3.attn_q.weight``), where the ``gguf`` package knows the
+    architecture and the module (a multimodal model's text layers under their plain names)."""
+    arch = gguf_arch(model_type)
+    if arch is None:
+        return {}
+    import gguf
+
+    enum = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
+    tmap = gguf.get_tensor_name_map(enum, n_layers)
+    out = {}
+    for name in modules:
+        target = tmap.get_name(name)
+        if target is None and ".language_model." in name:
+            target = tmap.get_name(name.replace(".language_model.", "."))
+        if target is not None:
+            out[name] = f"{target}.weight"
+    return out
+
+
 def _entries(reduced: dict, run) -> tuple[str, list] | str:
     """``(architecture, [(gguf weight name, float32 sums (1, channels), tokens)])``, or why there are none."""
     arch = gguf_arch(run.model_type)
     if arch is None:
         return f"not written: no GGUF architecture known for model type {run.model_type!r}"
-    import gguf
-
-    enum = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
-    tmap = gguf.get_tensor_name_map(enum, run.n_layers)
+    names = gguf_names(run.model_type, run.n_layers, [n for n, r in reduced.items() if r is not None])
     entries = []
-    for name, r in reduced.items():
-        if r is None:
-            continue
-        target = tmap.get_name(name)
-        if target is None and ".language_model." in name:  # a multimodal model's text layers
-            target = tmap.get_name(name.replace(".language_model.", "."))
-        if target is not None:
-            sum2, tokens = r
-            entries.append((f"{target}.weight", sum2.to("cpu").numpy().astype(np.float32).reshape(1, -1), tokens))
+    for name, target in names.items():
+        sum2, tokens = reduced[name]
+        entries.append((target, sum2.to("cpu").numpy().astype(np.float32).reshape(1, -1), tokens))
     if not entries:
         return f"not written: no Linear layer maps to a GGUF tensor name of {arch}"
     return arch, entries

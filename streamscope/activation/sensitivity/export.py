@@ -40,21 +40,9 @@ def rows(local: dict, smooth: dict, prefix: str) -> list[dict]:
 
 def gguf_names(prep, modules: list[str]) -> dict[str, str]:
     """HF module name -> GGUF tensor name, where the ``gguf`` package knows the architecture."""
-    from streamscope.activation.probes.imatrix import gguf_arch
+    from streamscope.activation.probes.imatrix import gguf_names as names
 
-    arch = gguf_arch(prep.skeleton.model_type)
-    if arch is None:
-        return {}
-    import gguf
-
-    enum = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
-    tmap = gguf.get_tensor_name_map(enum, len(prep.skeleton.layers))
-    names = {}
-    for m in modules:
-        target = tmap.get_name(m) or (tmap.get_name(m.replace(".language_model.", ".")) if ".language_model." in m else None)
-        if target is not None:
-            names[m] = f"{target}.weight"
-    return names
+    return names(prep.skeleton.model_type, len(prep.skeleton.layers), modules)
 
 
 def write(out: Path, prep, model, first, plan: dict | None, facts: dict, recipes: list) -> dict:
