@@ -18,9 +18,13 @@ def bits(assignment: dict[str, str | None], shapes: dict[str, tuple[int, int]], 
     total = n = 0.0
     for name, scheme in assignment.items():
         rows, cols = shapes[name]
-        total += rows * cols * (float_bits if scheme is None else bits_per_weight(scheme, cols))
+        total += rows * cols * _bits(scheme, cols, float_bits)
         n += rows * cols
     return total / n if n else float("nan")
+
+
+def _bits(scheme: str | None, cols: int, float_bits: float) -> float:
+    return float_bits if scheme is None else bits_per_weight(scheme, cols)
 
 
 def _rel(local: dict, module: str, scheme: str | None) -> float:
@@ -46,13 +50,17 @@ def search(local: dict, assignment: dict[str, str | None], keep_scheme: str, kl_
     if total <= 0:
         return []
     left = total
+    weights = sum(r * c for r, c in shapes.values())
+    stored = bits(assignment, shapes, float_bits) * weights  # bits of the assignment, updated as Linears are kept
     kept: list[str] = []
     for m in ranked:
         if len(kept) >= start and kl_all * scale * left / total <= target:
             break
-        trial = {**assignment, **{k: keep_scheme for k in [*kept, m]}}
-        if max_bits is not None and bits(trial, shapes, float_bits) > max_bits:
+        rows, cols = shapes[m]
+        more = rows * cols * (bits_per_weight(keep_scheme, cols) - _bits(assignment[m], cols, float_bits))
+        if max_bits is not None and (stored + more) / weights > max_bits:
             break
+        stored += more
         left += _rel(local, m, keep_scheme) - _rel(local, m, assignment[m])
         kept.append(m)
     return kept
