@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from streamscope.engine.options import ENGINE
 from streamscope.engine.pipeline import ScanResult
 from streamscope.io.checkpoint import CheckpointIndex
 from streamscope.io.handles import Checkpoint, Tensor
@@ -52,15 +53,15 @@ def scan(
     *,
     out: str | os.PathLike | None = None,
     analyses=None,
-    select: str | None = None,
-    memory_budget: int | str = "1GB",
-    device: str = "auto",
-    reader: str = "auto",
-    native: bool = True,
-    resume: bool = True,
+    select: str | None = ENGINE.select,
+    memory_budget: int | str = ENGINE.memory_budget,
+    device: str = ENGINE.device,
+    reader: str = ENGINE.reader,
+    native: bool = ENGINE.native,
+    resume: bool = ENGINE.resume,
     progress: bool = False,
-    scheduler: str | None = None,
-    workers: int | None = None,
+    scheduler: str | None = ENGINE.scheduler,
+    workers: int | None = ENGINE.workers,
     revision: str | None = None,
     **analysis_options,
 ) -> ScanResult:
@@ -97,12 +98,12 @@ def scan(
     """
     from streamscope.engine import pipeline
     from streamscope.engine.options import ScanOptions
+    from streamscope.errors import OptionError
 
-    block_elems = analysis_options.pop("block_elems", None)
-    from streamscope.analyses import REGISTRY
-
-    options = ScanOptions.build(REGISTRY.defaults() if analyses is None else analyses, select=select, memory_budget=memory_budget, device=device, reader=reader,
-                                native=native, block_elems=block_elems, **analysis_options)  # fmt: skip
+    if "block_elems" in analysis_options:  # ScanOptions.build's tuning knob: the budget sets the block size
+        raise OptionError("block_elems is no option of scan(): memory_budget sets the block size")
+    options = ScanOptions.build(analyses, select=select, memory_budget=memory_budget, device=device, reader=reader, native=native,
+                                **analysis_options)  # fmt: skip
     index, origin = _local_index(path, revision, progress)
     out = out if out is not None else tempfile.mkdtemp(prefix="streamscope-")
     return pipeline.scan(index, options, out, resume=resume, progress=progress, scheduler=scheduler, workers=workers,
@@ -125,20 +126,19 @@ def embeddings(
     path: str | os.PathLike,
     *,
     out: str | os.PathLike | None = None,
-    clusters: str | int = "auto",
-    k_range: str | tuple[int, int] = (2, 32),
-    metric: str = "euclidean",
-    random_state: int = 0,
-    memory_budget: int | str = "1GB",
-    device: str = "auto",
+    memory_budget: int | str = ENGINE.memory_budget,
+    device: str = ENGINE.device,
     progress: bool = False,
     revision: str | None = None,
+    **clustering,
 ) -> dict:
     """The embedding study: row-norm statistics, the embedding-related norm layers, and k-means clusters.
 
     Every embedding matrix (input embeddings, an untied output matrix, vision patch embeddings) is clustered with
     k-means++ on a seeded sample, a mini-batch pass and full Lloyd passes over all rows streamed in blocks, for
     every k of ``k_range`` (the elbow); ``clusters="auto"`` takes the knee of the elbow curve.
+    ``**clustering``: the fields of ``analyses.clusters.ClusterOptions``, which holds their defaults and help
+    (``clusters``, ``k_range`` as ``(2, 32)`` or ``"2:32"``, ``metric``, ``random_state``, ``sample_rows``, ...).
 
     Returns:
         ``{"norms", "norm_layers", "clusters": {tensor: {"k", "metric", "elbow", "sizes", "clusters"}}}``, also
@@ -152,7 +152,7 @@ def embeddings(
     from streamscope.engine.options import ScanOptions
 
     options = ScanOptions.build((), memory_budget=memory_budget, device=device)
-    cluster_options = ClusterOptions.parse(clusters, k_range, metric, random_state)
+    cluster_options = ClusterOptions.parse(**clustering)
     index, _ = _local_index(path, revision, progress)
     out = out if out is not None else tempfile.mkdtemp(prefix="streamscope-embeddings-")
     return study.run(index, options, cluster_options, out, progress=progress)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from streamscope.engine.options import ENGINE
 from streamscope.io.checkpoint import CheckpointIndex
 
 BLOCK_BYTES = 64 << 20
@@ -160,7 +161,7 @@ def run_bench(
     layout: str | None = None,
     analyses: tuple[str, ...] = ("basic,sparsity", "quantization", "spectral"),
     cache_dir: str | Path | None = None,
-    budget: str = "1GB",
+    budget: str = ENGINE.memory_budget,
     naive: bool = True,
     cold: bool = True,
     repeat: int = 1,

@@ -51,3 +51,19 @@ def hub_checkpoint(tmp_path_factory, minilm_dir):
 
     root = tmp_path_factory.mktemp("hub")
     return lambda family: minilm_dir if family == "minilm" else tiny_models.build_hub(family, root / family)
+
+
+def scan_blocks(path, *, block_elems: int, **kw):
+    """``streamscope.scan`` with the block size fixed at ``block_elems`` elements (many blocks on a tiny tensor).
+
+    The API has no such option (the budget sets the block size); tests fix it where ``ScanOptions`` is built.
+    """
+    from unittest import mock
+
+    import streamscope
+    from streamscope.engine.options import ScanOptions
+
+    build = ScanOptions.build.__func__
+    fixed = classmethod(lambda cls, *a, **k: build(cls, *a, block_elems=block_elems, **k))
+    with mock.patch.object(ScanOptions, "build", fixed):
+        return streamscope.scan(path, **kw)

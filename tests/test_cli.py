@@ -85,7 +85,10 @@ def test_hub_cache_path_carries_provenance(llama_dir, tmp_path):
 def test_option_words_for_a_bool_are_read_as_words():
     import pytest
 
-    from streamscope.cli import _typed
+    from streamscope.optionspec import Spec
+
+    def _typed(text, kind):
+        return Spec("x", None, kind, "", None, None, None, ",", False).parse(text)
 
     assert _typed("false", bool) is False and _typed("On", bool) is True and _typed("3", int) == 3
     with pytest.raises(ValueError):

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 import streamscope
 from streamscope.cli import app
 from streamscope.errors import CheckpointError, HeaderError
+from conftest import scan_blocks
 
 gguf = pytest.importorskip("gguf")
 Q = gguf.GGMLQuantizationType
@@ -60,7 +61,7 @@ def write_gguf(path, seed: int = 0) -> dict[str, np.ndarray]:
 
 def test_gguf_statistics_match_the_numpy_dequantized_reference(tmp_path):
     ref = write_gguf(tmp_path / "m.gguf")
-    r = streamscope.scan(tmp_path / "m.gguf", out=tmp_path / "o", analyses="all", memory_budget="16MB", block_elems=4096)  # many blocks
+    r = scan_blocks(tmp_path / "m.gguf", out=tmp_path / "o", analyses="all", memory_budget="16MB", block_elems=4096)  # many blocks
     assert not r.errors and set(r.tensors) == set(ref)
     for name, a in ref.items():
         a = a.astype(np.float64)

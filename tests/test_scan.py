@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 import streamscope
 from streamscope.report.load import Results
 from streamscope.synthetic import save_tensors
+from conftest import scan_blocks
 
 
 def test_minilm_real_weights(minilm_dir, tmp_path):
@@ -235,7 +236,7 @@ def test_portable_path_matches_native_path(llama_dir, tmp_path, monkeypatch):
     from streamscope.kernels import native
 
     assert native.available(), "the native kernel was not built: this test would compare the portable path with itself"
-    fast = streamscope.scan(llama_dir, out=tmp_path / "a", analyses="basic,sparsity,quantization", block_elems=2048)
+    fast = scan_blocks(llama_dir, out=tmp_path / "a", analyses="basic,sparsity,quantization", block_elems=2048)
     from streamscope.io.reader import RawReader
 
     def forbidden(*args, **kwargs):
@@ -243,7 +244,7 @@ def test_portable_path_matches_native_path(llama_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(native, "scan_patterns", forbidden)
     monkeypatch.setattr(RawReader, "_mapped", forbidden)
-    portable = streamscope.scan(llama_dir, out=tmp_path / "b", analyses="basic,sparsity,quantization", block_elems=2048,
+    portable = scan_blocks(llama_dir, out=tmp_path / "b", analyses="basic,sparsity,quantization", block_elems=2048,
                                 reader="pread", native=False)  # fmt: skip
     for name, rec in fast.tensors.items():
         assert portable.tensors[name]["basic_stats"] == rec["basic_stats"], name

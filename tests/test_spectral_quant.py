@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 import streamscope
 from streamscope.synthetic import save_tensors
+from conftest import scan_blocks
 
 FULL = "basic,sparsity,quantization,spectral"
 
@@ -42,12 +43,12 @@ def test_randomized_top10_within_one_percent(tmp_path, kind):
     g = torch.Generator().manual_seed(3)
     w = decaying(1500, 700) if kind == "decaying" else torch.randn(1500, 700, generator=g)
     path = save_tensors(tmp_path / "m.safetensors", {"w": w})
-    r = streamscope.scan(path, out=tmp_path / "o", analyses="spectral", spectral="randomized", block_elems=300 * 700).tensors["w"]["spectral"]
+    r = scan_blocks(path, out=tmp_path / "o", analyses="spectral", spectral="randomized", block_elems=300 * 700).tensors["w"]["spectral"]
     exact = torch.linalg.svdvals(w.double()).numpy()
     assert r["method"] == "randomized"
     assert rel(r["top_singular_values"][:10], exact[:10]) < 0.01
     assert r["stable_rank"] == pytest.approx(float((w.double() ** 2).sum()) / exact[0] ** 2, rel=0.01)
-    again = streamscope.scan(path, out=tmp_path / "o2", analyses="spectral", spectral="randomized", block_elems=300 * 700).tensors["w"]["spectral"]
+    again = scan_blocks(path, out=tmp_path / "o2", analyses="spectral", spectral="randomized", block_elems=300 * 700).tensors["w"]["spectral"]
     assert again["top_singular_values"] == r["top_singular_values"]  # seeded: deterministic
     # the top ten converged; the Ritz values after them are lower bounds of the true singular values, up to the
     # rounding of the bfloat16 products that gave them (the matrix here is float32: its bfloat16 copy is rounded)
@@ -58,7 +59,7 @@ def test_randomized_top10_within_one_percent(tmp_path, kind):
 
 def test_randomized_on_real_weights(minilm_dir, tmp_path):
     names = ["encoder.layer.0.intermediate.dense.weight", "encoder.layer.3.attention.self.query.weight", "embeddings.word_embeddings.weight"]
-    r = streamscope.scan(minilm_dir, out=tmp_path / "o", analyses="spectral", spectral="randomized", select="|".join(names), block_elems=1 << 18)
+    r = scan_blocks(minilm_dir, out=tmp_path / "o", analyses="spectral", spectral="randomized", select="|".join(names), block_elems=1 << 18)
     ref = load_file(str(minilm_dir / "model.safetensors"))
     for n in names:
         exact = torch.linalg.svdvals(ref[n].double()).numpy()
@@ -78,7 +79,7 @@ def test_gram_full_spectrum(tmp_path, monkeypatch, shape, block_elems, budget, s
     w = decaying(*shape, noise=1e-2)
     w[:, 5] *= 1e-6  # a nearly dead direction stretches the spectrum
     path = save_tensors(tmp_path / "m.safetensors", {"w": w})
-    r = streamscope.scan(path, out=tmp_path / "o", analyses="spectral", spectral="gram", block_elems=block_elems,
+    r = scan_blocks(path, out=tmp_path / "o", analyses="spectral", spectral="gram", block_elems=block_elems,
                          memory_budget=budget).tensors["w"]["spectral"]  # fmt: skip
     assert len(calls) == slabs
     exact = torch.linalg.svdvals(w.double()).numpy()
@@ -187,7 +188,7 @@ def test_quantization_against_float64_reference(tmp_path, dtype, block_elems, na
     w[7] = 0  # an all-zero channel: its scales are taken as 1
     w = w.to(dtype)
     path = save_tensors(tmp_path / "m.safetensors", {"w": w})
-    q = streamscope.scan(path, out=tmp_path / "o", analyses="quantization", block_elems=block_elems, native=native).tensors["w"]["quantization"]
+    q = scan_blocks(path, out=tmp_path / "o", analyses="quantization", block_elems=block_elems, native=native).tensors["w"]["quantization"]
     x = w.double().numpy()
     ref = int8_reference(x.reshape(-1))
     for key in ("abs_max", "quantization_scale", "quantization_mse", "quantization_mae", "cosine_similarity", "sqnr_db", "dynamic_range"):

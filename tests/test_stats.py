@@ -19,6 +19,7 @@ import torch
 
 import streamscope
 from streamscope.synthetic import save_tensors
+from conftest import scan_blocks
 
 DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -71,7 +72,7 @@ def reference(t: torch.Tensor) -> dict:
 def test_statistics_match_float64_reference(tmp_path, name, block_elems):
     t = make(DTYPES[name])
     path = save_tensors(tmp_path / "m.safetensors", {"w": t})
-    r = streamscope.scan(path, out=tmp_path / "out", block_elems=block_elems).tensors["w"]
+    r = scan_blocks(path, out=tmp_path / "out", block_elems=block_elems).tensors["w"]
     ref = reference(t)
     b, s = r["basic_stats"], r["sparsity"]
     exact = name in EXACT
@@ -105,7 +106,7 @@ def test_large_mean_small_spread_keeps_precision(tmp_path):
     g = torch.Generator().manual_seed(1)
     w = 1.0 + 1e-3 * torch.randn(50_000, generator=g, dtype=torch.float64)
     path = save_tensors(tmp_path / "m.safetensors", {"n32": w.float(), "n16": w.to(torch.bfloat16)})
-    r = streamscope.scan(path, out=tmp_path / "o", block_elems=4096).tensors
+    r = scan_blocks(path, out=tmp_path / "o", block_elems=4096).tensors
     for name, t in (("n32", w.float()), ("n16", w.to(torch.bfloat16))):
         ref = t.double().numpy()
         assert r[name]["basic_stats"]["std"] == pytest.approx(ref.std(ddof=1), rel=1e-5)
@@ -131,7 +132,7 @@ def test_embedding_row_norms_against_reference(tmp_path, analyses, native):
     emb = torch.randn(300, 48, dtype=torch.float64).to(torch.bfloat16)
     emb[17] *= 10
     path = save_tensors(tmp_path / "m.safetensors", {"model.embed_tokens.weight": emb, "lm_head.weight": emb.float()})
-    r = streamscope.scan(path, out=tmp_path / "o", block_elems=48 * 64, analyses=analyses, native=native)
+    r = scan_blocks(path, out=tmp_path / "o", block_elems=48 * 64, analyses=analyses, native=native)
     assert ("structured_sparsity" in r.tensors["lm_head.weight"].get("sparsity", {})) == ("sparsity" in analyses)
     ref = np.linalg.norm(emb.double().numpy(), axis=1)
     for name in ("model.embed_tokens.weight", "lm_head.weight"):
@@ -155,7 +156,7 @@ def test_float32_native_kernel_and_torch_path(tmp_path, native, block_elems):
     vec[17], vec[150_000] = float("nan"), float("-inf")
     tensors = {"w": make(torch.float32, rows=300, cols=200), "vec": vec, "nan": torch.full((5, 6), float("nan"))}
     path = save_tensors(tmp_path / "m.safetensors", tensors)
-    r = streamscope.scan(path, out=tmp_path / "o", block_elems=block_elems, native=native).tensors
+    r = scan_blocks(path, out=tmp_path / "o", block_elems=block_elems, native=native).tensors
     rel = 1e-12 if native else 1e-5
     for name in ("w", "vec"):
         ref, b, s = reference(tensors[name].reshape(-1, tensors[name].shape[-1])), r[name]["basic_stats"], r[name]["sparsity"]
@@ -219,7 +220,7 @@ def test_spectral_alone_skips_the_histogram(tmp_path, native):
     runs = {}
     for analyses in ("spectral", "basic,spectral"):
         out = tmp_path / analyses.replace(",", "_")
-        runs[analyses] = streamscope.scan(path, out=out, analyses=analyses, spectral="randomized", block_elems=64 * 32, native=native)
+        runs[analyses] = scan_blocks(path, out=out, analyses=analyses, spectral="randomized", block_elems=64 * 32, native=native)
         has_histograms = "histograms" in zarr.open_group(str(out / "arrays.zarr"), mode="r")
         assert has_histograms == ("basic" in analyses)
     light, full = runs["spectral"], runs["basic,spectral"]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from streamscope.errors import OptionError
+from streamscope.kernels.device import DEFAULT_DEVICE, DEVICES
 
 #: The keys of the run itself, with their defaults (the seed's example config, plus streamscope's ``model.dtype``
 #: and friends); each activation probe adds its own (``defaults``).
@@ -31,7 +32,7 @@ BASE: dict[str, Any] = {
         "custom": {"format": None, "text_column": "text"},
     },
     "visualization": {"save_dir": None, "dpi": 100, "enabled": {}, "layer_selection": {"patterns": None}},  # dpi: the report's
-    "memory": {"device": "auto", "offload_device": "cpu", "auto_offload": True, "budget": None},
+    "memory": {"device": DEFAULT_DEVICE, "offload_device": "cpu", "auto_offload": True, "budget": None},
 }
 WINDOWS = ("random", "consecutive")
 
@@ -192,8 +193,8 @@ def _check(config: dict, origin: Callable[[str], str] = lambda key: "") -> None:
     check_patterns(fail, "visualization.layer_selection.patterns", vis["layer_selection"]["patterns"], optional=True)
     if config["model"]["dtype"] not in ("auto", "float32", "bfloat16", "float16"):
         fail("model.dtype", f"must be auto, float32, bfloat16 or float16; got {config['model']['dtype']!r}")
-    if config["memory"]["device"] not in ("auto", "cpu", "cuda", "mps") and not str(config["memory"]["device"]).startswith("cuda:"):
-        fail("memory.device", f"must be auto, cpu, cuda or mps; got {config['memory']['device']!r}")
+    if str(config["memory"]["device"]).lower().split(":")[0] not in DEVICES:
+        fail("memory.device", f"must be one of {', '.join(DEVICES)} (cuda:N for one GPU); got {config['memory']['device']!r}")
     _check_seed_keys(config, fail)
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamscope.errors import OptionError
+from streamscope.optionspec import opt
 
 KNEE_RULE = "knee of the elbow curve: the k farthest below the chord joining its ends, k and inertia scaled to [0, 1] (Kneedle)"
 METRICS = ("euclidean", "cosine")
@@ -33,17 +34,29 @@ STRUCTURE_RULE = ("clear clusters: k-means at k keeps at most 0.75 of the share 
 
 @dataclass(frozen=True)
 class ClusterOptions:
-    clusters: str | int = "auto"  # auto, or a fixed k
-    k_range: tuple[int, int] = (2, 32)
-    metric: str = "euclidean"
-    random_state: int = 0
-    sample_rows: int = 20000
-    silhouette_rows: int = 2000
-    max_iter: int = 30
-    tol: float = 1e-4
+    """The embedding study's options (``streamscope embeddings``); ``parse`` checks what users typed."""
+
+    clusters: str | int = opt("auto", "auto (the knee of the elbow curve) or a number of clusters.", metavar="K")
+    k_range: tuple[int, int] = opt((2, 32), "LOW:HIGH, the k of the elbow curve.", metavar="LOW:HIGH", sep=":")
+    metric: str = opt("euclidean", "euclidean or cosine (spherical k-means).", metavar="METRIC")
+    random_state: int = opt(0, "Seed of the sample and the k-means++ seeding.", metavar="N")
+    sample_rows: int = opt(20000, "Rows sampled for the k-means++ seeding and the 2-D projection.", metavar="N", advanced=True)
+    silhouette_rows: int = opt(2000, "Rows sampled for the silhouette score.", metavar="N", advanced=True)
+    max_iter: int = opt(30, "Most full Lloyd passes over all rows.", metavar="N", advanced=True)
+    tol: float = opt(1e-4, "Stop the Lloyd passes when the inertia changes less than this (relative).", metavar="X", advanced=True)
 
     @classmethod
-    def parse(cls, clusters: str | int = "auto", k_range: str | tuple = (2, 32), metric: str = "euclidean", random_state: int = 0, **kw) -> "ClusterOptions":
+    def parse(cls, **given) -> "ClusterOptions":
+        """Options from keyword values as users give them (``k_range="2:24"``, ``clusters="8"``); the rest default.
+
+        Raises:
+            OptionError: a value out of range or of the wrong form, naming its command-line option.
+        """
+        unknown = sorted(set(given) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise OptionError(f"unknown clustering option {unknown[0]!r}; known: {', '.join(f.name for f in dataclasses.fields(cls))}")
+        values = {**{f.name: f.default for f in dataclasses.fields(cls)}, **given}
+        clusters, k_range, metric = values.pop("clusters"), values.pop("k_range"), values.pop("metric")
         if isinstance(k_range, str):
             try:
                 lo, hi = (int(p) for p in k_range.split(":"))
@@ -62,7 +75,8 @@ class ClusterOptions:
                 raise OptionError(f"--clusters must be auto or a number; got {clusters!r}") from None
             if not 1 <= clusters <= 4096:
                 raise OptionError(f"--clusters must be between 1 and 4096; got {clusters}")
-        return cls(clusters, (lo, hi), metric, int(random_state), **kw)
+        values["random_state"] = int(values["random_state"])
+        return cls(clusters=clusters, k_range=(lo, hi), metric=metric, **values)
 
     def ks(self, rows: int) -> list[int]:
         if self.clusters != "auto":

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 from streamscope.analyses.registry import Analysis
 from streamscope.errors import OptionError
+from streamscope.optionspec import opt
 
 
 @dataclass(frozen=True)
 class HistogramOptions:
-    histogram_bins: int = 256
+    histogram_bins: int = opt(256, "Bins of the value and |value| histograms.", metavar="N", advanced=True)
 
     def __post_init__(self) -> None:
         if not 2 <= int(self.histogram_bins) <= 65536:

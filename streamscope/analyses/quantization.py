@@ -22,6 +22,7 @@ import numpy as np
 
 from streamscope.analyses.registry import Analysis
 from streamscope.errors import OptionError
+from streamscope.optionspec import opt
 
 if TYPE_CHECKING:
     import torch
@@ -37,9 +38,9 @@ GROUP = 128
 
 @dataclass(frozen=True)
 class QuantOptions:
-    """``quant_schemes``: the schemes simulated besides the per-tensor INT8 of the WeightScope fields."""
+    """The schemes simulated besides the per-tensor INT8 of the WeightScope fields."""
 
-    quant_schemes: tuple[str, ...] = SCHEMES
+    quant_schemes: tuple[str, ...] = opt(SCHEMES, "Quantization schemes simulated, comma-separated.", metavar="SCHEMES")
 
     def __post_init__(self) -> None:
         schemes = self.quant_schemes

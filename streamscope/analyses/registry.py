@@ -94,6 +94,8 @@ class Analysis:
 @dataclass
 class Registry:
     analyses: dict[str, Analysis] = field(default_factory=dict)
+    #: keyword options of ``scan()`` that are not an analysis's (the engine's, ``reserve``)
+    reserved: set[str] = field(default_factory=set)
 
     def register(self, analysis: Analysis) -> Analysis:
         """Add an analysis; names, aliases and option names must be new."""
@@ -103,10 +105,17 @@ class Registry:
                 raise ValueError(f"analysis name {alias!r} is taken by {taken[alias]!r}")
         owners = self.option_owners()
         for opt in analysis.option_names():
-            if opt in owners or opt in RESERVED_OPTIONS:
+            if opt in owners or opt in self.reserved:
                 raise ValueError(f"analysis {analysis.name!r}: option {opt!r} is taken by {owners.get(opt, 'the engine')!r}")
         self.analyses[analysis.name] = analysis
         return analysis
+
+    def reserve(self, names: Iterable[str]) -> None:
+        """Keep ``names`` (the engine's keyword options) from every analysis, registered or to come."""
+        taken = set(names) & set(self.option_owners())
+        if taken:
+            raise ValueError(f"option {sorted(taken)[0]!r} of analysis {self.option_owners()[sorted(taken)[0]]!r} is the engine's")
+        self.reserved.update(names)
 
     def unregister(self, name: str) -> None:
         self.analyses.pop(name, None)
@@ -125,6 +134,12 @@ class Registry:
 
     def all(self) -> tuple[str, ...]:
         return tuple(a.name for a in self.selectable())
+
+    def option_specs(self) -> list:
+        """Every analysis option as declared (``optionspec.Spec``), in registry order: what the CLI's flags are made of."""
+        from streamscope.optionspec import specs
+
+        return [s for a in self.analyses.values() if a.options is not None for s in specs(a.options)]
 
     def option_owners(self) -> dict[str, str]:
         return {opt: a.name for a in self.analyses.values() for opt in a.option_names()}
@@ -179,7 +194,3 @@ class Registry:
         parts = [f"{a.label}{' (default)' if a.default else ''}: {a.help}" for a in self.selectable()]
         return "Comma-separated, or all. " + "; ".join(parts) + "."
 
-
-#: Keyword options of ``scan()`` that belong to the engine, not to an analysis.
-RESERVED_OPTIONS = frozenset({"analyses", "select", "memory_budget", "device", "reader", "native", "block_elems",
-                              "resume", "progress", "scheduler", "workers", "out"})  # fmt: skip

@@ -37,6 +37,7 @@ import numpy as np
 
 from streamscope.analyses.registry import Analysis
 from streamscope.errors import OptionError
+from streamscope.optionspec import opt
 
 if TYPE_CHECKING:
     import torch
@@ -88,19 +89,17 @@ def noise_floor(frob: float, rows: int, cols: int, u: float) -> float:
 
 @dataclass(frozen=True)
 class SpectralOptions:
-    """``spectral``: the method (``auto``, ``exact``, ``gram``, ``randomized``, ``off``); ``rank``: top singular
-    values reported; ``krylov_block``, ``krylov_depth``, ``krylov_tol``, ``krylov_converge``, ``seed``: the
-    randomized method's block size, most depth steps, stopping tolerance (relative change of the top
-    ``krylov_converge`` values, which are reported; the rest up to ``rank`` are reported as lower bounds)
-    and sketch seed."""
+    """The spectrum's method and the randomized method's knobs. The top ``krylov_converge`` values are reported
+    converged; the rest up to ``rank`` are reported as lower bounds."""
 
-    spectral: str = "auto"
-    rank: int = 32
-    krylov_block: int = 16
-    krylov_depth: int = 12
-    krylov_tol: float = 1e-3
-    krylov_converge: int = 10
-    seed: int = 0
+    spectral: str = opt("auto", f"{', '.join(METHODS)}; a method other than off adds the spectral analysis.",
+                        metavar="METHOD", shown="auto when spectral runs, else off")  # fmt: skip
+    rank: int = opt(32, "Top singular values reported.", metavar="N")
+    krylov_block: int = opt(16, "Randomized method: columns added per Krylov step.", metavar="N", advanced=True)
+    krylov_depth: int = opt(12, "Randomized method: most Krylov steps.", metavar="N", advanced=True)
+    krylov_tol: float = opt(1e-3, "Randomized method: stop when the top values change less than this (relative).", metavar="X", advanced=True)
+    krylov_converge: int = opt(10, "Randomized method: how many top values must converge.", metavar="N", advanced=True)
+    seed: int = opt(0, "Seed of the randomized method's sketch.", metavar="N", advanced=True)
 
     def __post_init__(self) -> None:
         if self.spectral not in METHODS:

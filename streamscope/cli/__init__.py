@@ -13,6 +13,6 @@ from __future__ import annotations
 # imported in the order ``--help`` lists the commands
 from streamscope.cli import scan, embeddings, activations, compare, sensitivity, imatrix, tools  # noqa: F401,I001  (register)
 from streamscope.cli.app import app, console
-from streamscope.cli.scan import _typed, demo_checkpoint, parse_analysis_options, resolve_analyses
+from streamscope.cli.scan import demo_checkpoint, parse_analysis_options, resolve_analyses
 
-__all__ = ["app", "console", "demo_checkpoint", "parse_analysis_options", "resolve_analyses", "_typed"]
+__all__ = ["app", "console", "demo_checkpoint", "parse_analysis_options", "resolve_analyses"]

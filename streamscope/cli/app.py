@@ -86,13 +86,10 @@ app = typer.Typer(
 )
 console = Console()
 
+
 # metavars say what a value is (PATH, SIZE, REGEX); flags show none, rather than typer's <bool> or <list[str]>
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", metavar="DIR", help="Directory for the result files.")]
-BudgetOpt = Annotated[str, typer.Option("--memory-budget", "-m", metavar="SIZE", help="Working-memory bound, e.g. 512MB, 2GB.")]
-DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help="auto, cpu, cuda or mps.")]
-SelectOpt = Annotated[Optional[str], typer.Option("--select", "-s", metavar="REGEX", help="Regex: only tensors whose name matches.")]
 JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="Print machine-readable JSON instead of tables.")]
-ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", metavar="", help="Reuse finished tensors of an interrupted run.")]
 RevisionOpt = Annotated[Optional[str], typer.Option("--revision", metavar="REV", help="Hub revision (branch, tag or commit) of a repo id.")]
 PathArg = Annotated[str, typer.Argument(metavar="PATH", help="A checkpoint file or directory, or a hub repo id (org/name, hf://org/name@rev).")]
 ReportOpt = Annotated[bool, typer.Option("--report", metavar="", help="Also draw the figures and write report.html into --out.")]

@@ -7,7 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from streamscope.cli.app import BudgetOpt, DeviceOpt, JsonOpt, PathArg, ResumeOpt, RevisionOpt, SelectOpt, app, console, emit
+from streamscope.cli.app import JsonOpt, PathArg, RevisionOpt, app, console, emit
+from streamscope.cli.options import declared
+from streamscope.engine.options import EngineOptions
 from streamscope.errors import StreamscopeError
 
 
@@ -34,19 +36,17 @@ def params(
 
 
 @app.command()
+@declared(EngineOptions, into="engine", only=("select", "memory_budget", "device", "resume"))
 def compare(
     before: Annotated[str, typer.Argument(help="The checkpoint before the change (path or hub repo id).")],
     after: Annotated[str, typer.Argument(help="The checkpoint after it: pruned, fine-tuned, quantized (a .gguf too).")],
     *,
     weights: Annotated[bool, typer.Option("--weights", help="Also stream both and compare every shared tensor.")] = False,
-    select: SelectOpt = None,
-    memory_budget: BudgetOpt = "1GB",
-    device: DeviceOpt = "auto",
     rank: Annotated[int, typer.Option("--rank", help="Singular values of each weight difference.")] = 8,
-    resume: ResumeOpt = True,
     as_json: JsonOpt = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the JSON report here.")] = None,
     importance: Annotated[Optional[Path], typer.Option("--importance", metavar="DIR", help="The activations output of BEFORE: set the layers a pruning removed against the layer importance it measured.")] = None,
+    engine: dict,
 ) -> None:
     """Compare two checkpoints: parameters per layer, heads, intermediate sizes, emptied layers, weight changes.
 
@@ -54,11 +54,10 @@ def compare(
     """
     from streamscope.api import compare as run_compare
 
-    result = run_compare(before, after, weights=weights, select=select, memory_budget=memory_budget, device=device, rank=rank,
-                         out=out, resume=resume, progress=weights and not as_json, importance=importance)  # fmt: skip
+    result = run_compare(before, after, weights=weights, rank=rank, out=out, progress=weights and not as_json, importance=importance, **engine)
     emit(result, out, as_json, lambda: _print_compare(result))
     if weights and not result["weights"]:
-        which = f"matching --select {select!r} " if select else ""
+        which = f"matching --select {engine['select']!r} " if engine.get("select") else ""
         raise StreamscopeError(f"{before} → {after}: no weight was compared: no tensor of before {which}has a partner of the same name and "
                                "shape in after (another architecture?); the structure above is compared from the headers")  # fmt: skip
     if result.get("errors"):

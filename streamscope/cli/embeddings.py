@@ -7,24 +7,25 @@ from typing import Annotated
 
 import typer
 
-from streamscope.cli.app import BudgetOpt, DeviceOpt, OutOpt, PathArg, ReportOpt, RevisionOpt, app, console, default_name, report_into
+from streamscope.analyses.clusters import ClusterOptions
+from streamscope.cli.app import OutOpt, PathArg, ReportOpt, RevisionOpt, app, console, default_name, report_into
+from streamscope.cli.options import declared
+from streamscope.engine.options import EngineOptions
 from streamscope.report.labels import plain
 
 
 @app.command()
+@declared(ClusterOptions, into="clustering", advanced_panel="Clustering tuning")
+@declared(EngineOptions, into="engine", only=("memory_budget", "device"))
 def embeddings(
     path: PathArg,
     *,
     revision: RevisionOpt = None,
     out: OutOpt = None,
-    clusters: Annotated[str, typer.Option("--clusters", help="auto (the knee of the elbow curve) or a number of clusters.")] = "auto",
-    k_range: Annotated[str, typer.Option("--k-range", help="LOW:HIGH, the k of the elbow curve.")] = "2:32",
-    metric: Annotated[str, typer.Option("--metric", help="euclidean or cosine (spherical k-means).")] = "euclidean",
-    random_state: Annotated[int, typer.Option("--random-state", help="Seed of the sample and the k-means++ seeding.")] = 0,
-    memory_budget: BudgetOpt = "1GB",
-    device: DeviceOpt = "auto",
     report: ReportOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
+    clustering: dict,
+    engine: dict,
 ) -> None:
     """The embedding study: row norms, embedding-related norm layers, and k-means clusters with the elbow.
 
@@ -33,8 +34,7 @@ def embeddings(
     from streamscope.api import embeddings as study
 
     out = out or Path("results") / f"{default_name(path)}-embeddings"
-    result = study(path, out=out, clusters=clusters, k_range=k_range, metric=metric, random_state=random_state,
-                   memory_budget=memory_budget, device=device, progress=not quiet, revision=revision)  # fmt: skip
+    result = study(path, out=out, progress=not quiet, revision=revision, **engine, **clustering)
     if not quiet:
         from streamscope.report.embeddings_table import print_embeddings
 

@@ -7,8 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from streamscope.cli.app import BudgetOpt, DeviceOpt, JsonOpt, RevisionOpt, app, console, emit, report_into
+from streamscope.cli.app import JsonOpt, RevisionOpt, app, console, emit, report_into
+from streamscope.cli.options import declared
 from streamscope.cli.scan import resolve_analyses
+from streamscope.engine.options import EngineOptions
 from streamscope.errors import OptionError
 from streamscope.report.labels import plain
 
@@ -29,18 +31,18 @@ def report(
 
 
 @app.command()
+@declared(EngineOptions, into="engine", only=("device", "memory_budget"))
 def bench(
     *,
-    device: DeviceOpt = "auto",
     size: Annotated[str, typer.Option("--size", help="Size of the synthetic checkpoint, e.g. 2GB.")] = "2GB",
     layout: Annotated[Optional[str], typer.Option("--layout", help="llama-7b, qwen2.5-72b-embedding or small.", show_default="llama-7b; small where --size holds no llama-7b layer (0.4 GB)")] = None,
     analyses: Annotated[str, typer.Option("--analyses", help="Analysis sets to time, ';'-separated, each comma-separated.")] = "basic,sparsity;quant;spectral",
-    memory_budget: BudgetOpt = "1GB",
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where the synthetic checkpoint is kept.")] = None,
     naive: Annotated[bool, typer.Option("--naive/--no-naive", help="Time the naive load_file approach too.")] = True,
     repeat: Annotated[int, typer.Option("--repeat", min=1, help="Runs of each warm-cache method, in turns; the median counts (naive and cold: one run).")] = 3,
     as_json: JsonOpt = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the figures as JSON here.")] = None,
+    engine: dict,
 ) -> None:
     """Throughput and peak memory on a synthetic checkpoint: raw floor, naive approach, streamscope.
 
@@ -57,8 +59,8 @@ def bench(
     for s in sets:
         resolve_analyses(s)  # unknown names fail before the checkpoint is built
     echo = (lambda *a: None) if as_json else (lambda s: console.print(s, soft_wrap=True, markup=False, highlight=False))
-    fig = run_bench(device=device, size=parse_bytes(size, "--size"), layout=layout, analyses=sets, cache_dir=cache_dir,
-                    budget=memory_budget, naive=naive, repeat=repeat, echo=echo)  # fmt: skip
+    fig = run_bench(device=engine["device"], size=parse_bytes(size, "--size"), layout=layout, analyses=sets, cache_dir=cache_dir,
+                    budget=engine["memory_budget"], naive=naive, repeat=repeat, echo=echo)  # fmt: skip
     m = fig["machine"]
     if not as_json:
         console.print(f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GiB, torch {m['torch']}" + (f", {m['cuda_device']}" if m.get("cuda_device") else ""))

@@ -5,13 +5,15 @@ from __future__ import annotations
 from streamscope.errors import DeviceError, OptionError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+#: the device every command takes unless told: the first of cuda, mps, cpu that is present
+DEFAULT_DEVICE = "auto"
 
 
 def resolve_device(name: str):
     """``auto`` picks cuda, then mps, then cpu; naming an absent device raises ``DeviceError``."""
     import torch
 
-    name = (name or "auto").lower()
+    name = (name or DEFAULT_DEVICE).lower()
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
