@@ -3,7 +3,9 @@ weight changes streamed side by side (``weight_delta``, run by the engine's ``Te
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from streamscope.analyses.params import ATTN, MLP
@@ -12,6 +14,18 @@ from streamscope.schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     import torch
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """The weight comparison's own options (``compare --weights``); with the engine's options they key its resume."""
+
+    rank: int = field(default=8, metadata={"help": "Singular values of each weight difference."})
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        """The help line of option ``name``."""
+        return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
 
 
 def change(before: int | float, after: int | float) -> dict:
@@ -95,7 +109,7 @@ def tensor_changes(a: CheckpointIndex, b: CheckpointIndex, partners: dict | None
 
 
 def weight_delta(pairs: Callable[..., Iterator[tuple[int, int, "torch.Tensor", "torch.Tensor"]]], shape: tuple[int, ...],
-                 k: int = 8, seed: int = 0, scratch: Callable | None = None, device="cpu") -> dict:  # fmt: skip
+                 k: int = CompareOptions.rank, seed: int = 0, scratch: Callable | None = None, device="cpu") -> dict:  # fmt: skip
     """Relative Frobenius change, cosine similarity, max |change| and the spectrum of ``B - A``, streamed.
 
     ``pairs(report=False)`` yields ``(row_start, row_stop, a_block, b_block)`` float32 blocks of both tensors
