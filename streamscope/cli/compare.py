@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from streamscope.analyses.compare import CompareOptions
 from streamscope.cli.app import BudgetOpt, DeviceOpt, JsonOpt, PathArg, ResumeOpt, RevisionOpt, SelectOpt, app, console, emit
 from streamscope.errors import StreamscopeError
 
@@ -42,7 +43,7 @@ def compare(
     select: SelectOpt = None,
     memory_budget: BudgetOpt = "1GB",
     device: DeviceOpt = "auto",
-    rank: Annotated[int, typer.Option("--rank", help="Singular values of each weight difference.")] = 8,
+    rank: Annotated[int, typer.Option("--rank", help=CompareOptions.help("rank"))] = CompareOptions.rank,
     resume: ResumeOpt = True,
     as_json: JsonOpt = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the JSON report here.")] = None,
