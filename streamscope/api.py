@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from streamscope.analyses.compare import CompareOptions
 from streamscope.engine.options import ENGINE
 from streamscope.engine.pipeline import ScanResult
 from streamscope.io.checkpoint import CheckpointIndex
@@ -274,10 +275,10 @@ def compare(
     after: str | os.PathLike,
     *,
     weights: bool = False,
-    select: str | None = None,
-    memory_budget: int | str = "1GB",
-    device: str = "auto",
-    rank: int = 8,
+    select: str | None = ENGINE.select,
+    memory_budget: int | str = ENGINE.memory_budget,
+    device: str = ENGINE.device,
+    rank: int = CompareOptions.rank,
     out: str | os.PathLike | None = None,
     resume: bool = True,
     progress: bool = False,
@@ -305,71 +306,21 @@ def compare(
         ``tensors`` (only on one side, changed shape), and with ``weights``: ``weights`` (per tensor),
         ``unchanged_tensors`` (names whose difference is exactly zero), ``errors`` and ``options``.
     """
-    from streamscope.analyses.compare import compare_structure, mark_emptied, tensor_changes
-    from streamscope.analyses.params import count_params, is_buffer
+    from streamscope.engine.compare import compare as run
     from streamscope.io.names import compile_select
 
-    pattern = compile_select(select)  # a bad regex fails before any work, with or without --weights
+    compile_select(select)  # a bad regex fails before any work, with or without --weights
     open_index = (lambda p: _local_index(p, progress=progress)) if weights else _header_index  # noqa: E731
     (ia, origin_a), (ib, origin_b) = open_index(before), open_index(after)
-    result = compare_structure(count_params(ia), count_params(ib))
-    pairs = _pairs(ia, ib)  # a GGUF's llama.cpp names matched to the other side's
-    result["tensors"] = tensor_changes(ia, ib, {n: t for n, (t, _) in pairs.items()})
-    result["provenance"] = {"before": origin_a, "after": origin_b}
-    if importance is not None:
-        result["pruning"] = _pruning(before, after, importance, progress)
+    options = None
     if weights:
-        from streamscope.engine import pipeline
-        from streamscope.engine.options import ScanOptions, resolve_device
+        from streamscope.engine.options import ScanOptions
 
-        options = ScanOptions.build((), memory_budget=memory_budget, device=device)
-        names = [n for n, t in ia.tensors.items() if n in pairs and pairs[n][0].shape == t.shape and not is_buffer(t)
-                 and (pattern is None or pattern.search(n))]  # fmt: skip
-        if out is not None:
-            out = Path(out)
-            workdir, partial = out.parent, f".{out.name}.partial"
-        else:
-            workdir, partial = Path(tempfile.mkdtemp(prefix="streamscope-compare-")), ".partial"
-        deltas, errors = ({}, []) if not names else pipeline.compare_weights(ia, ib, {n: pairs[n] for n in names}, options, rank=rank, workdir=workdir,
-                                                  partial=partial, resume=resume, progress=progress)  # fmt: skip
-        result["weights"] = deltas
-        result["unchanged_tensors"] = sorted(n for n, d in deltas.items() if d["frobenius_norm_change"] == 0)
-        result["errors"] = errors
-        result["options"] = {"memory_budget": options.memory.total, "device": str(resolve_device(device)), "rank": rank}
-        mark_emptied(result, deltas, ia.names)
-    return result
-
-
-def _pruning(before, after, importance, progress: bool) -> dict:
-    """The removed layers against the importance a profile of ``before`` measured."""
-    import json
-
-    from streamscope.analyses import pruning
-    from streamscope.errors import CheckpointError
-
-    path = Path(importance)
-    path = path / "activations.json" if path.is_dir() else path
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except OSError:
-        raise CheckpointError(f"{path}: no activations.json here; run `streamscope activations BEFORE --out DIR` and give that DIR") from None
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e.msg})") from None
-    imp = record.get("importance") if isinstance(record, dict) else None
-    if not isinstance(imp, dict) or not isinstance(imp.get("block_influence"), list):
-        raise CheckpointError(f"{path}: holds no layer importance (profile before with the importance probe on)")
-    (ia, _), (ib, _) = _local_index(before, progress=progress), _local_index(after, progress=progress)
-    removed, origin = pruning.removed_layers(ia, ib)
-    return {**pruning.view(removed, imp, len(imp["block_influence"])), "origin": origin}
-
-
-def _pairs(a: CheckpointIndex, b: CheckpointIndex) -> dict:
-    """``{name in a: (tensor of b, heads or None)}``: same names, or a GGUF ``b`` matched to ``a``'s names."""
-    if b.files and b.files[0].format == "gguf" and not (a.files and a.files[0].format == "gguf"):
-        from streamscope.io.gguf import original_names
-
-        return {n: (b.tensors[g], heads) for n, (g, heads) in original_names(b, list(a.tensors)).items()}
-    return {n: (b.tensors[n], None) for n in a.tensors if n in b.tensors}
+        options = ScanOptions.build((), select=select, memory_budget=memory_budget, device=device)
+    # headers alone (a hub repo over HTTP) do not give the weights that the pruning view matches layers by
+    readable = None if weights else (lambda: tuple(_local_index(p, progress=progress)[0] for p in (before, after)))
+    return run(ia, ib, options, CompareOptions(rank=rank), out=out, resume=resume, progress=progress,
+               provenance={"before": origin_a, "after": origin_b}, importance=importance, readable=readable)  # fmt: skip
 
 
 def compare_frame(result: dict | str | os.PathLike | tuple) -> "pd.DataFrame":

@@ -4,14 +4,23 @@ weight changes streamed side by side (``weight_delta``, run by the engine's ``Te
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from streamscope.analyses.params import ATTN, MLP
 from streamscope.io.checkpoint import CheckpointIndex
+from streamscope.optionspec import opt
 from streamscope.schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     import torch
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """The weight comparison's own options (``compare --weights``); with the engine's options they key its resume."""
+
+    rank: int = opt(8, "Singular values of each weight difference.", metavar="N")
 
 
 def change(before: int | float, after: int | float) -> dict:
@@ -95,7 +104,7 @@ def tensor_changes(a: CheckpointIndex, b: CheckpointIndex, partners: dict | None
 
 
 def weight_delta(pairs: Callable[..., Iterator[tuple[int, int, "torch.Tensor", "torch.Tensor"]]], shape: tuple[int, ...],
-                 k: int = 8, seed: int = 0, scratch: Callable | None = None, device="cpu") -> dict:  # fmt: skip
+                 k: int = CompareOptions.rank, seed: int = 0, scratch: Callable | None = None, device="cpu") -> dict:  # fmt: skip
     """Relative Frobenius change, cosine similarity, max |change| and the spectrum of ``B - A``, streamed.
 
     ``pairs(report=False)`` yields ``(row_start, row_stop, a_block, b_block)`` float32 blocks of both tensors

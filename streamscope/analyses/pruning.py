@@ -11,7 +11,12 @@ the removed count is where the importance said the layers could go.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+
+from streamscope.errors import CheckpointError
 
 #: Values of each matrix's first row in a layer's signature.
 WIDTH = 64
@@ -63,6 +68,26 @@ def match(before: dict[int, np.ndarray], after: dict[int, np.ndarray]) -> list[i
         else:
             j -= 1
     return out
+
+
+def load_importance(path) -> dict:
+    """``activations.json["importance"]`` of the output directory (or the file itself) ``path``.
+
+    Raises:
+        CheckpointError: one line naming the file: no such file, not JSON, or no layer importance in it.
+    """
+    path = Path(path)
+    path = path / "activations.json" if path.is_dir() else path
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except OSError:
+        raise CheckpointError(f"{path}: no activations.json here; run `streamscope activations BEFORE --out DIR` and give that DIR") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e.msg})") from None
+    importance = record.get("importance") if isinstance(record, dict) else None
+    if not isinstance(importance, dict) or not isinstance(importance.get("block_influence"), list):
+        raise CheckpointError(f"{path}: holds no layer importance (profile before with the importance probe on)")
+    return importance
 
 
 def view(removed: list[int], importance: dict, n_layers: int) -> dict:

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from streamscope.analyses.compare import CompareOptions
 from streamscope.cli.app import JsonOpt, PathArg, RevisionOpt, app, console, emit
 from streamscope.cli.options import declared
 from streamscope.engine.options import EngineOptions
@@ -36,17 +37,18 @@ def params(
 
 
 @app.command()
+@declared(CompareOptions, into="compared")
 @declared(EngineOptions, into="engine", only=("select", "memory_budget", "device", "resume"))
 def compare(
     before: Annotated[str, typer.Argument(help="The checkpoint before the change (path or hub repo id).")],
     after: Annotated[str, typer.Argument(help="The checkpoint after it: pruned, fine-tuned, quantized (a .gguf too).")],
     *,
     weights: Annotated[bool, typer.Option("--weights", help="Also stream both and compare every shared tensor.")] = False,
-    rank: Annotated[int, typer.Option("--rank", help="Singular values of each weight difference.")] = 8,
     as_json: JsonOpt = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the JSON report here.")] = None,
     importance: Annotated[Optional[Path], typer.Option("--importance", metavar="DIR", help="The activations output of BEFORE: set the layers a pruning removed against the layer importance it measured.")] = None,
     engine: dict,
+    compared: dict,
 ) -> None:
     """Compare two checkpoints: parameters per layer, heads, intermediate sizes, emptied layers, weight changes.
 
@@ -54,7 +56,7 @@ def compare(
     """
     from streamscope.api import compare as run_compare
 
-    result = run_compare(before, after, weights=weights, rank=rank, out=out, progress=weights and not as_json, importance=importance, **engine)
+    result = run_compare(before, after, weights=weights, out=out, progress=weights and not as_json, importance=importance, **engine, **compared)
     emit(result, out, as_json, lambda: _print_compare(result))
     if weights and not result["weights"]:
         which = f"matching --select {engine['select']!r} " if engine.get("select") else ""

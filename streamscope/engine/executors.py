@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from streamscope.analyses.compare import CompareOptions
 from streamscope.engine.budget import MIN_BUDGET, MemoryBudget
 from streamscope.engine.options import ScanOptions
 from streamscope.engine.threads import job_threads, one_thread_each
@@ -56,7 +57,7 @@ class TensorJob:
 class PairJob:
     before: TensorInfo
     after: TensorInfo
-    rank: int = 8
+    rank: int = CompareOptions.rank
     heads: int | None = None  # ``after``'s rows are llama.cpp-permuted within this many heads (GGUF q and k)
 
     @property

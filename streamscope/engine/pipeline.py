@@ -1,7 +1,7 @@
 """The one pipeline every streamed command goes through.
 
 plan (which tensors, which jobs) -> skip what resume already holds -> run (local or dask.distributed) ->
-store each result as it finishes -> model-level analyses -> summary. ``scan`` and ``compare_weights`` are
+store each result as it finishes -> model-level analyses -> summary. ``scan`` here and ``engine.compare`` are
 its two uses; ``api.scan`` and ``api.compare`` are thin wrappers over them.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streamscope.analyses import REGISTRY
-from streamscope.engine.executors import PairJob, TensorJob, run_distributed, run_local
+from streamscope.engine.executors import TensorJob, run_distributed, run_local
 from streamscope.engine.options import ScanOptions, resolve_device
 from streamscope.engine.threads import default_threads
 from streamscope.errors import Interrupted, OptionError
@@ -145,25 +145,3 @@ def model_results(index: CheckpointIndex, records: dict[str, dict], errors: list
             model[analysis.key] = result
     model["errors"] = errors
     return model
-
-
-def compare_weights(a: CheckpointIndex, b: CheckpointIndex, pairs: dict, options: ScanOptions, *, rank: int,
-                    workdir: str | os.PathLike, partial: str = ".partial", resume: bool = True,
-                    progress: bool = False) -> tuple[dict[str, dict], list[str]]:  # fmt: skip
-    """Stream ``a``'s tensors and their partners in ``b`` side by side; ``{name: weight change}`` and the errors.
-
-    ``pairs``: ``{name in a: (TensorInfo in b, heads or None)}`` (``heads``: see ``TensorRunner.run_pair``).
-
-    Goes through the same engine as ``scan``: device, memory budget, progress and resume all hold.
-    """
-    from streamscope.results import ResultStore
-
-    resolve_device(options.device)
-    fingerprint = repr(("compare", rank, options.memory.total, options.device))
-    with ResultStore(workdir, f"{a.path} -> {b.path}", fingerprint, resume=resume, partial=partial) as store:
-        jobs = [PairJob(a.tensors[n], tb, rank, heads) for n, (tb, heads) in pairs.items() if not (a.tensors[n].unreadable or tb.unreadable)]
-        stats = run_jobs(jobs, options, store, progress=progress, label="compare")
-        deltas = {n: store.records[n] for n in pairs if n in store.records}
-        if not stats.errors:
-            store.discard_partial()
-        return deltas, stats.errors
