@@ -131,7 +131,7 @@ class StreamedOperator:
         """``w`` in memory (bfloat16 products when ``w`` is bfloat16)."""
         low = w.dtype == torch.bfloat16
         cast = (lambda a: a.to(torch.bfloat16)) if low else (lambda a: a.to(w.dtype))  # noqa: E731
-        if low:  # bf16 W.T @ Y runs faster as (Y.T @ W).T: 11.7 ms vs 17.6 ms for 4096 x 11008 x 16 here
+        if low:  # bfloat16 W.T @ Y is slower than (Y.T @ W).T on CPU BLAS (benchmarks/README.md)
             return cls(tuple(w.shape), lambda x: (w @ cast(x)).float(), lambda y: (cast(y).T @ w).T.float())
         return cls(tuple(w.shape), lambda x: (w @ cast(x)).float(), lambda y: (w.T @ cast(y)).float())
 
@@ -211,7 +211,7 @@ def svd_block_krylov(
     k_mat = torch.cat(basis, dim=1)
     kc = max(1, min(converge_k, k))
     evals, evecs = torch.linalg.eigh(t.double())
-    # a multiple of 16 columns: CPU GEMMs take a slow path on odd widths (10 columns: 0.12 s, 16: 0.016 s here)
+    # a multiple of 16 columns: CPU GEMMs take a slow path on odd widths (benchmarks/README.md)
     width = min(k_mat.shape[1], -(-kc // 16) * 16)
     ritz_vectors = (k_mat.double() @ evecs[:, -width:].flip(1)).to(k_mat.dtype)
     head = torch.linalg.svdvals(exact.t_times(ritz_vectors).double())[:kc]
