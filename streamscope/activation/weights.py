@@ -333,8 +333,8 @@ class WeightLoader:
         return self._targets
 
 
-#: Bytes of stored values read and converted at a time by ``load_part`` (the one staging buffer's size: 16 MiB
-#: read a 2.2 GB model's layers no faster than 4 MiB, and held 12 MiB more through the run).
+#: Bytes of stored values read and converted at a time by ``load_part``, the one staging buffer's size: larger
+#: buffers read no faster and stay resident through the run (benchmarks/README.md).
 STAGING_BYTES = 4 << 20
 
 
