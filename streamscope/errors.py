@@ -16,7 +16,7 @@ class CheckpointError(StreamscopeError, ValueError):
 
 
 class HeaderError(CheckpointError):
-    """A safetensors header is malformed or inconsistent with its file."""
+    """A checkpoint file's header (safetensors, GGUF, PyTorch zip) is malformed or inconsistent with its file."""
 
 
 class DeviceError(StreamscopeError, RuntimeError):

@@ -42,7 +42,7 @@ class CheckpointIndex:
             path: a ``.safetensors`` file, or a directory holding shards (with or without an index JSON).
 
         Raises:
-            CheckpointError: the path does not exist, holds no safetensors, or its index is inconsistent.
+            CheckpointError: the path does not exist, holds no checkpoint file, or its index is inconsistent.
             HeaderError: a shard's header is malformed.
 
         Example:
