@@ -349,3 +349,31 @@ def test_the_command_line_sets_the_settings_before_torch():
     assert proc.returncode == 0, proc.stderr
     seen = json.loads(proc.stdout)
     assert seen == {"torch": False, "OMP_WAIT_POLICY": "PASSIVE", "THP_MEM_ALLOC_ENABLE": "1", "MKL_DISABLE_FAST_MM": "0"}
+
+
+# -- io owns the format decisions ------------------------------------------------------------------------------------
+def _format_decisions(source: str) -> list[tuple[str, int]]:
+    """Where code asks whether a tensor is stored plain (``x.plain``, not a call) or reaches a format's decoder
+    (``read_float``, ``FORMATS``): the choices that belong to ``io`` alone."""
+    found = []
+    tree = ast.parse(source)
+    called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr == "plain" and id(node) not in called:
+            found.append((".plain", node.lineno))
+        elif isinstance(node, ast.Attribute) and node.attr in ("read_float", "FORMATS"):
+            found.append((node.attr, node.lineno))
+        elif isinstance(node, ast.Name) and node.id in ("read_float", "FORMATS"):
+            found.append((node.id, node.lineno))
+        elif isinstance(node, ast.ImportFrom):
+            found += [(a.name, node.lineno) for a in node.names if a.name in ("read_float", "FORMATS")]
+    return found
+
+
+def test_only_io_chooses_how_a_format_is_read():
+    """Plain or decoded is decided behind io's reader (``RawReader.blocks``, ``column_slab``, ``read_rows``)."""
+    outside = [p for p in sorted(PACKAGE.rglob("*.py")) if (PACKAGE / "io") not in p.parents]
+    found = [f"{p.relative_to(PACKAGE)}:{line} uses {what}" for p in outside for what, line in _format_decisions(p.read_text(encoding="utf-8"))]
+    assert not found, "format decisions outside io:\n" + "\n".join(found)
+    sample = "from streamscope.io.formats import FORMATS\nif info.plain:\n    x = FORMATS[info.format].read_float(info, b)\nlabels.plain(s)\n"
+    assert sorted(w for w, _ in _format_decisions(sample)) == [".plain", "FORMATS", "FORMATS", "read_float"]  # not labels.plain()
