@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -377,3 +378,16 @@ def test_only_io_chooses_how_a_format_is_read():
     assert not found, "format decisions outside io:\n" + "\n".join(found)
     sample = "from streamscope.io.formats import FORMATS\nif info.plain:\n    x = FORMATS[info.format].read_float(info, b)\nlabels.plain(s)\n"
     assert sorted(w for w, _ in _format_decisions(sample)) == [".plain", "FORMATS", "FORMATS", "read_float"]  # not labels.plain()
+
+
+# -- analyses see the context, not the engine ------------------------------------------------------------------------
+ENGINE_REACH = re.compile(r"\bctx\.runner\b|\.runner\.|\bctx\._")
+
+
+def test_analyses_do_not_reach_into_the_engine():
+    """An analysis uses ``ctx``'s documented fields and methods (``ctx.buffer``, ``ctx.native``...), never the runner."""
+    found = [f"{p.relative_to(PACKAGE)}:{i}: {line.strip()}" for p in sorted((PACKAGE / "analyses").rglob("*.py"))
+             for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if ENGINE_REACH.search(line)]  # fmt: skip
+    assert not found, "analyses reaching into the engine:\n" + "\n".join(found)
+    assert ENGINE_REACH.search("ctx.runner.kernel.buffer") and ENGINE_REACH.search("x = c.runner.options.native")
+    assert not ENGINE_REACH.search("ctx.buffer('k', 4, dtype) if ctx.native else None")

@@ -34,7 +34,8 @@ class TensorResult:
 
 @dataclass
 class TensorContext:
-    """What an analysis sees of the tensor it runs on (see ``analyses.registry``)."""
+    """What an analysis sees of the tensor it runs on (see ``analyses.registry``): the fields and methods below;
+    ``runner`` is the engine's own."""
 
     info: TensorInfo
     name_info: NameInfo
@@ -44,7 +45,15 @@ class TensorContext:
     acc: TensorAccumulator | None = None
     record: dict | None = None
     arrays: dict | None = None
+    native: bool = False  # the C kernels may be used (``--native``; whether they are built is the analysis's to ask)
     runner: "TensorRunner | None" = None
+
+    def buffer(self, key: str, n: int, dtype: torch.dtype) -> torch.Tensor:
+        """``n`` values of ``dtype`` on the device, contents undefined, reused from tensor to tensor under ``key``
+        (fresh pages fault slowly: a visible share of a small tensor's time)."""
+        if self.runner is None:
+            return torch.empty(n, dtype=dtype, device=self.device)
+        return self.runner.kernel.buffer(key, n, dtype)
 
     def row_blocks(self):
         """Stream the tensor again as ``(row_start, row_stop, (rows, cols) block)`` on the device."""
@@ -78,7 +87,7 @@ class TensorRunner:
             self._second.close()
 
     def context(self, info: TensorInfo) -> TensorContext:
-        return TensorContext(info, classify(info.name), self.device, self.memory, self.tokenizer, runner=self)
+        return TensorContext(info, classify(info.name), self.device, self.memory, self.tokenizer, native=self.options.native, runner=self)
 
     def run(self, info: TensorInfo, on_bytes: Callable[[int], None] | None = None) -> TensorResult:
         ctx = self.context(info)
