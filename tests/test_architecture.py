@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import os
 import re
@@ -58,6 +59,17 @@ def test_toy_analysis_through_the_registry_alone(toy, tmp_path, monkeypatch):
     assert again.model["timing"]["tensors_reused"] == 0 and again.tensors["w"]["toy"] == {"scaled_max": 7.5}
     with pytest.raises(streamscope.OptionError, match="unknown option 'toy_scal'"):
         streamscope.scan(path, analyses="toy", toy_scal=1.0)
+
+
+def test_an_analysis_off_the_table_keeps_its_record(toy, tmp_path):
+    """``table=False`` (the embedding analysis's per-token rows): the record stays in tensors.json, no column is
+    made of it; results.py decides from the registration alone."""
+    REGISTRY.analyses["toy"] = dataclasses.replace(toy, table=False)
+    path = save_tensors(tmp_path / "m.safetensors", {"model.embed_tokens.weight": torch.randn(32, 8), "w": torch.ones(2, 2)})
+    r = streamscope.scan(path, out=tmp_path / "out", analyses="basic,toy")
+    assert r.tensors["w"]["toy"] == {"scaled_max": 2.0} and "embedding" in r.tensors["model.embed_tokens.weight"]
+    columns = set(r.table.columns) | set((tmp_path / "out" / "tensors.csv").read_text().splitlines()[0].split(","))
+    assert "basic_stats.mean" in columns and not {c for c in columns if c.startswith(("toy.", "embedding."))}
 
 
 def test_toy_analysis_shows_in_cli_help():

@@ -68,6 +68,7 @@ class Analysis:
     #: tensors then go side by side, one per core (``engine.executors.run_local``). Light analyses lose from it:
     #: their passes are bound by memory, not by computation (benchmarks/README.md).
     compute_bound: bool = False
+    table: bool = True  # its per-tensor record becomes ``section.field`` columns of tensors.csv; False: tensors.json only
     start: Callable[..., Any] | None = None
     update: Callable[..., None] | None = None
     finish: Callable[..., dict | None] | None = None
