@@ -153,6 +153,9 @@ class ResultStore:
         else as text that a CSV holds (``384x1536``, JSON lists)."""
         import pandas as pd
 
+        from streamscope.analyses import REGISTRY
+
+        skip = {"info"} | {a.key for a in REGISTRY.of_kind("block", "tensor") if not a.table}  # info: the columns above
         names = [n for n in (order or self.records) if n in self.records]
         rows = []
         for name in names:
@@ -163,7 +166,7 @@ class ResultStore:
             row.update(layer_index=info["layer_index"], block_type=info["block_type"], shape=shape, dtype=info["dtype"])
             row.update({f"info.{k}": v for k, v in info.items() if k not in ("shape", "dtype", "layer_index", "block_type")})
             for section, values in rec.items():
-                if section in ("info", "embedding") or not isinstance(values, dict):
+                if section in skip or not isinstance(values, dict):
                     continue
                 row.update(_flatten(values, section, lists))
             rows.append(row)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -57,6 +59,17 @@ def test_toy_analysis_through_the_registry_alone(toy, tmp_path, monkeypatch):
     assert again.model["timing"]["tensors_reused"] == 0 and again.tensors["w"]["toy"] == {"scaled_max": 7.5}
     with pytest.raises(streamscope.OptionError, match="unknown option 'toy_scal'"):
         streamscope.scan(path, analyses="toy", toy_scal=1.0)
+
+
+def test_an_analysis_off_the_table_keeps_its_record(toy, tmp_path):
+    """``table=False`` (the embedding analysis's per-token rows): the record stays in tensors.json, no column is
+    made of it; results.py decides from the registration alone."""
+    REGISTRY.analyses["toy"] = dataclasses.replace(toy, table=False)
+    path = save_tensors(tmp_path / "m.safetensors", {"model.embed_tokens.weight": torch.randn(32, 8), "w": torch.ones(2, 2)})
+    r = streamscope.scan(path, out=tmp_path / "out", analyses="basic,toy")
+    assert r.tensors["w"]["toy"] == {"scaled_max": 2.0} and "embedding" in r.tensors["model.embed_tokens.weight"]
+    columns = set(r.table.columns) | set((tmp_path / "out" / "tensors.csv").read_text().splitlines()[0].split(","))
+    assert "basic_stats.mean" in columns and not {c for c in columns if c.startswith(("toy.", "embedding."))}
 
 
 def test_toy_analysis_shows_in_cli_help():
@@ -349,3 +362,44 @@ def test_the_command_line_sets_the_settings_before_torch():
     assert proc.returncode == 0, proc.stderr
     seen = json.loads(proc.stdout)
     assert seen == {"torch": False, "OMP_WAIT_POLICY": "PASSIVE", "THP_MEM_ALLOC_ENABLE": "1", "MKL_DISABLE_FAST_MM": "0"}
+
+
+# -- io owns the format decisions ------------------------------------------------------------------------------------
+def _format_decisions(source: str) -> list[tuple[str, int]]:
+    """Where code asks whether a tensor is stored plain (``x.plain``, not a call) or reaches a format's decoder
+    (``read_float``, ``FORMATS``): the choices that belong to ``io`` alone."""
+    found = []
+    tree = ast.parse(source)
+    called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr == "plain" and id(node) not in called:
+            found.append((".plain", node.lineno))
+        elif isinstance(node, ast.Attribute) and node.attr in ("read_float", "FORMATS"):
+            found.append((node.attr, node.lineno))
+        elif isinstance(node, ast.Name) and node.id in ("read_float", "FORMATS"):
+            found.append((node.id, node.lineno))
+        elif isinstance(node, ast.ImportFrom):
+            found += [(a.name, node.lineno) for a in node.names if a.name in ("read_float", "FORMATS")]
+    return found
+
+
+def test_only_io_chooses_how_a_format_is_read():
+    """Plain or decoded is decided behind io's reader (``RawReader.blocks``, ``column_slab``, ``read_rows``)."""
+    outside = [p for p in sorted(PACKAGE.rglob("*.py")) if (PACKAGE / "io") not in p.parents]
+    found = [f"{p.relative_to(PACKAGE)}:{line} uses {what}" for p in outside for what, line in _format_decisions(p.read_text(encoding="utf-8"))]
+    assert not found, "format decisions outside io:\n" + "\n".join(found)
+    sample = "from streamscope.io.formats import FORMATS\nif info.plain:\n    x = FORMATS[info.format].read_float(info, b)\nlabels.plain(s)\n"
+    assert sorted(w for w, _ in _format_decisions(sample)) == [".plain", "FORMATS", "FORMATS", "read_float"]  # not labels.plain()
+
+
+# -- analyses see the context, not the engine ------------------------------------------------------------------------
+ENGINE_REACH = re.compile(r"\bctx\.runner\b|\.runner\.|\bctx\._")
+
+
+def test_analyses_do_not_reach_into_the_engine():
+    """An analysis uses ``ctx``'s documented fields and methods (``ctx.buffer``, ``ctx.native``...), never the runner."""
+    found = [f"{p.relative_to(PACKAGE)}:{i}: {line.strip()}" for p in sorted((PACKAGE / "analyses").rglob("*.py"))
+             for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if ENGINE_REACH.search(line)]  # fmt: skip
+    assert not found, "analyses reaching into the engine:\n" + "\n".join(found)
+    assert ENGINE_REACH.search("ctx.runner.kernel.buffer") and ENGINE_REACH.search("x = c.runner.options.native")
+    assert not ENGINE_REACH.search("ctx.buffer('k', 4, dtype) if ctx.native else None")

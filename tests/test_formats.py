@@ -195,3 +195,27 @@ def test_gguf_tensors_through_the_python_api(tmp_path):
     assert [b.shape for b in blocks] == [(64, 256)] * 8
     np.testing.assert_array_equal(torch.cat(blocks).numpy(), ref["blk.0.ffn_up.weight"])
     assert float(t.to_dask(max_bytes="64KB").std().compute()) == pytest.approx(float(ref["blk.0.ffn_up.weight"].std()), rel=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["mmap", "pread"])
+def test_the_reader_decodes_gguf_behind_the_same_calls(tmp_path, mode):
+    """``RawReader.blocks``, ``column_slab`` and ``read_rows`` take any tensor: plain ones as stored, quantized ones
+    decoded, each equal to the gguf package's own dequantization."""
+    from streamscope.io.checkpoint import CheckpointIndex
+    from streamscope.io.reader import RawReader, read_rows
+    from streamscope.io.tensor import plan_blocks, whole
+
+    ref = write_gguf(tmp_path / "m.gguf")
+    index = CheckpointIndex.from_path(tmp_path / "m.gguf")
+    with RawReader(4096 * 8, mode=mode) as reader:
+        for name, a in ref.items():
+            info = index.tensors[name]
+            blocks = plan_blocks(info, 3000)  # several blocks of whole rows
+            values = torch.cat([v.to(torch.float32).clone() for _, v in reader.blocks(info, blocks)])
+            np.testing.assert_array_equal(values.numpy(), a.reshape(-1))
+            stored = read_rows(info, whole(info), dtype=None)
+            assert stored.dtype == (info.torch_dtype if name in ("token_embd.weight", "blk.0.attn_norm.weight", "output.weight") else torch.float32)
+            np.testing.assert_array_equal(stored.float().reshape(a.shape).numpy(), a)
+            if info.is_matrix:
+                slab = reader.column_slab(info, 32, 96, block_elems=2048)  # decoded 8 rows at a time, then cut
+                np.testing.assert_array_equal(slab.float().numpy(), a[:, 32:96])

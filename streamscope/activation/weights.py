@@ -82,26 +82,15 @@ class WeightLoader:
                              + (f" ({more} more tensor{'s differ' if more > 1 else ' differs'})" if more else ""))  # fmt: skip
 
     def fetch_names(self, names: list[str]) -> dict:
-        """These checkpoint tensors as stored (a fresh tensor each), read with ``pread``."""
-        import torch
-
-        from streamscope.io.reader import read_exact, to_native
+        """These checkpoint tensors as stored (a fresh tensor each; a decoded format's float32), read with ``pread``."""
+        from streamscope.io.reader import read_rows
+        from streamscope.io.tensor import whole
 
         out = {}
         for name in names:
             info = self.index.tensors[name]
-            if not info.plain:
-                raise CheckpointError(f"{info.shard}: {info.format} tensors cannot feed a forward pass yet; use the safetensors checkpoint")
-            t = torch.empty(info.numel, dtype=info.torch_dtype)
-            if info.nbytes:
-                fd = os.open(info.shard, os.O_RDONLY)
-                try:
-                    read_exact(fd, memoryview(t.view(torch.uint8).numpy()), info.begin)
-                    to_native(info, t)
-                finally:
-                    os.close(fd)
+            out[name] = read_rows(info, whole(info), dtype=None).view(info.shape)
             self.bytes_read += info.nbytes
-            out[name] = t.view(info.shape)
         return out
 
     def load(self, tensors: dict) -> None:

@@ -77,6 +77,7 @@ ANALYSIS = Analysis(
     row_norms_for=("embedding", "output"),
     histogram=False,
     writes=("row_norms",),
+    table=False,  # per-token rows (the extreme tokens), read from tensors.json and model.json
     compute=tensor_embedding,
 )
 

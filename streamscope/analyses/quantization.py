@@ -68,7 +68,7 @@ class QuantState:
 def start(ctx, options: QuantOptions) -> QuantState:
     from streamscope.kernels import native
 
-    use_native = ctx.runner is not None and ctx.runner.options.native and ctx.device.type == "cpu" and native.available()
+    use_native = ctx.native and ctx.device.type == "cpu" and native.available()
     return QuantState(ctx.info, options, use_native)
 
 

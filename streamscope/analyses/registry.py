@@ -8,17 +8,20 @@ from the registry, so a new analysis is one file plus one ``register(...)`` line
 Kinds and what the engine calls (``ctx`` is the engine's ``TensorContext`` or ``ModelContext``):
 
 - ``block``: sees every block of the tensor's single pass. ``start(ctx, options) -> state`` (``ctx.info``,
-  ``ctx.memory``: what the budget leaves to analyses, ``ctx.device``);
+  ``ctx.memory``: what the budget leaves to analyses, ``ctx.device``, ``ctx.native``: whether the C kernels may
+  be used, ``ctx.buffer(key, n, dtype)``: ``n`` values on the device, reused from tensor to tensor under ``key``);
   ``update(state, x, block, scratch)`` folds a ``(rows, cols)`` float block in (``scratch(key, n)`` is a reused
   float32 buffer); with ``stored=True`` it is called as ``update(state, x, block, scratch, stored=values)``
   with the block as stored too (a typed view of its bytes, or the decoded float32 of a quantized format);
   ``finish(state, ctx) -> dict | None``. ``ctx.row_blocks()`` streams the tensor again where
-  a method needs more passes.
+  a method needs more passes (``ctx.column_slabs()``: a matrix's column slabs).
 - ``tensor``: runs once the pass is over, from ``ctx.acc`` (the statistics accumulator), ``ctx.record`` (what
   the analyses registered before it wrote) and ``ctx.arrays`` (arrays for ``arrays.zarr``):
   ``compute(ctx, options) -> dict | None``.
 - ``model``: runs once every tensor is done, from ``ctx.records`` and ``ctx.index``:
   ``compute(ctx, options) -> dict | None``.
+
+An analysis uses these fields and methods of ``ctx`` alone, never the engine's objects behind them.
 
 Analyses with ``selectable=False`` run on every scan (histograms, embedding norms, health grades, norm
 layers; the value histograms only when the pass keeps one, see ``histogram`` below); the others run when named
@@ -65,6 +68,7 @@ class Analysis:
     #: tensors then go side by side, one per core (``engine.executors.run_local``). Light analyses lose from it:
     #: their passes are bound by memory, not by computation (benchmarks/README.md).
     compute_bound: bool = False
+    table: bool = True  # its per-tensor record becomes ``section.field`` columns of tensors.csv; False: tensors.json only
     start: Callable[..., Any] | None = None
     update: Callable[..., None] | None = None
     finish: Callable[..., dict | None] | None = None

@@ -201,9 +201,9 @@ def start(ctx, options: SpectralOptions) -> SpectralState:
     import torch
 
     state = SpectralState(ctx.info, options, ctx.memory.analysis_bytes, ctx.memory.block_elems)
-    # Buffers reused across tensors where there is a runner: fresh pages fault slowly, a visible share of a
-    # small Gram matrix's time (benchmarks/README.md).
-    buffer = ctx.runner.kernel.buffer if ctx.runner is not None else (lambda key, n, dtype: torch.empty(n, dtype=dtype))
+    # Buffers reused across tensors: fresh pages fault slowly, a visible share of a small Gram matrix's time
+    # (benchmarks/README.md).
+    buffer = ctx.buffer
     if state.low is not None:
         state.low = buffer("spectral_low", state.rows * state.cols, torch.bfloat16).view(state.rows, state.cols)
     if state.method == "gram" and state.cols <= state.rows:

@@ -34,7 +34,8 @@ class TensorResult:
 
 @dataclass
 class TensorContext:
-    """What an analysis sees of the tensor it runs on (see ``analyses.registry``)."""
+    """What an analysis sees of the tensor it runs on (see ``analyses.registry``): the fields and methods below;
+    ``runner`` is the engine's own."""
 
     info: TensorInfo
     name_info: NameInfo
@@ -44,7 +45,15 @@ class TensorContext:
     acc: TensorAccumulator | None = None
     record: dict | None = None
     arrays: dict | None = None
+    native: bool = False  # the C kernels may be used (``--native``; whether they are built is the analysis's to ask)
     runner: "TensorRunner | None" = None
+
+    def buffer(self, key: str, n: int, dtype: torch.dtype) -> torch.Tensor:
+        """``n`` values of ``dtype`` on the device, contents undefined, reused from tensor to tensor under ``key``
+        (fresh pages fault slowly: a visible share of a small tensor's time)."""
+        if self.runner is None:
+            return torch.empty(n, dtype=dtype, device=self.device)
+        return self.runner.kernel.buffer(key, n, dtype)
 
     def row_blocks(self):
         """Stream the tensor again as ``(row_start, row_stop, (rows, cols) block)`` on the device."""
@@ -78,7 +87,7 @@ class TensorRunner:
             self._second.close()
 
     def context(self, info: TensorInfo) -> TensorContext:
-        return TensorContext(info, classify(info.name), self.device, self.memory, self.tokenizer, runner=self)
+        return TensorContext(info, classify(info.name), self.device, self.memory, self.tokenizer, native=self.options.native, runner=self)
 
     def run(self, info: TensorInfo, on_bytes: Callable[[int], None] | None = None) -> TensorResult:
         ctx = self.context(info)
@@ -92,7 +101,7 @@ class TensorRunner:
         block_analyses = [a for a in self.active if a.kind == "block"] if numeric else []
         states = {a.name: a.start(ctx, self.options.options_for(a)) for a in block_analyses}
         need_float = any(a.float_blocks(states[a.name]) if callable(a.float_blocks) else a.float_blocks for a in block_analyses)
-        for block, raw in self._stored(info, blocks):
+        for block, raw in self.reader.blocks(info, blocks):
             x = self.kernel.update(acc, raw, block, values=need_float)
             if block_analyses:
                 if x is not None or need_float:
@@ -132,8 +141,7 @@ class TensorRunner:
             self._second = self._new_reader()
 
         def pairs(report: bool = False) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
-            second = self._second.blocks(b, blocks) if b.plain else self._stored(b, blocks)
-            for (block, raw_a), (_, raw_b) in zip(self._stored(a, blocks), second):
+            for (block, raw_a), (_, raw_b) in zip(self.reader.blocks(a, blocks), self._second.blocks(b, blocks)):
                 xa = _matrix(self._to_device(raw_a, "pair_a"), a, block)
                 xb = _matrix(self._to_device(raw_b, "pair_b"), b, block)
                 if head_dim:  # (heads, j, c) -> (heads, c, j): the rotary halves back in place
@@ -147,15 +155,6 @@ class TensorRunner:
         record = weight_delta(pairs, a.shape, k=rank, scratch=self._scratch, device=self.device)
         return TensorResult(a.name, record, {})
 
-    def _stored(self, info: TensorInfo, blocks: list[Block]):
-        """``(block, values)``: a typed view of the stored bytes for plain dtypes, else the format's decoded float32."""
-        if info.plain:
-            return self.reader.blocks(info, blocks)
-        from streamscope.io.formats import FORMATS
-
-        decode = FORMATS[info.format].read_float
-        return ((block, decode(info, block).reshape(-1)) for block in blocks)
-
     def _to_device(self, raw: torch.Tensor, key: str) -> torch.Tensor:
         x = self.kernel.buffer(key, raw.numel(), torch.float32)
         x.copy_(raw, non_blocking=self.device.type == "cuda")
@@ -165,7 +164,7 @@ class TensorRunner:
         return self.kernel.buffer(key, n, torch.float32)
 
     def row_blocks(self, info: TensorInfo):
-        for block, raw in self._stored(info, plan_blocks(info, self.memory.block_elems)):
+        for block, raw in self.reader.blocks(info, plan_blocks(info, self.memory.block_elems)):
             x = self.kernel.buffer("again", raw.numel(), working_dtype(info))
             x.copy_(raw)
             yield block.row_start, block.row_stop, _matrix(x, info, block)
@@ -174,10 +173,7 @@ class TensorRunner:
         width = max(1, self.memory.block_elems // max(info.rows, 1))
         for c0 in range(0, info.cols, width):
             c1 = min(info.cols, c0 + width)
-            if info.plain:
-                yield self.reader.column_slab(info, c0, c1).to(torch.float32)
-            else:  # a decoded format: rows are decoded whole, then the slab is cut from them
-                yield torch.cat([x[:, c0:c1].clone() for _, _, x in self.row_blocks(info)])
+            yield self.reader.column_slab(info, c0, c1, self.memory.block_elems).to(torch.float32)
 
 
 def _matrix(x: torch.Tensor, info: TensorInfo, block: Block) -> torch.Tensor:

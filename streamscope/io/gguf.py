@@ -91,6 +91,14 @@ def open_file(path: Path) -> ShardFile:
                      metadata=metadata, size=size, format="gguf", config=config)  # fmt: skip
 
 
+def undecoded(info: TensorInfo) -> str | None:
+    """Why a tensor of a GGUF encoding cannot be decoded here, or None when it can."""
+    kind = info.dtype.removeprefix("GGUF_")
+    if info.byteorder != "little":
+        return f"big-endian gguf type {kind} is not decoded (only plain dtypes are byte-swapped)"
+    return f"gguf type {kind} has no decoder here" if info.dtype.startswith("GGUF_") else None
+
+
 def read_float(info: TensorInfo, block: Block):
     """Rows ``[row_start, row_stop)`` of a quantized tensor, dequantized to a float32 torch tensor (rows, cols)."""
     import torch

@@ -117,18 +117,13 @@ class LazyRows:
 
 
 def read_rows(info: TensorInfo, block: Block, dtype=None):
-    """One block as a fresh float tensor, ``(rows, cols)`` for matrices: read as stored, or decoded by the format."""
+    """One block as a fresh float tensor (``dtype``, float32 by default), ``(rows, cols)`` for matrices
+    (``io.reader.read_rows``, imported on first use: it brings torch)."""
     import torch
 
-    dtype = dtype or torch.float32
-    if info.plain:
-        from streamscope.io.reader import read_block_float
+    from streamscope.io.reader import read_rows as read
 
-        return read_block_float(info, block, dtype)
-    from streamscope.io.formats import FORMATS
-
-    values = FORMATS[info.format].read_float(info, block).to(dtype)
-    return values.view(block.row_stop - block.row_start, info.cols) if info.is_matrix else values.reshape(-1)
+    return read(info, block, dtype or torch.float32)
 
 
 @dataclass(repr=False, eq=False)

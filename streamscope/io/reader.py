@@ -9,6 +9,10 @@ Two ways, one interface (``RawReader.blocks``):
   buffers, the next one on a helper thread while the current one is computed on.
 Either way RSS stays at the size of one or two blocks, whatever the size of the file. ``--reader`` chooses
 (``io.tensor.READER_MODES``); ``auto`` takes ``mmap`` on CPU and ``pread`` on GPUs.
+
+Those two ways read plain dtypes (``io.tensor.DTYPES``: arrays as stored). Every other encoding (GGUF's quantized
+blocks) is decoded to float32 by its format (``io.formats.Format.read_float``), behind the same calls: callers
+never ask which kind a tensor is. ``read_rows`` reads one block on its own, for handles and the forward pass.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from streamscope.io.tensor import Block, TensorInfo
+from streamscope.io.tensor import Block, TensorInfo, plan_blocks
 
 
 def end_of_file(path, at: int, size: int | None = None) -> OSError:
@@ -87,8 +91,14 @@ class RawReader:
         self.close()
 
     def blocks(self, info: TensorInfo, blocks: list[Block]) -> Iterator[tuple[Block, torch.Tensor]]:
-        """Yield ``(block, raw)`` where ``raw`` is a typed view (the tensor's dtype) of the block's bytes."""
+        """Yield ``(block, values)``, flat: a typed view (the tensor's dtype) of a plain tensor's stored bytes, or the
+        float32 values its format decodes."""
         if not blocks:
+            return
+        if not info.plain:
+            decode = _decoder(info)
+            for block in blocks:
+                yield block, decode(info, block).reshape(-1)
             return
         if self.mode == "mmap":
             yield from self._mapped(info, blocks)
@@ -139,11 +149,16 @@ class RawReader:
         finally:
             os.close(fd)
 
-    def column_slab(self, info: TensorInfo, c0: int, c1: int) -> torch.Tensor:
-        """Columns ``[c0, c1)`` of a matrix as a new contiguous tensor of the stored dtype.
+    def column_slab(self, info: TensorInfo, c0: int, c1: int, block_elems: int | None = None) -> torch.Tensor:
+        """Columns ``[c0, c1)`` of a matrix as a new contiguous tensor.
 
-        Reads every row's slice through a map (strided), then releases the map's pages.
+        A plain tensor's slab has its stored dtype: every row's slice is read through a map (strided), whose pages
+        are then released. A decoded format's slab is float32: its rows are decoded whole, ``block_elems`` values
+        at a time (by default as many float32 values as one buffer holds), and the slab is cut from them.
         """
+        if not info.plain:
+            decode, step = _decoder(info), block_elems or max(1, self.capacity // 4)
+            return torch.cat([decode(info, b).view(b.row_stop - b.row_start, -1)[:, c0:c1].clone() for b in plan_blocks(info, step)])
         lo = info.begin // _PAGE * _PAGE
         with open(info.shard, "rb") as fh:
             _check_size(fh.fileno(), info, info.end)
@@ -182,15 +197,27 @@ def _advise(mm: mmap.mmap, start: int, stop: int, advice: int) -> None:
         mm.madvise(advice, a, b - a)
 
 
-def read_block_float(info: TensorInfo, block: Block, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Read one block into a fresh tensor of ``dtype``, shaped ``(rows, cols)`` (or flat for vectors)."""
-    raw = np.empty(block.numel * info.itemsize, dtype=np.uint8)
-    fd = os.open(info.shard, os.O_RDONLY)
-    try:
-        read_exact(fd, memoryview(raw), info.begin + block.start * info.itemsize, info.shard)
-    finally:
-        os.close(fd)
-    out = to_native(info, torch.from_numpy(raw).view(info.torch_dtype)).to(dtype)
-    if len(info.shape) >= 2:
-        out = out.view(block.row_stop - block.row_start, info.cols)
-    return out
+def read_rows(info: TensorInfo, block: Block, dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
+    """One block on its own, as a fresh tensor shaped ``(rows, cols)`` for matrices (flat otherwise).
+
+    Args:
+        dtype: the values' dtype; None keeps a plain tensor's stored dtype (a decoded format's values are float32).
+    """
+    if info.plain:
+        raw = np.empty(block.numel * info.itemsize, dtype=np.uint8)
+        fd = os.open(info.shard, os.O_RDONLY)
+        try:
+            read_exact(fd, memoryview(raw), info.begin + block.start * info.itemsize, info.shard)
+        finally:
+            os.close(fd)
+        out = to_native(info, torch.from_numpy(raw).view(info.torch_dtype))
+    else:
+        out = _decoder(info)(info, block)
+    out = out if dtype is None else out.to(dtype)
+    return out.view(block.row_stop - block.row_start, info.cols) if info.is_matrix else out.reshape(-1)
+
+
+def _decoder(info: TensorInfo):
+    from streamscope.io.formats import FORMATS  # imported here: the format modules read through this one
+
+    return FORMATS[info.format].read_float

@@ -81,11 +81,11 @@ class TensorInfo:
         if self.dtype in UNREADABLE_DTYPES:
             kind = "complex" if self.dtype.startswith("C") else "sub-byte float"
             return f"dtype {self.dtype} ({kind}) is not analysed"
-        if self.dtype not in DTYPES and self.byteorder != "little":
-            kind = self.dtype.removeprefix("GGUF_")
-            return f"big-endian {self.format} type {kind} is not decoded (only plain dtypes are byte-swapped)"
         if self.dtype not in DTYPES:  # a format's own encoding (GGUF quantization): the format says
-            return f"{self.format} type {self.dtype.split('_', 1)[-1]} has no decoder here" if self.dtype.startswith("GGUF_") else None
+            from streamscope.io.formats import FORMATS  # imported here: the formats' modules import this one
+
+            undecoded = FORMATS[self.format].undecoded
+            return undecoded(self) if undecoded else f"{self.format} type {self.dtype} has no decoder"
         import torch
 
         if not hasattr(torch, DTYPES[self.dtype][1]):
@@ -132,6 +132,11 @@ class Block:
     @property
     def numel(self) -> int:
         return self.stop - self.start
+
+
+def whole(info: TensorInfo) -> Block:
+    """The one block that is the whole tensor."""
+    return Block(0, info.numel, 0, info.rows if info.is_matrix else 1)
 
 
 def plan_blocks(info: TensorInfo, max_elems: int, align: int = 1) -> list[Block]:
