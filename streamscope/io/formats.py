@@ -5,8 +5,7 @@ A format is a ``Format`` entry in ``FORMATS``: how to recognise its files (``suf
 tensor byte read), and the suffix of its shard index (``index_suffix``: a JSON ``weight_map`` from tensor
 name to file). A tensor whose dtype is one of ``io.tensor.DTYPES`` is a little-endian array, which
 ``io.reader.RawReader`` reads zero-copy whatever the format; any other encoding (GGUF's quantized blocks) is
-decoded by its format's ``read_float(info, block) -> float32 tensor`` (``plain=False`` says a format has one;
-``undecoded(info)`` says why a tensor cannot be decoded). ``io.reader`` makes that choice for every caller.
+decoded by its format's ``read_float(info, block) -> float32 tensor`` (``undecoded(info)`` says why a tensor cannot be decoded). ``io.reader`` makes that choice for every caller.
 
 Adding a format is one file with its header parser plus one ``Format`` line below.
 """
@@ -29,7 +28,6 @@ class Format:
     index_suffix: str
     sniff: Callable[[bytes], bool]
     open_file: Callable[[Path], ShardFile]
-    plain: bool = True
     read_float: Callable[[TensorInfo, Block], object] | None = None
     #: why a tensor of the format's own encoding cannot be decoded (``TensorInfo.unreadable``), None when it can
     undecoded: Callable[[TensorInfo], str | None] | None = None
@@ -38,7 +36,7 @@ class Format:
 FORMATS: dict[str, Format] = {
     "safetensors": Format("safetensors", (".safetensors",), ".safetensors.index.json", safetensors.sniff,
                           safetensors.SafetensorsFile.from_path),  # fmt: skip
-    "gguf": Format("gguf", (".gguf",), ".gguf.index.json", gguf.sniff, gguf.open_file, plain=False, read_float=gguf.read_float,
+    "gguf": Format("gguf", (".gguf",), ".gguf.index.json", gguf.sniff, gguf.open_file, read_float=gguf.read_float,
                    undecoded=gguf.undecoded),  # fmt: skip
     "pytorch": Format("pytorch", (".bin", ".pt", ".pth"), ".bin.index.json", pytorch.sniff, pytorch.open_file),
 }
