@@ -5,7 +5,8 @@ A format is a ``Format`` entry in ``FORMATS``: how to recognise its files (``suf
 tensor byte read), and the suffix of its shard index (``index_suffix``: a JSON ``weight_map`` from tensor
 name to file). A tensor whose dtype is one of ``io.tensor.DTYPES`` is a little-endian array, which
 ``io.reader.RawReader`` reads zero-copy whatever the format; any other encoding (GGUF's quantized blocks) is
-decoded by its format's ``read_float(info, block) -> float32 tensor`` (``undecoded(info)`` says why a tensor cannot be decoded). ``io.reader`` makes that choice for every caller.
+decoded by its format's ``read_float(info, block) -> float32 tensor`` (``undecoded(info)`` says why a tensor
+cannot be decoded). ``io.reader`` makes that choice for every caller.
 
 Adding a format is one file with its header parser plus one ``Format`` line below.
 """
