@@ -17,7 +17,6 @@ checkpoint is read once per run (``bytes_read``).
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 
@@ -180,23 +179,11 @@ class WeightLoader:
         return self._direct
 
     def advise(self, names: list[str]) -> None:
-        """Have the operating system read these tensors' bytes into the page cache (no process memory).
+        """Have the operating system read these tensors' bytes into the page cache (no process memory)."""
+        from streamscope.io.reader import prefetch
 
-        Without ``posix_fadvise`` the bytes are read through a small buffer instead, to the same effect."""
         for name in names:
-            info = self.index.tensors[name]
-            if not info.nbytes:
-                continue
-            fd = os.open(info.shard, os.O_RDONLY)
-            try:
-                if hasattr(os, "posix_fadvise"):
-                    os.posix_fadvise(fd, info.begin, info.nbytes, os.POSIX_FADV_WILLNEED)
-                else:
-                    chunk = bytearray(min(info.nbytes, STAGING_BYTES))
-                    for at in range(0, info.nbytes, len(chunk)):
-                        os.preadv(fd, [memoryview(chunk)[: min(len(chunk), info.nbytes - at)]], info.begin + at)
-            finally:
-                os.close(fd)
+            prefetch(self.index.tensors[name], STAGING_BYTES)
 
     def load_part(self, part: str) -> None:
         """Read and load every tensor of a part (see the module docstring)."""
@@ -227,28 +214,10 @@ class WeightLoader:
         return t
 
     def _read_into(self, info, out) -> None:
-        """``pread`` a stored tensor into ``out`` (its shape, the compute dtype), converting a few MiB at a time."""
-        import torch
+        """Read a stored tensor into ``out`` (its shape, the compute dtype), converting a few MiB at a time."""
+        from streamscope.io.reader import read_into
 
-        from streamscope.io.reader import read_exact, to_native
-
-        flat = out.view(-1)
-        fd = os.open(info.shard, os.O_RDONLY)
-        try:
-            if info.torch_dtype == out.dtype:
-                if info.nbytes:
-                    read_exact(fd, memoryview(flat.view(torch.uint8).numpy()), info.begin)
-                    to_native(info, flat)
-            else:
-                item = info.nbytes // max(info.numel, 1)
-                step = max(1, STAGING_BYTES // max(item, 1))
-                stage = self._stage(info.torch_dtype, min(step, info.numel))
-                for s0 in range(0, info.numel, step):
-                    n = min(step, info.numel - s0)
-                    read_exact(fd, memoryview(stage[:n].view(torch.uint8).numpy()), info.begin + s0 * item)
-                    flat[s0 : s0 + n].copy_(to_native(info, stage[:n]))
-        finally:
-            os.close(fd)
+        read_into(info, out, self._stage, STAGING_BYTES)
         self.bytes_read += info.nbytes
 
     def _stage(self, dtype, n: int):

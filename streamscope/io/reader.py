@@ -22,7 +22,7 @@ import mmap
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -221,3 +221,45 @@ def _decoder(info: TensorInfo):
     from streamscope.io.formats import FORMATS  # imported here: the format modules read through this one
 
     return FORMATS[info.format].read_float
+
+
+def read_into(info: TensorInfo, out: torch.Tensor, stage: Callable[[torch.dtype, int], torch.Tensor], step_bytes: int) -> None:
+    """Read a plain tensor's stored values into ``out`` (its number of elements, any dtype) with ``pread``.
+
+    Stored in ``out``'s dtype, the bytes land in ``out`` directly; else ``stage(stored dtype, n)`` gives a reused
+    buffer that at most ``step_bytes`` of stored values pass through, each piece converted into ``out``.
+    """
+    flat = out.view(-1)
+    fd = os.open(info.shard, os.O_RDONLY)
+    try:
+        if info.torch_dtype == out.dtype:
+            if info.nbytes:
+                read_exact(fd, memoryview(flat.view(torch.uint8).numpy()), info.begin, info.shard)
+                to_native(info, flat)
+            return
+        item = info.nbytes // max(info.numel, 1)
+        step = max(1, step_bytes // max(item, 1))
+        buffer = stage(info.torch_dtype, min(step, info.numel))
+        for s0 in range(0, info.numel, step):
+            n = min(step, info.numel - s0)
+            read_exact(fd, memoryview(buffer[:n].view(torch.uint8).numpy()), info.begin + s0 * item, info.shard)
+            flat[s0 : s0 + n].copy_(to_native(info, buffer[:n]))
+    finally:
+        os.close(fd)
+
+
+def prefetch(info: TensorInfo, chunk_bytes: int) -> None:
+    """Have the operating system read a tensor's bytes into the page cache, holding no process memory; where
+    ``posix_fadvise`` is missing, the bytes are read through a buffer of ``chunk_bytes`` instead, to that effect."""
+    if not info.nbytes:
+        return
+    fd = os.open(info.shard, os.O_RDONLY)
+    try:
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, info.begin, info.nbytes, os.POSIX_FADV_WILLNEED)
+            return
+        chunk = bytearray(min(info.nbytes, chunk_bytes))
+        for at in range(0, info.nbytes, len(chunk)):
+            os.preadv(fd, [memoryview(chunk)[: min(len(chunk), info.nbytes - at)]], info.begin + at)
+    finally:
+        os.close(fd)
