@@ -88,3 +88,16 @@ def test_bool_flags_and_words(tmp_path):
     assert result.exit_code == 0, result.output
     bad = runner.invoke(app, ["scan", str(path), "--out", str(out), "-q", "--option", "histogram_bins=many"])
     assert bad.exit_code != 0 and "histogram_bins takes a whole number" in bad.output
+
+
+def test_no_command_declares_a_flag_twice():
+    import click
+    import typer.main
+
+    group = typer.main.get_command(app)
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        flags = [f for p in command.get_params(ctx) for f in (*p.opts, *p.secondary_opts)]
+        assert len(flags) == len(set(flags)), (name, sorted(f for f in flags if flags.count(f) > 1))
+        assert "--debug" in flags and "--help" in flags, name

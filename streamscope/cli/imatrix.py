@@ -25,7 +25,6 @@ def imatrix(
     top: Annotated[int, typer.Option("--top", "-n", min=1, help="Tensor rows shown.")] = 10,
     show_all: Annotated[bool, typer.Option("--all", "-a", help="Every tensor, in layer order unless --sort says otherwise.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (every tensor, every statistic).")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors (or set STREAMSCOPE_DEBUG=1).")] = False,
 ) -> None:
     """Importance-matrix statistics, as llama-imatrix --show-statistics computes them; or two matrices compared.
 
