@@ -228,8 +228,8 @@ class ResultStore:
         """Write ``tensors.json/csv/parquet``, ``model.json`` and ``arrays.zarr``; each file appears whole or not at all."""
         names = [n for n in (order or self.records) if n in self.records]
         self.write_arrays(names)
-        write_atomic(self.out / "tensors.json", lambda p: p.write_text(json.dumps(json_safe({n: self.records[n] for n in names}), indent=1)))
-        write_atomic(self.out / "model.json", lambda p: p.write_text(json.dumps(json_safe(model), indent=1)))
+        write_json(self.out / "tensors.json", {n: self.records[n] for n in names})
+        write_json(self.out / "model.json", model)
         df = self.table(names)
         write_atomic(self.out / "tensors.csv", lambda p: df.to_csv(p, index=False))
         typed = self.table(names, lists=True)  # list columns as Parquet lists, not the CSV's text
@@ -313,6 +313,18 @@ def write_atomic(path: Path, write) -> None:
         raise _naming(e, path) from e
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def json_text(record) -> str:
+    """The JSON text of every result file and ``--json`` output: strict JSON (``json_safe``), one space of indent,
+    non-ASCII characters (token strings, module names) written as they are."""
+    return json.dumps(json_safe(record), indent=1, ensure_ascii=False)
+
+
+def write_json(path: Path, record) -> None:
+    """Write ``record`` as a result file at ``path`` (``json_text``, UTF-8), whole or not at all (``write_atomic``)."""
+    text = json_text(record)
+    write_atomic(Path(path), lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def _naming(e: OSError, path: Path) -> OSError:
