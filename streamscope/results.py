@@ -7,7 +7,7 @@ per tensor took a large share of a small model's scan (benchmarks/README.md).
 ``arrays.zarr`` is written once at the end: value histograms stacked as ``histograms/counts`` (tensors x
 bins) and ``histograms/edges``, row i belonging to ``histograms.attrs["tensor_names"][i]``, and other arrays (embedding row norms,
 singular values) as one ragged array per kind, ``tensors/<kind>/values``, indexed by the group's
-``tensor_names`` and ``offsets`` attributes (``report.load.Results.array`` reads one tensor's). A scan owns
+``tensor_names`` and ``offsets`` attributes (``results_dir.Results.array`` reads one tensor's). A scan owns
 those two groups alone: ``embeddings`` and ``activations`` runs into the same directory own theirs, and each
 command moves only its own groups into place (``replace_groups``).
 """
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 PARTIAL = ".partial"
 #: The groups of ``arrays.zarr`` that a scan owns; ``embeddings`` and ``activations`` belong to those commands.
 SCAN_GROUPS = ("histograms", "tensors")
+#: Where a hub model came from, a column of every table row.
+PROVENANCE_COLUMNS = ("model_id", "revision", "created_at")
 
 
 class ResultStore:
@@ -151,29 +153,8 @@ class ResultStore:
 
         ``lists``: the shape and list-valued fields (top singular values, health reasons) as lists, for Parquet;
         else as text that a CSV holds (``384x1536``, JSON lists)."""
-        import pandas as pd
-
-        from streamscope.analyses import REGISTRY
-
-        skip = {"info"} | {a.key for a in REGISTRY.of_kind("block", "tensor") if not a.table}  # info: the columns above
         names = [n for n in (order or self.records) if n in self.records]
-        rows = []
-        for name in names:
-            rec = self.records[name]
-            row = {"model_path": self.model_path, **self.columns, "tensor": name}
-            info = rec["info"]
-            shape = [int(d) for d in info["shape"]] if lists else "x".join(map(str, info["shape"]))
-            row.update(layer_index=info["layer_index"], block_type=info["block_type"], shape=shape, dtype=info["dtype"])
-            row.update({f"info.{k}": v for k, v in info.items() if k not in ("shape", "dtype", "layer_index", "block_type")})
-            for section, values in rec.items():
-                if section in skip or not isinstance(values, dict):
-                    continue
-                row.update(_flatten(values, section, lists))
-            rows.append(row)
-        df = pd.DataFrame(rows)
-        if "layer_index" in df:
-            df["layer_index"] = df["layer_index"].astype("Int64")
-        return df
+        return tensor_table({n: self.records[n] for n in names}, self.model_path, self.columns, lists)
 
     def arrays(self, name: str) -> dict[str, np.ndarray]:
         """The arrays stored for one tensor (read back from ``arrays.bin``)."""
@@ -235,6 +216,33 @@ class ResultStore:
         typed = self.table(names, lists=True)  # list columns as Parquet lists, not the CSV's text
         write_atomic(self.out / "tensors.parquet", lambda p: typed.to_parquet(p, index=False))
         return df
+
+
+def tensor_table(records: dict[str, dict], model_path: str | None, columns: dict | None = None, lists: bool = False) -> "pd.DataFrame":
+    """One row per record (``tensors.csv``'s rows; ``ResultStore.table``), nested fields flattened to ``section.field``.
+
+    ``columns``: constant columns of every row (a hub model's provenance); ``lists``: see ``ResultStore.table``."""
+    import pandas as pd
+
+    from streamscope.analyses import REGISTRY
+
+    skip = {"info"} | {a.key for a in REGISTRY.of_kind("block", "tensor") if not a.table}  # info: the columns above
+    rows = []
+    for name, rec in records.items():
+        row = {"model_path": model_path, **(columns or {}), "tensor": name}
+        info = rec["info"]
+        shape = [int(d) for d in info["shape"]] if lists else "x".join(map(str, info["shape"]))
+        row.update(layer_index=info["layer_index"], block_type=info["block_type"], shape=shape, dtype=info["dtype"])
+        row.update({f"info.{k}": v for k, v in info.items() if k not in ("shape", "dtype", "layer_index", "block_type")})
+        for section, values in rec.items():
+            if section in skip or not isinstance(values, dict):
+                continue
+            row.update(_flatten(values, section, lists))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if "layer_index" in df:
+        df["layer_index"] = df["layer_index"].astype("Int64")
+    return df
 
 
 def write_ragged(parent, key: str, names: list[str], values: list[np.ndarray]) -> None:

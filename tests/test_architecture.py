@@ -227,7 +227,7 @@ ROOMS = {
     "streamscope.io": "io",
     "streamscope.kernels": "kernels",
     "streamscope.analyses": "analyses",
-    "streamscope.results": "results",
+    "streamscope.results": "results", "streamscope.results_dir": "results",
     "streamscope.engine": "engine",
     "streamscope.activation": "activation",
     "streamscope.report": "report",
