@@ -35,7 +35,7 @@ def child_streamscope(model_dir: str) -> tuple[dict, float]:
     import streamscope.engine.pipeline  # noqa: F401
     import streamscope.engine.runner  # noqa: F401
     import streamscope.kernels.powerlaw  # noqa: F401
-    import streamscope.report.progress  # noqa: F401 - rich, for the progress line (0.16 s on a first import)
+    import streamscope.progress  # noqa: F401 - rich, for the progress line (0.16 s on a first import)
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:

@@ -13,7 +13,7 @@ from streamscope.engine.options import ENGINE
 from streamscope.engine.pipeline import ScanResult
 from streamscope.io.checkpoint import CheckpointIndex
 from streamscope.io.handles import Checkpoint, Tensor
-from streamscope.report.load import Results
+from streamscope.results_dir import Results
 
 if TYPE_CHECKING:
     import pandas as pd

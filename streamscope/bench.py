@@ -322,7 +322,7 @@ def _child_main(argv: list[str]) -> None:
         import streamscope.analyses.spectral  # noqa: F401
         import streamscope.engine.pipeline  # noqa: F401
         import streamscope.kernels.linalg  # noqa: F401
-        import streamscope.report.progress  # noqa: F401
+        import streamscope.progress  # noqa: F401
     t0 = time.perf_counter()
     out = METHODS[method](path, **kwargs)
     out["seconds"] = time.perf_counter() - t0

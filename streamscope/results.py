@@ -7,7 +7,7 @@ per tensor took a large share of a small model's scan (benchmarks/README.md).
 ``arrays.zarr`` is written once at the end: value histograms stacked as ``histograms/counts`` (tensors x
 bins) and ``histograms/edges``, row i belonging to ``histograms.attrs["tensor_names"][i]``, and other arrays (embedding row norms,
 singular values) as one ragged array per kind, ``tensors/<kind>/values``, indexed by the group's
-``tensor_names`` and ``offsets`` attributes (``report.load.Results.array`` reads one tensor's). A scan owns
+``tensor_names`` and ``offsets`` attributes (``results_dir.Results.array`` reads one tensor's). A scan owns
 those two groups alone: ``embeddings`` and ``activations`` runs into the same directory own theirs, and each
 command moves only its own groups into place (``replace_groups``).
 """
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 PARTIAL = ".partial"
 #: The groups of ``arrays.zarr`` that a scan owns; ``embeddings`` and ``activations`` belong to those commands.
 SCAN_GROUPS = ("histograms", "tensors")
+#: Where a hub model came from, a column of every table row.
+PROVENANCE_COLUMNS = ("model_id", "revision", "created_at")
 
 
 class ResultStore:
@@ -151,29 +153,8 @@ class ResultStore:
 
         ``lists``: the shape and list-valued fields (top singular values, health reasons) as lists, for Parquet;
         else as text that a CSV holds (``384x1536``, JSON lists)."""
-        import pandas as pd
-
-        from streamscope.analyses import REGISTRY
-
-        skip = {"info"} | {a.key for a in REGISTRY.of_kind("block", "tensor") if not a.table}  # info: the columns above
         names = [n for n in (order or self.records) if n in self.records]
-        rows = []
-        for name in names:
-            rec = self.records[name]
-            row = {"model_path": self.model_path, **self.columns, "tensor": name}
-            info = rec["info"]
-            shape = [int(d) for d in info["shape"]] if lists else "x".join(map(str, info["shape"]))
-            row.update(layer_index=info["layer_index"], block_type=info["block_type"], shape=shape, dtype=info["dtype"])
-            row.update({f"info.{k}": v for k, v in info.items() if k not in ("shape", "dtype", "layer_index", "block_type")})
-            for section, values in rec.items():
-                if section in skip or not isinstance(values, dict):
-                    continue
-                row.update(_flatten(values, section, lists))
-            rows.append(row)
-        df = pd.DataFrame(rows)
-        if "layer_index" in df:
-            df["layer_index"] = df["layer_index"].astype("Int64")
-        return df
+        return tensor_table({n: self.records[n] for n in names}, self.model_path, self.columns, lists)
 
     def arrays(self, name: str) -> dict[str, np.ndarray]:
         """The arrays stored for one tensor (read back from ``arrays.bin``)."""
@@ -228,13 +209,40 @@ class ResultStore:
         """Write ``tensors.json/csv/parquet``, ``model.json`` and ``arrays.zarr``; each file appears whole or not at all."""
         names = [n for n in (order or self.records) if n in self.records]
         self.write_arrays(names)
-        write_atomic(self.out / "tensors.json", lambda p: p.write_text(json.dumps(json_safe({n: self.records[n] for n in names}), indent=1)))
-        write_atomic(self.out / "model.json", lambda p: p.write_text(json.dumps(json_safe(model), indent=1)))
+        write_json(self.out / "tensors.json", {n: self.records[n] for n in names})
+        write_json(self.out / "model.json", model)
         df = self.table(names)
         write_atomic(self.out / "tensors.csv", lambda p: df.to_csv(p, index=False))
         typed = self.table(names, lists=True)  # list columns as Parquet lists, not the CSV's text
         write_atomic(self.out / "tensors.parquet", lambda p: typed.to_parquet(p, index=False))
         return df
+
+
+def tensor_table(records: dict[str, dict], model_path: str | None, columns: dict | None = None, lists: bool = False) -> "pd.DataFrame":
+    """One row per record (``tensors.csv``'s rows; ``ResultStore.table``), nested fields flattened to ``section.field``.
+
+    ``columns``: constant columns of every row (a hub model's provenance); ``lists``: see ``ResultStore.table``."""
+    import pandas as pd
+
+    from streamscope.analyses import REGISTRY
+
+    skip = {"info"} | {a.key for a in REGISTRY.of_kind("block", "tensor") if not a.table}  # info: the columns above
+    rows = []
+    for name, rec in records.items():
+        row = {"model_path": model_path, **(columns or {}), "tensor": name}
+        info = rec["info"]
+        shape = [int(d) for d in info["shape"]] if lists else "x".join(map(str, info["shape"]))
+        row.update(layer_index=info["layer_index"], block_type=info["block_type"], shape=shape, dtype=info["dtype"])
+        row.update({f"info.{k}": v for k, v in info.items() if k not in ("shape", "dtype", "layer_index", "block_type")})
+        for section, values in rec.items():
+            if section in skip or not isinstance(values, dict):
+                continue
+            row.update(_flatten(values, section, lists))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if "layer_index" in df:
+        df["layer_index"] = df["layer_index"].astype("Int64")
+    return df
 
 
 def write_ragged(parent, key: str, names: list[str], values: list[np.ndarray]) -> None:
@@ -313,6 +321,18 @@ def write_atomic(path: Path, write) -> None:
         raise _naming(e, path) from e
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def json_text(record) -> str:
+    """The JSON text of every result file and ``--json`` output: strict JSON (``json_safe``), one space of indent,
+    non-ASCII characters (token strings, module names) written as they are."""
+    return json.dumps(json_safe(record), indent=1, ensure_ascii=False)
+
+
+def write_json(path: Path, record) -> None:
+    """Write ``record`` as a result file at ``path`` (``json_text``, UTF-8), whole or not at all (``write_atomic``)."""
+    text = json_text(record)
+    write_atomic(Path(path), lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def _naming(e: OSError, path: Path) -> OSError:

@@ -52,6 +52,21 @@ def test_results_importable_from_the_top_level_and_where_it_was():
     assert Results is Loaded and "Results" in streamscope.__all__
 
 
+def test_a_scan_returns_what_its_directory_opens_as(llama_dir, tmp_path):
+    """One result type: what ``scan`` returns is a ``Results``, and the directory opened again has the same records,
+    model, errors and table (the table rebuilt from tensors.json equals the one the scan wrote to tensors.csv)."""
+    r = streamscope.scan(llama_dir, out=tmp_path / "o", select=r"layers\.0\.|norm")
+    assert isinstance(r, streamscope.Results) and streamscope.ScanResult is streamscope.Results
+    assert r.out == r.path == tmp_path / "o" and r.errors == []
+    opened = streamscope.Results.open(tmp_path / "o")
+    assert opened.tensors == json.loads((tmp_path / "o" / "tensors.json").read_text(encoding="utf-8")) and opened.errors == []
+    assert list(opened.tensors) == list(r.tensors) and opened.model["checkpoint"] == r.model["checkpoint"]
+    written = pd.read_csv(tmp_path / "o" / "tensors.csv")
+    for table in (r.table, opened.table):
+        assert list(table.columns) == list(written.columns)
+        pd.testing.assert_frame_equal(table.reset_index(drop=True), written, check_dtype=False)
+
+
 def test_compare_arguments_are_before_and_after(llama_dir):
     params = list(inspect.signature(streamscope.compare).parameters)
     assert params[:2] == ["before", "after"]

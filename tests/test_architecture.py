@@ -213,8 +213,9 @@ def test_format_seam_names_what_a_file_is(tmp_path):
 
 # -- the import direction -------------------------------------------------------------------------------------------
 # Rooms from left to right; a module imports only from rooms of a lower rank or from its own room.
-# The top-level modules: errors, units, schema, text, environment, plotstyle and optionspec import nothing of the package (the base every room may
-# use); results is the store the engine and the activation engine write and the report reads, so it sits between
+# The top-level modules: errors, units, schema, text, environment, plotstyle, optionspec and progress import nothing of the
+# package but each other (the base every room may use; progress is there because the engine, the activation engine and
+# the report all show progress); results is the store the engine and the activation engine write and the report reads, so it sits between
 # analyses and those engines; synthetic (checkpoint fixtures for tests and benchmarks) and bench sit with api and
 # cli: library code never builds test checkpoints or runs benchmarks. activation is beside engine: neither
 # imports the other.
@@ -222,10 +223,11 @@ PACKAGE = Path(streamscope.__file__).parent
 ROOMS = {
     "streamscope.errors": "base", "streamscope.units": "base", "streamscope.schema": "base", "streamscope.text": "base",
     "streamscope.environment": "base", "streamscope.plotstyle": "base", "streamscope.optionspec": "base",
+    "streamscope.progress": "base",
     "streamscope.io": "io",
     "streamscope.kernels": "kernels",
     "streamscope.analyses": "analyses",
-    "streamscope.results": "results",
+    "streamscope.results": "results", "streamscope.results_dir": "results",
     "streamscope.engine": "engine",
     "streamscope.activation": "activation",
     "streamscope.report": "report",

@@ -11,12 +11,12 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
-from streamscope.results import json_safe, write_atomic
+from streamscope.results import write_atomic
+from streamscope.results import write_json as write_result
 
 KEY_COLUMNS = ("module", "direction")
 
@@ -63,7 +63,7 @@ def table(collector, run) -> tuple[list[dict], list[str]]:
 
 
 def write_json(out: Path, record: dict) -> None:
-    write_atomic(out / "activations.json", lambda p: p.write_text(json.dumps(json_safe(record), indent=1)))
+    write_result(out / "activations.json", record)
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:

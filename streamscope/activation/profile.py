@@ -302,23 +302,12 @@ def _hidden_budget(budget) -> int:
 
 
 def _progress(enabled: bool, total: int):
+    """The decoder-layer counter, started (None when disabled); its ``update`` is the forward pass's callback."""
     if not enabled:
         return None
-    from rich.progress import Progress
+    from streamscope.progress import Steps
 
-    class Bar:
-        def __init__(self):
-            self.p = Progress(transient=True)
-            self.p.start()
-            self.task = self.p.add_task("[bold]activations[/] decoder layers", total=total)
-
-        def update(self, stage: str, done: int, total_: int) -> None:
-            self.p.update(self.task, completed=done)
-
-        def close(self) -> None:
-            self.p.stop()
-
-    return Bar()
+    return Steps(total, "activations", "decoder layers").start()
 
 
 def load_config(path: str | Path | None, overrides: dict | None, model_path: str | Path | None = None) -> dict:

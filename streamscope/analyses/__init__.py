@@ -10,7 +10,7 @@ spectral and quantization).
 
 from __future__ import annotations
 
-from streamscope.analyses import basic, checkpoint, embedding, health, histogram, norms, quantization, sparsity, spectral, weightwatcher
+from streamscope.analyses import basic, embedding, health, histogram, norms, quantization, sparsity, spectral, summary, weightwatcher
 from streamscope.analyses.registry import Analysis, Registry
 
 REGISTRY = Registry()
@@ -26,7 +26,7 @@ register(histogram.ANALYSIS)
 register(embedding.ANALYSIS)
 register(health.ANALYSIS)
 # per model
-register(checkpoint.ANALYSIS)
+register(summary.ANALYSIS)
 register(embedding.MODEL_ANALYSIS)
 register(norms.ANALYSIS)
 register(health.MODEL_ANALYSIS)

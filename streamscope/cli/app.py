@@ -3,7 +3,6 @@ commands take, and the one error handler every command runs under (``_Commands``
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -125,14 +124,14 @@ def default_name(path: str) -> str:
 
 
 def emit(result: dict, out: Path | None, as_json: bool, show) -> None:
-    from streamscope.results import json_safe
+    from streamscope.results import json_text, write_json
     from streamscope.schema import SCHEMA_VERSION
 
     result.setdefault("schema_version", SCHEMA_VERSION)
-    text = json.dumps(json_safe(result), indent=1, ensure_ascii=False)
+    text = json_text(result)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
+        write_json(out, result)
     if as_json:
         print(text)
     else:

@@ -3,7 +3,6 @@ importance matrix, or two matrices compared tensor by tensor."""
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Annotated, Optional
@@ -50,9 +49,9 @@ def imatrix(
         result = comparison(a, read_imatrix(other))
         show = lambda: _print("print_comparison", result, sort or ("layer" if show_all else "cos"), None if show_all else top)  # noqa: E731
     if as_json:
-        from streamscope.results import json_safe
+        from streamscope.results import json_text
 
-        print(json.dumps(json_safe(result), indent=1, ensure_ascii=False))
+        print(json_text(result))
     else:
         show()
 

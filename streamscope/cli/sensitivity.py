@@ -47,11 +47,9 @@ def sensitivity(
     quiet: QuietOpt = False,
 ) -> None:
     """Measured quantization sensitivity; ``--help`` is ``HELP``."""
-    import json
-
     from streamscope.api import sensitivity as run
     from streamscope.cli.activations import run_options
-    from streamscope.results import json_safe
+    from streamscope.results import json_text
 
     overrides, out = run_options(ctx, path, config, out, device, dtype, memory_budget, "sensitivity")
     chosen = [s.strip() for s in schemes.split(",") if s.strip()] if schemes else None
@@ -59,7 +57,7 @@ def sensitivity(
     record = run(path, config=config, out=out, overrides=overrides, schemes=chosen, recipe=recipe, target_kl=target_kl, keep_scheme=keep_scheme,
                  max_bpw=max_bpw, local=local, smoothquant=smoothquant, propagate=propagate, plan=plan, resume=resume, progress=not (quiet or as_json), revision=revision, echo=echo)  # fmt: skip
     if as_json:
-        print(json.dumps(json_safe(record), indent=1))
+        print(json_text(record))
     elif not quiet:
         from streamscope.report.sensitivity_table import print_sensitivity
 

@@ -139,10 +139,10 @@ def _results(index, model: dict, row_norms: dict, studies: dict[str, Study], clu
 
 
 def _write(out: Path, result: dict, studies: dict[str, Study], row_norms: dict) -> None:
-    from streamscope.results import json_safe, write_atomic
+    from streamscope.results import write_json
 
     _write_arrays(out, studies, row_norms)
-    write_atomic(out / "embeddings.json", lambda p: p.write_text(json.dumps(json_safe(result), indent=1)))
+    write_json(out / "embeddings.json", result)
     _write_csv(out / "clusters.csv", result)
 
 

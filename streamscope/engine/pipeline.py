@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,23 +22,16 @@ from streamscope.io.checkpoint import CheckpointIndex
 from streamscope.io.names import compile_select
 from streamscope.io.fingerprint import SAMPLE_BYTES, tensor_fingerprint  # noqa: F401  (resume keys; tests name them here)
 from streamscope.io.tensor import TensorInfo
+from streamscope.results_dir import Results
 from streamscope.schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from streamscope.results import ResultStore
 
 
-@dataclass
-class ScanResult:
-    """What ``scan`` produced: per-tensor records, the table of them, model-level results."""
-
-    tensors: dict[str, dict]
-    table: "pd.DataFrame"
-    model: dict
-    out: Path | None
-    errors: list[str] = field(default_factory=list)
+#: What ``scan`` returns: the ``Results`` a user also opens from a directory (``tensors``, ``table``, ``model``, ``out``,
+#: ``errors``); the older name is kept.
+ScanResult = Results
 
 
 @dataclass
@@ -99,7 +92,7 @@ def run_jobs(jobs: list, options: ScanOptions, store: "ResultStore", *, tokenize
 def scan(index: CheckpointIndex, options: ScanOptions, out: str | os.PathLike, *, resume: bool = True, progress: bool = False,
          scheduler: str | None = None, workers: int | None = None, provenance: dict | None = None) -> ScanResult:  # fmt: skip
     """Scan ``index`` into ``out``: every selected tensor once through every active analysis, then the model."""
-    from streamscope.results import ResultStore
+    from streamscope.results import PROVENANCE_COLUMNS, ResultStore
 
     if workers is not None and scheduler != "local":
         raise OptionError("workers sets the size of a local cluster: use it with scheduler='local' (--scheduler local)")
@@ -121,11 +114,11 @@ def scan(index: CheckpointIndex, options: ScanOptions, out: str | os.PathLike, *
         model["options"] = {**options.summary(), "device": device}
         if provenance and provenance.get("model_id"):  # a hub model: where it came from, in model.json and every row
             model["provenance"] = provenance
-            store.columns = {k: provenance[k] for k in ("model_id", "revision", "created_at")}
+            store.columns = {k: provenance[k] for k in PROVENANCE_COLUMNS}
         table = store.write_tables(model, order)
         if not stats.errors:
             store.discard_partial()
-    return ScanResult(records, table, model, Path(out), stats.errors)
+    return Results.from_scan(Path(out), records, table, model, stats.errors)
 
 
 def model_results(index: CheckpointIndex, records: dict[str, dict], errors: list[str]) -> dict:

@@ -19,6 +19,7 @@ def make_report(results_dir: str | Path, out: str | Path | None = None, details:
     Returns:
         The path of ``report.html``.
     """
+    from streamscope.progress import Steps
     from streamscope.report.figures import FIGURES, layer_details, render
     from streamscope.report.html import write_report
     from streamscope.report.sensitivity_data import open_results
@@ -30,12 +31,6 @@ def make_report(results_dir: str | Path, out: str | Path | None = None, details:
     figures_dir = out / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     total = len(FIGURES) + len(layer_details.chosen(results, details))
-    if progress:
-        from rich.progress import Progress
-
-        with Progress(transient=True) as bar:
-            task = bar.add_task("[bold]report[/] figures", total=total)
-            rendered = render(results, figures_dir, details, on_figure=lambda: bar.advance(task))
-    else:
-        rendered = render(results, figures_dir, details)
+    with Steps(total, "report", "figures", enabled=progress) as bar:
+        rendered = render(results, figures_dir, details, on_figure=bar.advance)
     return write_report(results, figures_dir, rendered, out / "report.html")

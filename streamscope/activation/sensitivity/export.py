@@ -10,14 +10,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from streamscope.activation.export import write_csv
 from streamscope.activation.sensitivity import recipe as recipe_mod
-from streamscope.results import json_safe, write_atomic
+from streamscope.results import write_atomic, write_json
 
 COLUMNS = ["module", "layer", "scheme", "sqnr_db", "rel_mse", "weight_sqnr_db", "alpha"]
 
@@ -63,7 +62,7 @@ def write(out: Path, prep, model, first, plan: dict | None, facts: dict, recipes
     plan_out = None if plan is None else {k: v for k, v in plan.items() if k != "assignment"}
     record = {"run": facts, "local": first.local, "smoothquant": first.smoothquant, "propagated": first.propagated, "plan": plan_out,
               "recipes": {r.name: {"scheme": r.scheme, "overrides": r.overrides, "ignore": r.ignore} for r in recipes}}  # fmt: skip
-    write_atomic(out / "sensitivity.json", lambda p: p.write_text(json.dumps(json_safe(record), indent=1)))
+    write_json(out / "sensitivity.json", record)
     return record
 
 

@@ -1,6 +1,6 @@
 """Every figure of the report: one file each, listed once below.
 
-A figure is a ``draw(results) -> matplotlib Figure`` function (``results`` is ``report.load.Results``; no I/O of
+A figure is a ``draw(results) -> matplotlib Figure`` function (``results`` is ``streamscope.Results``; no I/O of
 its own). To add one: write ``<file_name>.py`` here with its ``draw`` and add one ``Figure(...)`` line to
 ``FIGURES``; the HTML report shows it in its section. An activation probe's figures come with the probe
 (``activation.probes``): ``probe_figures``.

@@ -1,4 +1,5 @@
-"""The checkpoint summary of ``model.json``: shards, tensor and parameter counts, dtype mix, model type."""
+"""The checkpoint summary of ``model.json`` (its ``checkpoint`` key): shards, tensor and parameter counts, dtype mix,
+model type. Headers only; ``io.checkpoint`` is where the index itself is built."""
 
 from __future__ import annotations
 
