@@ -18,7 +18,7 @@ from streamscope.results_dir import Results
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Checkpoint", "Results", "ScanResult", "Tensor", "open", "scan", "scan_many", "result_name", "embeddings", "build_report", "params", "params_frame", "compare", "compare_frame"]
+__all__ = ["Checkpoint", "Results", "ScanResult", "Tensor", "open", "scan", "scan_many", "result_name", "embeddings", "build_report", "params", "params_frame", "compare", "compare_frame", "imatrix"]
 
 
 def _local_index(path, revision: str | None = None, progress: bool = False) -> tuple[CheckpointIndex, dict]:
@@ -65,7 +65,7 @@ def scan(
     workers: int | None = ENGINE.workers,
     revision: str | None = None,
     **analysis_options,
-) -> ScanResult:
+) -> Results:
     """Stream every (selected) tensor of a checkpoint once through the requested analyses.
 
     Args:
@@ -91,7 +91,8 @@ def scan(
             holds the defaults).
 
     Returns:
-        ScanResult with ``tensors`` (name -> record), ``table`` (DataFrame), ``model`` (model-level dict).
+        ``Results``: ``tensors`` (name -> record), ``table`` (DataFrame), ``model`` (model-level dict), ``errors``
+        and ``out``; ``Results.open(out)`` reads the same later.
 
     Example:
         >>> r = streamscope.scan("model.safetensors", out="results", memory_budget="512MB")  # doctest: +SKIP
@@ -433,3 +434,21 @@ def sensitivity(
                    recipe=recipe_mod.load(recipe) if recipe else None, target_kl=target_kl, keep_scheme=keep_scheme,
                    max_bits=max_bpw, local=local, smoothquant=smoothquant, propagate=propagate, plan=plan, resume=resume)  # fmt: skip
     return measure(cfg["model"]["path"], cfg, out, opts, echo=echo, progress=progress)
+
+
+def imatrix(file: str | os.PathLike, other: str | os.PathLike | None = None) -> dict:
+    """The statistics ``llama-imatrix --show-statistics`` prints for an importance-matrix GGUF (llama.cpp's, or the
+    ``imatrix.gguf`` that ``activations`` writes), or, given ``other``, the two compared tensor by tensor.
+
+    Returns:
+        One file: ``{file, datasets, chunk_count, chunk_size, in_sum, moments_of, tensors, layers, summary}``;
+        two: ``{a, b, tensors: {name: {cosine, sum_a, sum_b, ratio}}, only_a, only_b, mismatched, summary}``.
+
+    Example:
+        >>> streamscope.imatrix("results/qwen-act/imatrix.gguf")["summary"]["h_norm_min_tensor"]  # doctest: +SKIP
+    """
+    from streamscope.analyses.imatrix import comparison, statistics_of
+    from streamscope.io.imatrix_file import read_imatrix
+
+    first = read_imatrix(file)
+    return statistics_of(first) if other is None else comparison(first, read_imatrix(other))

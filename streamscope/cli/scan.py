@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -95,9 +94,9 @@ def scan(
         raise OptionError("--workers sets the size of a local cluster: use it with --scheduler local")
     result = streamscope.scan(paths[0], out=out or Path("results") / default_name(paths[0]), progress=not (quiet or as_json), **kw)
     if as_json:
-        from streamscope.results import json_safe
+        from streamscope.results import json_text
 
-        console.print_json(json.dumps({"out": str(result.out), "model": json_safe(result.model)}))
+        print(json_text({"out": str(result.out), "model": result.model}))
     elif not quiet:
         from streamscope.report.terminal import print_scan_summary
 

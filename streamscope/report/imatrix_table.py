@@ -68,7 +68,7 @@ def _fits(t: Table, console: Console) -> bool:
 
 
 def print_statistics(result: dict, console: Console, *, sort: str = "h_norm", top: int | None = 10) -> None:
-    """Print one file's statistics (``cli.imatrix.statistics_of``): its line, the layers, the tensors, the totals.
+    """Print one file's statistics (``analyses.imatrix.statistics_of``): its line, the layers, the tensors, the totals.
 
     Args:
         result: the dict ``streamscope imatrix FILE --json`` prints.
@@ -126,7 +126,7 @@ def _tensor_table(rows: list, columns, digits: int) -> Table:
 
 
 def print_comparison(result: dict, console: Console, *, sort: str = "cos", top: int | None = 10) -> None:
-    """Print two files compared (``cli.imatrix.comparison``): the tensors as sorted, those of one file only, totals.
+    """Print two files compared (``analyses.imatrix.comparison``): the tensors as sorted, those of one file only, totals.
 
     Args:
         result: the dict ``streamscope imatrix A B --json`` prints.
