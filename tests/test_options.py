@@ -101,3 +101,27 @@ def test_no_command_declares_a_flag_twice():
         flags = [f for p in command.get_params(ctx) for f in (*p.opts, *p.secondary_opts)]
         assert len(flags) == len(set(flags)), (name, sorted(f for f in flags if flags.count(f) > 1))
         assert "--debug" in flags and "--help" in flags, name
+
+
+def test_a_registered_analysis_option_becomes_a_scan_flag(tmp_path):
+    """The recipe's promise: an analysis registered before the command line is built (as every line of
+    ``analyses/__init__.py`` is) gets its ``--flag``, its help and its default with no line in ``cli/``."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = save_tensors(tmp_path / "m.safetensors", {"w": torch.tensor([[1.0, -4.0], [2.5, 0.5]])})
+    script = (
+        "import sys, json; sys.path.insert(0, sys.argv[1]); import toy_analysis\n"
+        "from typer.testing import CliRunner; from streamscope.cli import app\n"
+        "r = CliRunner(); h = r.invoke(app, ['scan', '--help'], env={'COLUMNS': '200'})\n"
+        "s = r.invoke(app, ['scan', sys.argv[2], '--out', sys.argv[3], '-q', '--analyses', 'basic,toy', '--toy-scale', '3'])\n"
+        "print(json.dumps([h.output, s.exit_code, s.output]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent), str(path), str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    help_text, code, output = json.loads(done.stdout.splitlines()[-1])
+    assert "--toy-scale" in help_text and "What the largest value is multiplied by." in help_text and "2.0" in help_text
+    assert code == 0, output
+    assert json.loads((tmp_path / "o" / "tensors.json").read_text())["w"]["toy"] == {"scaled_max": 7.5}

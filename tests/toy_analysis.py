@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from streamscope.analyses import REGISTRY, Analysis
+from streamscope.optionspec import opt
 
 
 @dataclass(frozen=True)
 class ToyOptions:
-    toy_scale: float = 2.0
+    toy_scale: float = opt(2.0, "What the largest value is multiplied by.", metavar="X")
 
 
 def scaled_max(ctx, options: ToyOptions) -> dict:
