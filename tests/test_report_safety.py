@@ -135,7 +135,7 @@ def test_activation_table_prints_module_names_as_text():
 
 
 def test_progress_label_is_text():
-    from streamscope.engine.progress import ScanProgress
+    from streamscope.progress import ScanProgress
 
     console = _recording_console()
     with ScanProgress(10, 1, console=console, label="[/bold]\x1b[2Jmodel") as bar:

@@ -69,7 +69,7 @@ def run(index: CheckpointIndex, options: ScanOptions, clusters: ClusterOptions, 
 
 
 def _cluster_all(index, names, options, clusters, store, progress) -> tuple[dict[str, Study], str]:
-    from streamscope.engine.progress import PassProgress
+    from streamscope.progress import PassProgress
     from streamscope.engine.runner import TensorRunner
     from streamscope.engine.threads import default_threads
 

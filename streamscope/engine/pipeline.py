@@ -59,7 +59,7 @@ def select_tensors(index: CheckpointIndex, select: str | None) -> list[TensorInf
 def run_jobs(jobs: list, options: ScanOptions, store: "ResultStore", *, tokenizer: Path | None = None, progress: bool = False,
              scheduler: str | None = None, workers: int | None = None, label: str = "scan") -> RunStats:  # fmt: skip
     """Run every job whose result ``store`` does not hold yet; store each result the moment it is done."""
-    from streamscope.engine.progress import ScanProgress
+    from streamscope.progress import ScanProgress
 
     fingerprints = {job.name: "|".join(tensor_fingerprint(t) for t in job.tensors) for job in jobs}
     todo = [job for job in jobs if not store.done(job.name, fingerprints[job.name])]
