@@ -14,7 +14,7 @@ from streamscope.errors import CheckpointError, DeviceError, HeaderError, Option
 
 __version__ = "0.1.0"
 
-_API = ("Checkpoint", "Results", "ScanResult", "Tensor", "open", "scan", "scan_many", "embeddings", "activations", "sensitivity", "build_report", "params", "params_frame", "compare", "compare_frame")
+_API = ("Checkpoint", "Results", "ScanResult", "Tensor", "open", "scan", "scan_many", "embeddings", "activations", "sensitivity", "build_report", "params", "params_frame", "compare", "compare_frame", "imatrix")
 
 __all__ = [*_API, "CheckpointError", "DeviceError", "HeaderError", "OptionError", "StreamscopeError"]
 

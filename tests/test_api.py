@@ -47,7 +47,7 @@ def _tensors(path):
 
 def test_results_importable_from_the_top_level_and_where_it_was():
     from streamscope import Results
-    from streamscope.report.load import Results as Loaded
+    from streamscope.results_dir import Results as Loaded
 
     assert Results is Loaded and "Results" in streamscope.__all__
 

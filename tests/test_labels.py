@@ -169,7 +169,7 @@ def test_weightwatcher_warnings_and_summary_from_the_stored_eigenvalues(minilm_d
     from typer.testing import CliRunner
 
     from streamscope.cli import app
-    from streamscope.report.load import Results
+    from streamscope.results_dir import Results
 
     out = tmp_path / "o"
     args = ["scan", str(minilm_dir), "--out", str(out), "--analyses", "spectral", "--select", r"layer\.[01]\.|word_emb"]
@@ -206,7 +206,7 @@ def test_weightwatcher_warnings_and_summary_from_the_stored_eigenvalues(minilm_d
 
 def test_condition_figure_marks_unresolved_condition_numbers(tmp_path):
     from streamscope.report.figures import condition_heatmap
-    from streamscope.report.load import Results
+    from streamscope.results_dir import Results
 
     g = torch.Generator().manual_seed(3)
     well = torch.linalg.qr(torch.randn(32, 32, generator=g, dtype=torch.float64))[0]

@@ -34,8 +34,9 @@ def test_every_analysis_option_is_a_scan_flag_with_its_declared_default(spec):
     line = next((ln for ln in text.splitlines() if f" {spec.flag} " in ln), None)
     assert line is not None, f"{spec.flag} missing from scan --help"
     assert spec.help.split()[0] in text
-    if spec.shown is None:
-        assert f"[default: {spec.text(spec.default)}" in " ".join(text.split()).replace("[default: (", "[default: ")
+    if spec.shown is None:  # a list of values is shown spaced, so that it wraps at 80 columns
+        shown = ", ".join(map(str, spec.default)) if spec.kind is tuple and spec.sep == "," else spec.text(spec.default)
+        assert f"[default: {shown}" in " ".join(text.split()).replace("[default: (", "[default: ")
 
 
 def test_engine_and_clustering_defaults_are_the_declared_ones():
@@ -125,3 +126,11 @@ def test_a_registered_analysis_option_becomes_a_scan_flag(tmp_path):
     assert "--toy-scale" in help_text and "What the largest value is multiplied by." in help_text and "2.0" in help_text
     assert code == 0, output
     assert json.loads((tmp_path / "o" / "tensors.json").read_text())["w"]["toy"] == {"scaled_max": 7.5}
+
+
+def test_clustering_options_out_of_range_are_one_line(tmp_path):
+    path = save_tensors(tmp_path / "m.safetensors", {"model.embed_tokens.weight": torch.randn(64, 8)})
+    for flag, value, said in (("--silhouette-rows", "0", "--silhouette-rows must be at least 2"),
+                              ("--max-iter", "0", "--max-iter must be at least 1"), ("--tol", "-1", "--tol must be 0 or more")):  # fmt: skip
+        result = runner.invoke(app, ["embeddings", str(path), "--out", str(tmp_path / "o"), "-q", flag, value])
+        assert result.exit_code == 1 and said in result.output, result.output

@@ -204,7 +204,7 @@ def test_every_value_in_the_page_is_escaped(small_results, tmp_path):
     """Values of the right type that hold markup (names, tokens, options, errors) are text on the page."""
     from streamscope.report.figures import render
     from streamscope.report.html import write_report
-    from streamscope.report.load import Results
+    from streamscope.results_dir import Results
 
     def edit(m):
         emb = m["embedding"].pop("model.embed_tokens.weight")

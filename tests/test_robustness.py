@@ -260,7 +260,7 @@ def test_results_of_different_checkpoints_never_mix(tmp_path, monkeypatch):
     assert again.model["timing"]["tensors_reused"] == 2
     mixed, clean = (zarr.open_group(str(d / "arrays.zarr"), mode="r") for d in (out, tmp_path / "fresh"))
     np.testing.assert_array_equal(mixed["histograms/edges"][:], clean["histograms/edges"][:])
-    from streamscope.report.load import Results
+    from streamscope.results_dir import Results
 
     for key in ("row_norms", "singular_values"):
         got, want = (Results.open(d).array("model.embed_tokens.weight", key) for d in (out, tmp_path / "fresh"))
@@ -358,7 +358,7 @@ def test_a_record_whose_arrays_were_cut_is_computed_again(tmp_path, monkeypatch)
         f.truncate(max(v[0] for v in last.values()) + 1)  # the last tensor's last array cut short
     again = streamscope.scan(path, out=out, analyses="basic,spectral")
     assert again.model["timing"]["tensors_reused"] == 1 and again.tensors == first.tensors
-    from streamscope.report.load import Results
+    from streamscope.results_dir import Results
 
     for name, w in weights.items():
         want = np.linalg.svd(w.double().numpy(), compute_uv=False)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import streamscope
 from streamscope.cli import app
-from streamscope.report.load import Results
+from streamscope.results_dir import Results
 from tests import tiny_models
 
 runner = CliRunner()

@@ -12,7 +12,7 @@ import zarr
 from safetensors.torch import load_file
 
 import streamscope
-from streamscope.report.load import Results
+from streamscope.results_dir import Results
 from streamscope.synthetic import save_tensors
 from conftest import scan_blocks
 

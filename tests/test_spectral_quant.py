@@ -88,7 +88,7 @@ def test_gram_full_spectrum(tmp_path, monkeypatch, shape, block_elems, budget, s
     got = np.asarray(r["top_singular_values"])
     assert rel(got, exact[: got.size]) < 1e-4
     assert r["effective_rank"] == int((exact > 0.01 * exact[0]).sum())
-    from streamscope.report.load import Results
+    from streamscope.results_dir import Results
 
     full = Results.open(tmp_path / "o").array("w", "singular_values")
     resolved = exact > r["resolution"]

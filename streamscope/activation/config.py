@@ -193,7 +193,7 @@ def _check(config: dict, origin: Callable[[str], str] = lambda key: "") -> None:
     check_patterns(fail, "visualization.layer_selection.patterns", vis["layer_selection"]["patterns"], optional=True)
     if config["model"]["dtype"] not in ("auto", "float32", "bfloat16", "float16"):
         fail("model.dtype", f"must be auto, float32, bfloat16 or float16; got {config['model']['dtype']!r}")
-    if str(config["memory"]["device"]).lower().split(":")[0] not in DEVICES:
+    if config["memory"]["device"] not in DEVICES and not str(config["memory"]["device"]).startswith("cuda:"):
         fail("memory.device", f"must be one of {', '.join(DEVICES)} (cuda:N for one GPU); got {config['memory']['device']!r}")
     _check_seed_keys(config, fail)
 

@@ -75,6 +75,11 @@ class ClusterOptions:
                 raise OptionError(f"--clusters must be auto or a number; got {clusters!r}") from None
             if not 1 <= clusters <= 4096:
                 raise OptionError(f"--clusters must be between 1 and 4096; got {clusters}")
+        for name, low in (("sample_rows", 1), ("silhouette_rows", 2), ("max_iter", 1)):
+            if int(values[name]) < low:
+                raise OptionError(f"--{name.replace('_', '-')} must be at least {low}; got {values[name]}")
+        if not float(values["tol"]) >= 0:
+            raise OptionError(f"--tol must be 0 or more; got {values['tol']}")
         values["random_state"] = int(values["random_state"])
         return cls(clusters=clusters, k_range=(lo, hi), metric=metric, **values)
 

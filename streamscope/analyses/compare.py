@@ -7,13 +7,13 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from streamscope.analyses.params import ATTN, MLP
-from streamscope.io.checkpoint import CheckpointIndex
 from streamscope.optionspec import opt
 from streamscope.schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     import torch
+
+    from streamscope.io.checkpoint import CheckpointIndex
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,8 @@ def compare_structure(a: dict, b: dict) -> dict:
     A layer is emptied when its attention and MLP have no parameters left in ``b`` while they had some in
     ``a`` (or, with weight comparison, when all of its weights in ``b`` are zero: see ``mark_emptied``).
     """
+    from streamscope.analyses.params import ATTN, MLP  # here: the command line's --help imports this module
+
     layers_a = {l["layer_idx"]: l for l in a["layers"]}
     layers_b = {l["layer_idx"]: l for l in b["layers"]}
     rows = []
@@ -79,6 +81,8 @@ def compare_structure(a: dict, b: dict) -> dict:
 
 
 def _zero_layer(i: int) -> dict:
+    from streamscope.analyses.params import ATTN, MLP
+
     return {"layer_idx": i, "total": 0, "norm": 0, "is_zero_layer": True,
             "attention": {"total": 0, "num_heads": 0, "num_kv_heads": 0, **{p: 0 for p in ATTN}},
             "mlp": {"total": 0, "intermediate_size": 0, **{p: 0 for p in MLP}}}  # fmt: skip

@@ -20,7 +20,7 @@ class HistogramOptions:
 
     def __post_init__(self) -> None:
         if not 2 <= int(self.histogram_bins) <= 65536:
-            raise OptionError(f"histogram_bins must be between 2 and 65536; got {self.histogram_bins}")
+            raise OptionError(f"--histogram-bins must be between 2 and 65536; got {self.histogram_bins}")
 
 
 def histogram(ctx, options: HistogramOptions) -> None:

@@ -107,7 +107,7 @@ class SpectralOptions:
         if not 1 <= int(self.rank) <= 4096:
             raise OptionError(f"--rank must be between 1 and 4096; got {self.rank}")
         if min(self.krylov_block, self.krylov_depth, self.krylov_converge) < 1 or not self.krylov_tol > 0:
-            raise OptionError("krylov_block, krylov_depth and krylov_converge must be >= 1 and krylov_tol > 0")
+            raise OptionError("--krylov-block, --krylov-depth and --krylov-converge must be >= 1 and --krylov-tol > 0")
 
     @property
     def krylov_columns(self) -> int:

@@ -64,8 +64,11 @@ def annotated(spec: Spec, panel: str | None = None) -> Any:
     """``spec`` as a typer option (``Annotated``), its default ``cli_default(spec)``."""
     decls = [f"{spec.flag}/--no-{spec.flag[2:]}" if spec.kind is bool else spec.flag] + ([spec.short] if spec.short else [])
     kind = {bool: bool, int: int, float: float}.get(spec.kind, str)
+    shown = spec.shown
+    if shown is None and spec.kind is tuple and spec.sep == ",":  # spaced, so that --help wraps a long list
+        shown = ", ".join(map(str, spec.default))
     info = typer.Option(*decls, metavar="" if spec.kind is bool else spec.metavar, help=spec.help,
-                        show_default=spec.shown if spec.shown is not None else True, rich_help_panel=panel)  # fmt: skip
+                        show_default=shown if shown is not None else True, rich_help_panel=panel)  # fmt: skip
     return Annotated[Optional[kind], info]
 
 

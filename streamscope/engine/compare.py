@@ -3,7 +3,8 @@ by side through the same pipeline as ``scan`` (plan -> resume -> run -> store).
 
 ``api.compare`` and ``streamscope compare`` are thin wrappers over ``compare``. The resume fingerprint is made
 of the engine's options (``ScanOptions.fingerprint``) and every field of ``CompareOptions``, so a comparison
-resumed under another ``--rank`` or ``--memory-budget`` computes every pair again.
+resumed under another ``--rank`` or ``--memory-budget`` computes every pair again. As in ``scan``, the device is
+not part of it: a pair's result is the same on every device, to float32 rounding.
 """
 
 from __future__ import annotations

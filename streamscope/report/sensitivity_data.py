@@ -2,7 +2,7 @@
 page section share: the rank correlation of weight-only against measured SQNR, the SmoothQuant curves, the
 plan's gains. A directory holding only ``sensitivity.json`` opens as results of its own.
 
-The file is checked on read as ``report.load`` checks the other results files: a value of another type than the
+The file is checked on read as ``results_dir`` checks the other results files: a value of another type than the
 report uses is one error naming the file and the key.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from streamscope.report.labels import short_label
-from streamscope.report.load import INT, NONE, NUM, NUM_, STR, STR_, Results, _check, _Each, _read
+from streamscope.results_dir import INT, NONE, NUM, NUM_, STR, STR_, Each, Results, check, read_object
 
 FILE = "sensitivity.json"
 #: The schemes whose weight-only screening is set against the measured output error.
@@ -25,12 +25,12 @@ SCREENED = ("int8_channel", "int4_g128")
 _ERROR = {"sqnr_db": NUM_, "rel_mse": NUM_, "weight_sqnr_db": NUM_}
 _TOP = {
     "run": {"model": STR_, "n_layers": INT, "linears": INT, "schemes": [STR], "num_samples": INT, "seq_len": INT, "seconds": NUM},
-    "local": _Each(_Each((dict, NONE))),
-    "propagated": _Each({"kl_mean": NUM_, "kl_p99": NUM_, "top1_agreement": NUM_, "ppl_float": NUM_, "ppl_quant": NUM_,
+    "local": Each(Each((dict, NONE))),
+    "propagated": Each({"kl_mean": NUM_, "kl_p99": NUM_, "top1_agreement": NUM_, "ppl_float": NUM_, "ppl_quant": NUM_,
                          "layers": [{"cos": NUM_, "sqnr_db": NUM_}]}),
     "smoothquant": (dict, NONE), "plan": (dict, NONE), "recipes": (dict, NONE),
 }  # fmt: skip
-_SMOOTH = _Each({"best_alpha": NUM_, "w8a8_sqnr_db": _Each(NUM_), "gain_db": NUM_})
+_SMOOTH = Each({"best_alpha": NUM_, "w8a8_sqnr_db": Each(NUM_), "gain_db": NUM_})
 _PLAN = {"target_kl": NUM, "keep_scheme": STR, "recipe": STR, "keep": (list, NONE), "kl": NUM_, "bits_per_weight": NUM_,
          "note": STR_}  # fmt: skip
 
@@ -45,17 +45,17 @@ def read(path: str | Path) -> dict | None:
     file = Path(path) / FILE
     if not file.is_file():
         return None
-    data = _read(file)
-    _check(data, _TOP, "", file)
+    data = read_object(file)
+    check(data, _TOP, "", file)
     for m, schemes in data["local"].items():
         for s, r in schemes.items():
             if r is not None:
-                _check(r, _ERROR, f"local[{m!r}][{s!r}]", file)
+                check(r, _ERROR, f"local[{m!r}][{s!r}]", file)
     if data.get("smoothquant"):
-        _check(data["smoothquant"], _SMOOTH, "smoothquant", file)
+        check(data["smoothquant"], _SMOOTH, "smoothquant", file)
     if data.get("plan"):
-        _check(data["plan"], _PLAN, "plan", file)
-        _check(data["plan"].get("keep") or [], [STR], "plan.keep", file)
+        check(data["plan"], _PLAN, "plan", file)
+        check(data["plan"].get("keep") or [], [STR], "plan.keep", file)
     return data
 
 
