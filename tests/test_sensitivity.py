@@ -322,3 +322,21 @@ def test_a_bits_per_weight_budget_stops_the_plan(tmp_path_factory, tmp_path):
     assert 0 < len(capped["plan"]["keep"]) < len(free["plan"]["keep"])
     # the kept Linears are the first of the same ranking
     assert capped["plan"]["keep"] == free["plan"]["keep"][: len(capped["plan"]["keep"])]
+
+
+def test_gram_bands_and_flushes_equal_the_float64_gram():
+    """The Gram matrix summed a band of its upper triangle at a time, in float32 between flushes into float64,
+    equals XᵀX in float64 over every token (many flushes, two bands, a row count that no band width divides)."""
+    from streamscope.activation.sensitivity.hooks import FLUSH_TOKENS, GRAM_BAND, Group
+
+    torch.manual_seed(0)
+    d = 2 * GRAM_BAND + 77
+    batches = [torch.randn(513, d) * (1 + i % 3) for i in range(2 * FLUSH_TOKENS // 513 + 3)]
+    group = Group(["m"], gram=torch.zeros(d, d, dtype=torch.float64))
+    for x in batches:
+        group.add_gram(x)
+    x = torch.cat(batches).double()
+    reference = x.t() @ x
+    got = group.gram32().double()
+    assert torch.equal(got, got.t())
+    assert float((got - reference).abs().max() / reference.diagonal().max()) < 1e-6

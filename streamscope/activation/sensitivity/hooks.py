@@ -32,23 +32,56 @@ def is_norm(module) -> bool:
     return name.endswith("Norm") or "LayerNorm" in name or "RMSNorm" in name
 
 
+#: Rows of the Gram matrix computed per product: bands of about this many rows keep each product large enough
+#: for the BLAS while the upper triangle alone halves the work (benchmarks/README.md).
+GRAM_BAND = 512
+#: Tokens summed in float32 before they go into the float64 Gram matrix.
+FLUSH_TOKENS = 8192
+
+
 @dataclass
 class Group:
     """The inputs shared by the Linears called with one tensor."""
 
     modules: list[str]
-    gram: torch.Tensor | None = None  # float64 XᵀX, in Gram mode
+    gram: torch.Tensor | None = None  # float64 XᵀX in Gram mode: its upper triangle (``gram32`` mirrors it)
     inputs: list = field(default_factory=list)  # (tokens, in) float32 batches, in input mode or for smoothing
     kept_tokens: int = 0
     tokens: int = 0
     norm: str | None = None  # the norm of the layer whose output this is
     amax: torch.Tensor | None = None  # per input channel max |x| over every token (norm-fed groups)
     _gram32: torch.Tensor | None = None
+    _partial: torch.Tensor | None = None  # float32 sum of the batches since the last ``_flush``
+    _partial_tokens: int = 0
+
+    def add_gram(self, x: torch.Tensor) -> None:
+        """Add ``xᵀx`` of a ``(tokens, in)`` float32 batch. Only the upper triangle is computed, a band of rows
+        at a time, each summed in place into a float32 buffer (no temporary, half the products); the buffer goes
+        into the float64 sum every ``FLUSH_TOKENS`` tokens, so that rounding does not grow with the tokens."""
+        d = x.shape[1]
+        if self._partial is None:
+            self._partial = torch.zeros(d, d, dtype=torch.float32)
+        edges = [d * i // max(1, d // GRAM_BAND) for i in range(max(1, d // GRAM_BAND) + 1)]
+        for a0, a1 in zip(edges, edges[1:]):
+            self._partial[a0:a1, a0:].addmm_(x[:, a0:a1].t(), x[:, a0:])
+        self._partial_tokens += x.shape[0]
+        if self._partial_tokens >= FLUSH_TOKENS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._partial is not None and self._partial_tokens:
+            self.gram.add_(self._partial)
+            self._partial.zero_()
+            self._partial_tokens = 0
 
     def gram32(self) -> torch.Tensor:
-        """The Gram matrix in float32, converted once for all the group's Linears and schemes."""
+        """The Gram matrix in float32, whole (mirrored from its upper triangle), made once for all the group's
+        Linears and schemes."""
         if self._gram32 is None:
-            self._gram32 = self.gram.to(torch.float32)
+            self._flush()
+            self._partial = None
+            upper = torch.triu(self.gram)
+            self._gram32 = (upper + torch.triu(upper, 1).t()).to(torch.float32)
         return self._gram32
 
 
@@ -128,11 +161,11 @@ class Capture:
         return hook
 
     def _gram_mode(self, rows: int, cols: int) -> bool:
-        """Gram when its cost (once ``T d²``, then ``d² d_out`` per scheme) undercuts the inputs' (``T d d_out``
-        per scheme), or when keeping the inputs would pass the memory limit."""
+        """Gram when its cost (once ``T d² / 2``, its upper triangle, then ``d² d_out`` per scheme) undercuts the
+        inputs' (``T d d_out`` per scheme), or when keeping the inputs would pass the memory limit."""
         if not self.schemes:  # smoothing alone needs the inputs themselves
             return self.planned + self.tokens * cols * 4 > self.limit
-        cheaper = cols / (self.schemes * rows) + cols / max(self.tokens, 1) < 1
+        cheaper = cols / (2 * self.schemes * rows) + cols / max(self.tokens, 1) < 1
         return cheaper or self.planned + self.tokens * cols * 4 > self.limit
 
     def _take(self, group: Group, x: torch.Tensor, module) -> None:
@@ -143,7 +176,7 @@ class Capture:
             else:
                 self.planned += self.tokens * x.shape[1] * 4
         if group.gram is not None:
-            group.gram.add_(x.t() @ x)
+            group.add_gram(x)
             # smoothing needs the inputs themselves: the first ones, as many as the memory limit leaves room for
             if self.smooth and group.norm is not None and self.planned + self.kept_bytes + x.numel() * 4 <= self.limit:
                 self.kept_bytes += x.numel() * 4
