@@ -50,6 +50,8 @@ def runs(smoke: bool) -> dict[str, list[str]]:
         "alpha_full_spectrum": ["bench_alpha.py"],
         "activations": ["bench_activations.py"],
         "sensitivity": ["bench_sensitivity.py"],
+        # the local errors at the token count a profile takes by default (64 x 1024), where the Gram matrices pay off
+        "sensitivity_local": ["bench_sensitivity.py", "--shapes", "4x256,16x1024,64x1024", "--only", "profile,local5"],
         "imatrix": ["bench_imatrix.py"],  # needs LLAMA_CPP_DIR (a llama.cpp build); without it one line, and results/imatrix.json is kept
         "bench_cpu": ["-m", "streamscope.cli", "bench", "--size", "1GB", "--device", "cpu", "--memory-budget", "512MB", "--json", "--repeat", "3",
                       "--analyses", "basic,sparsity;quantization;spectral;" + ALL],
@@ -174,6 +176,10 @@ def readme(results: Path) -> str:
     f = load("sensitivity")
     if f and "runs" in f:
         lines += sensitivity_section(f)
+    f = load("sensitivity_local")
+    if f and "runs" in f:
+        lines += sensitivity_section(f, "the local errors of five schemes against a plain activation profile, up to the profile's default "
+                                        "64 x 1024 tokens")  # fmt: skip
     f = load("weightwatcher")
     if f and "models" in f:
         lines += ["", "## streamscope vs WeightWatcher 0.7.7 (spectral analysis, each tool a process from start to exit; after imports: its work once its modules are imported, as `streamscope bench` times)", "",
@@ -199,9 +205,9 @@ def readme(results: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sensitivity_section(f: dict) -> list[str]:
+def sensitivity_section(f: dict, title: str = "streamscope sensitivity vs a plain activation profile") -> list[str]:
     c = f["config"]
-    lines = ["", f"## streamscope sensitivity vs a plain activation profile (Llama-style, {c['num_hidden_layers']} layers of hidden "
+    lines = ["", f"## {title} (Llama-style, {c['num_hidden_layers']} layers of hidden "
              f"{c['hidden_size']} and MLP {c['intermediate_size']}, float32, random weights and tokens, CPU; each a process under /usr/bin/time -v)", "",
              "| tokens | run | wall s | x profile | peak RSS (MiB) | input groups gram / inputs |", "| --- | --- | ---: | ---: | ---: | --- |"]  # fmt: skip
     for shape, runs in f["runs"].items():
@@ -211,6 +217,8 @@ def sensitivity_section(f: dict) -> list[str]:
             lines.append(f"| {shape} | {name} | {r['seconds']:.1f} | {r['ratio_to_profile']:.2f} | {r['peak_rss_bytes'] / 2**20:.0f} | {modes} |")
     for shape, b in (f.get("memory_bound") or {}).items():
         got = f["runs"][shape].get("propagated1", {}).get("peak_rss_bytes")
+        if not got:  # a run of the local errors alone
+            continue
         lines.append("")
         lines.append(f"- {shape}: the propagated run's peak RSS {got / 2**20:.0f} MiB against the bound one decoder layer "
                      f"({b['layer'] / 2**20:.0f} MiB) + two hidden-state streams ({b['streams'] / 2**20:.0f} MiB) + one quantized module "
