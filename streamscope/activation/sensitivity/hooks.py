@@ -80,8 +80,8 @@ class Group:
         if self._gram32 is None:
             self._flush()
             self._partial = None
-            upper = torch.triu(self.gram)
-            self._gram32 = (upper + torch.triu(upper, 1).t()).to(torch.float32)
+            g = torch.triu(self.gram.to(torch.float32))  # mirrored in float32: no float64 d x d copies
+            self._gram32 = g.add_(torch.triu(g, 1).t())
         return self._gram32
 
 
